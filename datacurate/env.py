@@ -1,0 +1,38 @@
+"""The environment every process the project starts runs under: nothing tries the network."""
+from __future__ import annotations
+
+import os
+
+OFFLINE_ENV = {
+    "HF_HUB_OFFLINE": "1",
+    "NO_ALBUMENTATIONS_UPDATE": "1",
+    "SPARK_LOCAL_IP": "127.0.0.1",
+    "WANDB_MODE": "disabled",
+    "PYSPARK_PYTHON": None,  # filled with sys.executable below
+}
+
+
+def apply_offline_env() -> None:
+    """Set the offline variables unless the user set them already."""
+    import sys
+
+    for k, v in OFFLINE_ENV.items():
+        os.environ.setdefault(k, v if v is not None else sys.executable)
+
+
+def child_env(extra: dict | None = None) -> dict:
+    """A copy of os.environ for subprocesses, with the offline variables set."""
+    apply_offline_env()
+    env = dict(os.environ)
+    if extra:
+        env.update(extra)
+    return env
+
+
+def cache_dir() -> "os.PathLike[str]":
+    """Where fetched source packages live: $DATACURATE_CACHE or ~/.cache/datacurate."""
+    from pathlib import Path
+
+    d = Path(os.environ.get("DATACURATE_CACHE", Path.home() / ".cache" / "datacurate"))
+    d.mkdir(parents=True, exist_ok=True)
+    return d
