@@ -1,0 +1,201 @@
+"""The leaderboard service: an HTTP API to upload and read submissions, and HTML pages.
+
+Everything the pages need (CSS, plots as inline SVG) comes from this server; the
+interactive Swagger/ReDoc pages (which load scripts from a CDN) are replaced by a
+plain ``/docs`` page rendered from ``/openapi.json``.
+"""
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+from fastapi import FastAPI, HTTPException, Query, Request
+from fastapi.concurrency import run_in_threadpool
+from fastapi.responses import HTMLResponse, JSONResponse, Response
+from fastapi.staticfiles import StaticFiles
+
+from .validate import TRACKS, SubmissionError, SubmissionTooLarge
+
+DEFAULT_MAX_UPLOAD = 64 << 20      # bytes of one bundle
+DEFAULT_MAX_UID_BYTES = 1 << 30    # bytes of an uncompressed uid file (filtering: the pool bounds it lower)
+TRACK_LABELS = {"filtering": "filtering", "byod": "bring-your-own-data"}
+HERE = Path(__file__).parent
+
+_ERRORS = {401: {"description": "missing, unknown or revoked token"},
+           413: {"description": "bundle or uid file over the size limit"},
+           422: {"description": "the submission fails validation; `detail` says which file and field"}}
+
+
+def _templates():
+    from jinja2 import Environment, FileSystemLoader, select_autoescape
+
+    return Environment(loader=FileSystemLoader(str(HERE / "templates")),
+                       autoescape=select_autoescape(["html"], default=True))
+
+
+def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
+               max_uid_bytes: int = DEFAULT_MAX_UID_BYTES) -> FastAPI:
+    """The ASGI app on database ``db`` (path of a SQLite file, or a SQLAlchemy URL)."""
+    from markupsafe import Markup
+
+    from . import store
+    from .bundle import read_bundle
+    from .db import Team, open_db, team_for_token
+    from .validate import validate_bundle
+
+    engine, Session = open_db(db)
+    pools = store.PoolCache()
+    page_cache: dict[tuple, tuple] = {}  # (scale, track, root) -> (board version, rendered page)
+    env = _templates()
+    app = FastAPI(title="datacurate leaderboard", version="1", docs_url=None, redoc_url=None,
+                  description="Submissions per scale and track, validated and recomputed on upload.")
+    app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
+    app.state.engine = engine
+
+    @app.exception_handler(SubmissionError)
+    async def _refused(request: Request, exc: SubmissionError):
+        return JSONResponse({"detail": str(exc)}, status_code=exc.status)
+
+    def html(name: str, request: Request, status: int = 200, **ctx) -> HTMLResponse:
+        root = request.scope.get("root_path", "") + "/"
+        return HTMLResponse(env.get_template(name).render(root=root, **ctx), status_code=status)
+
+    def _team_id(request: Request) -> int:
+        auth = request.headers.get("authorization", "")
+        if not auth.lower().startswith("bearer ") or not auth[7:].strip():
+            raise HTTPException(401, "missing token: send 'Authorization: Bearer TOKEN' "
+                                     "(an admin creates one with `datacurate leaderboard token`)")
+        with Session() as s:
+            team = team_for_token(s, auth[7:].strip())
+            if team is None:
+                raise HTTPException(401, "unknown or revoked token")
+            return team.id
+
+    def _accept(data: bytes, team_id: int, base: str) -> tuple[dict, bool]:
+        bundle = read_bundle(data, max_uid_bytes=max_uid_bytes)
+        with Session() as s:
+            m = bundle.manifest
+            pool = pools.get(s, m["scale"]) if m.get("track") == "filtering" and isinstance(m.get("scale"), str) else None
+            checked = validate_bundle(bundle, pool)
+            team = s.get(Team, team_id)
+            row, created = store.add_submission(s, team, data, bundle, checked)
+            out = store.as_dict(row, team=team.name if row.team_id == team.id else None)
+        out["url"] = f"{base}submissions/{out['id']}"
+        out["duplicate"] = not created
+        return out, created
+
+    @app.post("/api/submissions", status_code=201, summary="Upload a submission bundle",
+              description="Body: the bundle zip written by `datacurate submit`. 201 when stored, 200 when the "
+                          "same bundle content was stored before (it is stored once).",
+              responses={200: {"description": "already stored (same content hash)"}, **_ERRORS},
+              openapi_extra={"requestBody": {"required": True, "content": {
+                  "application/zip": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload(request: Request):
+        team_id = await run_in_threadpool(_team_id, request)
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_upload_bytes:
+            raise SubmissionTooLarge(f"bundle of {int(declared):,} bytes is over the {max_upload_bytes:,}-byte limit")
+        body = bytearray()
+        async for chunk in request.stream():
+            body += chunk
+            if len(body) > max_upload_bytes:
+                raise SubmissionTooLarge(f"bundle is over the {max_upload_bytes:,}-byte limit")
+        out, created = await run_in_threadpool(_accept, bytes(body), team_id, str(request.base_url))
+        return JSONResponse(out, status_code=201 if created else 200)
+
+    @app.get("/api/submissions", summary="List submissions, best first")
+    def list_submissions(scale: str | None = Query(None), track: str | None = Query(None)) -> list[dict]:
+        with Session() as s:
+            teams = store.team_names(s)
+            return [store.as_dict(r, teams.get(r.team_id)) for r in store.ranked(s, scale, track)]
+
+    def _one(s, sid: str):
+        row = store.get_submission(s, sid)
+        if row is None:
+            raise HTTPException(404, f"no submission {sid!r}")
+        return row
+
+    @app.get("/api/submissions/{sid}", summary="One submission with its per-task results",
+             responses={404: {"description": "unknown id"}})
+    def get_one(sid: str) -> dict:
+        with Session() as s:
+            row = _one(s, sid)
+            return store.as_dict(row, store.team_names(s).get(row.team_id), full=True)
+
+    @app.get("/api/submissions/{sid}/bundle", summary="The stored bundle zip",
+             responses={404: {"description": "unknown id"}})
+    def get_bundle(sid: str):
+        with Session() as s:
+            row = _one(s, sid)
+            data = store.bundle_bytes(s, row.id)
+        return Response(data, media_type="application/zip",
+                        headers={"Content-Disposition": f'attachment; filename="{sid[:16]}.zip"'})
+
+    @app.get("/healthz", summary="Liveness probe")
+    def healthz() -> dict:
+        return {"ok": True}
+
+    @app.get("/", response_class=HTMLResponse, summary="Index of scales and tracks")
+    def index(request: Request):
+        from datacurate.scales import SCALES
+
+        with Session() as s:
+            counts = store.counts(s)
+        return html("index.html", request, scales=list(SCALES.values()), tracks=TRACKS, counts=counts)
+
+    @app.get("/leaderboard/{scale}/{track}", response_class=HTMLResponse, summary="Ranked table and plots")
+    def board(request: Request, scale: str, track: str):
+        from datacurate.scales import SCALES
+
+        if scale not in SCALES or track not in TRACKS:
+            return html("missing.html", request, status=404,
+                        message=f"No leaderboard for scale {scale!r} and track {track!r}: scales are "
+                                f"{', '.join(SCALES)}; tracks are {', '.join(TRACKS)}.")
+        with Session() as s:
+            version = store.board_version(s, scale, track)
+            key = (scale, track, request.scope.get("root_path", ""))
+            hit = page_cache.get(key)
+            if hit is not None and hit[0] == version:
+                return HTMLResponse(hit[1])
+            teams = store.team_names(s)
+            rows = [store.as_dict(r, teams.get(r.team_id)) for r in store.ranked(s, scale, track)]
+        sections = [_section(suite, [r for r in rows if r["suite"] == suite], Markup)
+                    for suite in dict.fromkeys(r["suite"] for r in rows)]
+        resp = html("board.html", request, scale=scale, track=track, track_label=TRACK_LABELS[track],
+                    sections=sections)
+        page_cache[key] = (version, resp.body)
+        return resp
+
+    @app.get("/submissions/{sid}", response_class=HTMLResponse, summary="Details of one submission")
+    def details(request: Request, sid: str):
+        with Session() as s:
+            row = _one(s, sid)
+            d = store.as_dict(row, store.team_names(s).get(row.team_id), full=True)
+        return html("submission.html", request, s=d)
+
+    @app.get("/docs", response_class=HTMLResponse, summary="This API, as a page without external assets")
+    def docs(request: Request):
+        return html("docs.html", request, spec=app.openapi())
+
+    return app
+
+
+def _section(suite: str, rows: list[dict], Markup) -> dict:
+    """One suite's table columns and plots."""
+    from .svgplot import scatter_svg
+    from .validate import suite_tasks
+
+    try:
+        columns = suite_tasks(suite).aggregate_names()
+    except SubmissionError:
+        columns = list(rows[0]["aggregates"])
+    columns = ["ImageNet", "Average"] + [c for c in columns if c not in ("ImageNet", "Average")] \
+        if "ImageNet" in columns else ["Average"] + [c for c in columns if c != "Average"]
+    plots = []
+    if "ImageNet" in columns:
+        plots.append(scatter_svg([(r["imagenet"], r["average"], r["name"]) for r in rows], "ImageNet accuracy",
+                                 "Average (suite)", title="ImageNet vs average", css_class="plot imagenet-vs-average"))
+    plots.append(scatter_svg([(r["dataset_size"], r["average"], r["name"]) for r in rows], "dataset size (log)",
+                             "Average (suite)", title="dataset size vs average", log_x=True,
+                             css_class="plot size-vs-average"))
+    return {"suite": suite, "rows": rows, "columns": columns, "plots": [Markup(p) for p in plots]}

@@ -1,0 +1,145 @@
+"""The submission bundle: one deterministic zip the client writes and the server reads.
+
+Members: ``manifest.json`` (name, description, scale, track, suite, dataset_size,
+checkpoint_sha256), ``eval_results.jsonl`` and ``scores.json`` (as the eval stage wrote
+them), ``info.json`` (the training run's), and for the filtering track ``subset.npy.gz``
+(the upstream uid file, gzip). Zip entries carry a fixed date and the gzip no mtime, so
+the same run gives the same bytes; the content hash names a submission (stored once).
+"""
+from __future__ import annotations
+
+import gzip
+import hashlib
+import io
+import json
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+
+import numpy as np
+
+from .validate import SubmissionError, SubmissionTooLarge
+
+MANIFEST, RESULTS, SCORES, INFO, UIDS = "manifest.json", "eval_results.jsonl", "scores.json", "info.json", "subset.npy.gz"
+REQUIRED = (MANIFEST, RESULTS, SCORES, INFO)
+MAX_TEXT_MEMBER = 16 << 20          # bytes of any JSON member
+NPY_HEADER_SLACK = 4096
+_ZIP_DATE = (1980, 1, 1, 0, 0, 0)
+
+
+@dataclass
+class Bundle:
+    manifest: dict
+    results_text: str
+    scores: object
+    info: object
+    uids: np.ndarray | None
+    content_hash: str
+
+
+def canonical_json(obj) -> bytes:
+    return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
+
+
+def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while b := f.read(chunk):
+            h.update(b)
+    return h.hexdigest()
+
+
+def _content_hash(members: dict[str, bytes]) -> str:
+    """sha256 over member names and the sha256 of their (uncompressed) bytes."""
+    h = hashlib.sha256()
+    for name in sorted(members):
+        h.update(name.encode() + b"\0" + hashlib.sha256(members[name]).digest())
+    return h.hexdigest()
+
+
+def write_bundle(manifest: dict, results_text: str, scores_bytes: bytes, info_bytes: bytes,
+                 uid_npy: bytes | None) -> bytes:
+    """The zip bytes of a bundle (deterministic for the same inputs)."""
+    members = {MANIFEST: canonical_json(manifest), RESULTS: results_text.encode("utf-8"),
+               SCORES: scores_bytes, INFO: info_bytes}
+    if uid_npy is not None:
+        members[UIDS] = gzip.compress(uid_npy, compresslevel=6, mtime=0)
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w", compression=zipfile.ZIP_DEFLATED) as zf:
+        for name in sorted(members):
+            zi = zipfile.ZipInfo(name, date_time=_ZIP_DATE)
+            zi.compress_type = zipfile.ZIP_STORED if name == UIDS else zipfile.ZIP_DEFLATED
+            zi.external_attr = 0o644 << 16
+            zf.writestr(zi, members[name])
+    return buf.getvalue()
+
+
+def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    info = zf.getinfo(name)
+    if info.file_size > limit:
+        raise SubmissionTooLarge(f"bundle: member {name} is {info.file_size:,} bytes, over the {limit:,}-byte limit")
+    with zf.open(info) as f:
+        data = f.read(limit + 1)
+    if len(data) > limit:
+        raise SubmissionTooLarge(f"bundle: member {name} is over the {limit:,}-byte limit")
+    return data
+
+
+def _json(data: bytes, name: str):
+    try:
+        return json.loads(data.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as e:
+        raise SubmissionError(f"bundle: {name} is not valid JSON ({e})") from None
+
+
+def uid_byte_limit(manifest: dict, max_uid_bytes: int) -> int:
+    """Bytes an uncompressed uid file may have: the scale's pool size (filtering) or the server cap."""
+    from datacurate.scales import SCALES
+
+    scale = SCALES.get(manifest.get("scale")) if isinstance(manifest.get("scale"), str) else None
+    if manifest.get("track") == "filtering" and scale is not None:
+        return min(max_uid_bytes, scale.pool_size * 16 + NPY_HEADER_SLACK)
+    return max_uid_bytes
+
+
+def read_bundle(data: bytes, max_uid_bytes: int = 1 << 30) -> Bundle:
+    """Parse bundle bytes with bounded decompression; raise SubmissionError on any defect."""
+    try:
+        zf = zipfile.ZipFile(io.BytesIO(data))
+    except zipfile.BadZipFile:
+        raise SubmissionError("bundle: not a zip file (write it with `datacurate submit --dry-run`)") from None
+    with zf:
+        names = set(zf.namelist())
+        unknown = sorted(names - set(REQUIRED) - {UIDS})
+        if unknown:
+            raise SubmissionError(f"bundle: unexpected member(s) {', '.join(unknown)}")
+        missing = [n for n in REQUIRED if n not in names]
+        if missing:
+            raise SubmissionError(f"bundle: missing member(s) {', '.join(missing)}")
+        raw = {n: _read_member(zf, n, MAX_TEXT_MEMBER) for n in REQUIRED}
+        manifest = _json(raw[MANIFEST], MANIFEST)
+        if not isinstance(manifest, dict):
+            raise SubmissionError("manifest.json: expected a JSON object")
+        uids = None
+        if UIDS in names:
+            limit = uid_byte_limit(manifest, max_uid_bytes)
+            gz = _read_member(zf, UIDS, limit + (1 << 20))
+            try:
+                with gzip.GzipFile(fileobj=io.BytesIO(gz)) as g:
+                    npy = g.read(limit + 1)
+            except (OSError, EOFError) as e:
+                raise SubmissionError(f"bundle: {UIDS} is not gzip data ({e})") from None
+            if len(npy) > limit:
+                raise SubmissionTooLarge(f"subset.npy: over {limit:,} bytes, more uids than the "
+                                         f"{manifest.get('scale')!r} pool can hold")
+            raw[UIDS] = npy
+            try:
+                uids = np.load(io.BytesIO(npy), allow_pickle=False)
+            except Exception as e:
+                raise SubmissionError(f"subset.npy: not a numpy .npy file ({e})") from None
+    try:
+        results_text = raw[RESULTS].decode("utf-8")
+    except UnicodeDecodeError:
+        raise SubmissionError("eval_results.jsonl: not UTF-8 text") from None
+    return Bundle(manifest=manifest, results_text=results_text, scores=_json(raw[SCORES], SCORES),
+                  info=_json(raw[INFO], INFO), uids=uids, content_hash=_content_hash(raw))

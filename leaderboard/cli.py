@@ -1,0 +1,185 @@
+"""`datacurate leaderboard serve|export|token|pool`: run and administer the leaderboard."""
+from __future__ import annotations
+
+import argparse
+
+from datacurate.errors import UserError
+
+DEFAULT_DB = "leaderboard.sqlite"
+
+EPILOG = """\
+examples:
+  datacurate leaderboard token --db lb.sqlite --team my-lab        # prints the team's new token
+  datacurate leaderboard pool --db lb.sqlite --scale micro --pool runs/micro/pool
+  datacurate leaderboard serve --db lb.sqlite --port 8000          # http://127.0.0.1:8000/
+  datacurate leaderboard serve --db postgresql+psycopg://u:p@host/lb --host 0.0.0.0
+  datacurate leaderboard export --db lb.sqlite --out exported/     # leaderboard.csv + leaderboard.json"""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("leaderboard", help="run the leaderboard service, export it, manage tokens and pools",
+                       description="The leaderboard service (FastAPI on uvicorn) and its admin commands. "
+                                   "--db is a SQLite file path or a SQLAlchemy URL (PostgreSQL).",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    lsub = p.add_subparsers(dest="lb_command", metavar="ACTION", required=True)
+
+    s = lsub.add_parser("serve", help="serve the HTTP API and HTML pages",
+                        description="Serve the API (/api/submissions, /openapi.json, /docs) and the pages.",
+                        epilog="example:\n  datacurate leaderboard serve --db lb.sqlite --port 8000",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    s.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
+    s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
+    s.add_argument("--max-upload-mb", type=float, default=64, help="largest bundle accepted, MiB (default 64)")
+    s.set_defaults(func=_serve)
+
+    e = lsub.add_parser("export", help="write the tables as CSV and JSON",
+                        description="Write every submission, ranked per scale, track and suite, "
+                                    "as OUT/leaderboard.csv and OUT/leaderboard.json.",
+                        epilog="example:\n  datacurate leaderboard export --db lb.sqlite --out exported/",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    e.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    e.add_argument("--out", required=True, help="folder for leaderboard.csv and leaderboard.json")
+    e.add_argument("--scale", help="only this scale")
+    e.add_argument("--track", choices=("filtering", "byod"), help="only this track")
+    e.set_defaults(func=_export)
+
+    t = lsub.add_parser("token", help="create (or revoke) a team's upload token",
+                        description="Create a team's upload token and print it once; the database keeps only "
+                                    "its sha256. Creating a token again replaces the old one.",
+                        epilog="example:\n  datacurate leaderboard token --db lb.sqlite --team my-lab",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    t.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    t.add_argument("--team", required=True, help="team name (shown on the leaderboard)")
+    t.add_argument("--revoke", action="store_true", help="revoke the team's token instead")
+    t.set_defaults(func=_token)
+
+    o = lsub.add_parser("pool", help="register a scale's pool uids (filtering subsets must lie inside it)",
+                        description="Register the pool of a scale, from an upstream uid .npy file or from "
+                                    "a pool folder (POOL/metadata/*.parquet uid column).",
+                        epilog="examples:\n  datacurate leaderboard pool --db lb.sqlite --scale micro --pool runs/micro/pool\n"
+                               "  datacurate leaderboard pool --db lb.sqlite --scale small --uids small_pool.npy",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    o.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    o.add_argument("--scale", required=True, help="scale name (see `datacurate scales`)")
+    src = o.add_mutually_exclusive_group(required=True)
+    src.add_argument("--uids", help="upstream uid .npy of the whole pool")
+    src.add_argument("--pool", help="a pool folder made by `datacurate pool download`")
+    o.set_defaults(func=_pool)
+
+
+def _serve(args) -> int:
+    import uvicorn
+
+    from .app import create_app
+
+    app = create_app(args.db, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
+    print(f"leaderboard on http://{args.host}:{args.port}/ (database {args.db})", flush=True)
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    return 0
+
+
+def _token(args) -> int:
+    from sqlalchemy import select
+
+    from .db import Team, create_team_token, open_db
+
+    _, Session = open_db(args.db)
+    with Session() as s:
+        if args.revoke:
+            team = s.scalar(select(Team).where(Team.name == args.team))
+            if team is None:
+                raise UserError(f"--team {args.team!r}: no such team")
+            team.revoked = True
+            s.commit()
+            print(f"revoked the token of team {args.team!r}")
+        else:
+            print(create_team_token(s, args.team))
+    return 0
+
+
+def pool_uids(pool_dir: str):
+    """All uids of a downloaded pool (POOL/metadata/*.parquet), sorted as upstream."""
+    from pathlib import Path
+
+    import pyarrow.parquet as pq
+
+    from datacurate.uids import hex_to_pairs, sort_pairs
+
+    files = sorted(Path(pool_dir, "metadata").glob("*.parquet"))
+    if not files:
+        raise UserError(f"--pool {pool_dir}: no metadata/*.parquet (run `datacurate pool download` first)")
+    uids: list[str] = []
+    for f in files:
+        uids += pq.read_table(f, columns=["uid"]).column("uid").to_pylist()
+    import numpy as np
+
+    return np.unique(sort_pairs(hex_to_pairs(uids, str(pool_dir))))
+
+
+def _pool(args) -> int:
+    from datacurate.scales import get_scale
+    from datacurate.uids import read_subset
+
+    from . import store
+    from .db import open_db
+
+    try:
+        scale = get_scale(args.scale)
+    except ValueError as e:
+        raise UserError(f"--scale: {e}") from None
+    arr = read_subset(args.uids) if args.uids else pool_uids(args.pool)
+    if len(arr) > scale.pool_size:
+        raise UserError(f"{args.uids or args.pool}: {len(arr):,} uids, more than the {scale.name!r} pool size "
+                        f"{scale.pool_size:,}")
+    _, Session = open_db(args.db)
+    with Session() as s:
+        fp = store.register_pool(s, scale.name, arr)
+    print(f"registered the {scale.name!r} pool: {len(arr):,} uids, fingerprint {fp}")
+    return 0
+
+
+def export_rows(session, scale: str | None = None, track: str | None = None) -> list[dict]:
+    """Every submission as a flat row, ranked within its (scale, track, suite)."""
+    from . import store
+
+    teams = store.team_names(session)
+    rows, rank = [], {}
+    for r in store.ranked(session, scale, track):
+        key = (r.scale, r.track, r.suite)
+        rank[key] = rank.get(key, 0) + 1
+        d = store.as_dict(r, teams.get(r.team_id))
+        d["rank"] = rank[key]
+        rows.append(d)
+    rows.sort(key=lambda d: (d["scale"], d["track"], d["suite"], d["rank"]))
+    return rows
+
+
+def _export(args) -> int:
+    import csv
+    import io
+    import json
+    import os
+    from pathlib import Path
+
+    from .db import open_db
+
+    _, Session = open_db(args.db)
+    with Session() as s:
+        rows = export_rows(s, args.scale, args.track)
+    out = Path(args.out)
+    out.mkdir(parents=True, exist_ok=True)
+    aggs = list(dict.fromkeys(a for r in rows for a in r["aggregates"]))
+    fields = ["scale", "track", "suite", "rank", "name", "team", *aggs, "dataset_size", "id",
+              "checkpoint_sha256", "uid_fingerprint", "created_at", "description"]
+    buf = io.StringIO()
+    w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
+    w.writeheader()
+    for r in rows:
+        w.writerow({**r, **r["aggregates"]})
+    for name, text in (("leaderboard.csv", buf.getvalue()), ("leaderboard.json", json.dumps(rows, indent=1))):
+        tmp = out / (name + ".tmp")
+        tmp.write_text(text, encoding="utf-8")
+        os.replace(tmp, out / name)
+    print(f"wrote {len(rows)} submission(s) to {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
+    return 0

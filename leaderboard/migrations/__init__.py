@@ -1,0 +1,1 @@
+"""Alembic migrations of the leaderboard database (run programmatically by leaderboard.db.upgrade)."""

@@ -1,0 +1,239 @@
+"""Checks a submission must pass; the server and the `submit` client run this same code.
+
+A submission is trusted only as far as it can be recomputed: every task of its suite
+present with a main metric in [0, 1], the aggregates recomputed from those per-task
+numbers (upstream ``aggregate_scores.py``) and compared with what ``scores.json`` claims,
+the scale known, and for the filtering track the uid file well-formed (upstream dtype,
+sorted, unique), no larger than the scale's pool and, when the pool is known, inside it.
+"""
+from __future__ import annotations
+
+import json
+import math
+import re
+from dataclasses import dataclass, field
+
+import numpy as np
+
+from datacurate.errors import UserError
+
+TRACKS = ("filtering", "byod")
+AGGREGATE_TOLERANCE = 1e-6
+MAX_NAME = 200
+MAX_DESCRIPTION = 5_000
+MAX_DATASET_SIZE = 10 ** 13      # above any scale's samples; fits a 64-bit column
+SHA256_RE = re.compile(r"^[0-9a-f]{64}$")
+
+
+class SubmissionError(UserError):
+    """A submission is refused; ``status`` is the HTTP status the server answers with."""
+
+    status = 422
+
+
+class SubmissionTooLarge(SubmissionError):
+    status = 413
+
+
+@dataclass(frozen=True)
+class Suite:
+    """What a suite scores: task key -> dataset name, aggregate groups, the ImageNet task."""
+
+    name: str
+    tasks: dict[str, str]
+    groups: dict[str, list[str]]
+    imagenet: str | None = None          # dataset name reported as the "ImageNet" aggregate
+    unscored: dict[str, str] = field(default_factory=dict)  # listed, main_metric None
+
+    def aggregate_names(self) -> list[str]:
+        return (["ImageNet"] if self.imagenet else []) + list(self.groups) + ["Average"]
+
+
+def suite_tasks(suite: str) -> Suite:
+    """The task list of ``suite`` from the project's registry ``eval.tasks``.
+
+    While that registry is not importable, only upstream's ``datacomp38`` is known
+    (carried over as data in ``leaderboard.upstream_tasks``); any other suite fails clearly.
+    """
+    try:
+        from eval import tasks as registry  # the one source of truth once it exists
+    except ImportError:
+        registry = None
+    if registry is not None and hasattr(registry, "leaderboard_suite"):
+        try:
+            spec = registry.leaderboard_suite(suite)
+        except (KeyError, ValueError) as e:
+            raise SubmissionError(f"suite: unknown suite {suite!r} ({e})") from None
+        return Suite(name=suite, tasks=dict(spec["tasks"]), groups={k: list(v) for k, v in spec["groups"].items()},
+                     imagenet=spec.get("imagenet"), unscored=dict(spec.get("unscored", {})))
+    from . import upstream_tasks as up
+
+    if suite != up.SUITE:
+        raise SubmissionError(
+            f"suite: unknown suite {suite!r}: the task registry eval.tasks is not available "
+            f"(it provides no leaderboard_suite()), and without it only {up.SUITE!r} is known")
+    return Suite(name=up.SUITE, tasks=dict(up.TASKS), groups={k: list(v) for k, v in up.GROUPS.items()},
+                 imagenet=up.IMAGENET, unscored=dict(up.UNSCORED))
+
+
+def known_scale(scale: object):
+    from datacurate.scales import get_scale
+
+    if not isinstance(scale, str):
+        raise SubmissionError(f"manifest.json: field 'scale' must be a string, found {scale!r}")
+    try:
+        return get_scale(scale)
+    except ValueError as e:
+        raise SubmissionError(f"manifest.json: field 'scale': {e}") from None
+
+
+def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -> dict[str, float]:
+    """Upstream eval_results.jsonl lines -> {dataset name: main metric}, all suite tasks present."""
+    by_key: dict[str, float] = {}
+    for i, line in enumerate(text.splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise SubmissionError(f"{source}: line {i}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or not isinstance(row.get("metrics"), dict):
+            raise SubmissionError(f"{source}: line {i}: expected upstream fields "
+                                  "{'key': str, 'dataset': str, 'metrics': {'main_metric': float, ...}}")
+        key, value = row["key"], row["metrics"].get("main_metric")
+        if key not in suite.tasks:
+            if key in suite.unscored and value is None:
+                continue
+            raise SubmissionError(f"{source}: line {i}: task {key!r} is not in suite {suite.name!r}")
+        if key in by_key:
+            raise SubmissionError(f"{source}: line {i}: task {key!r} appears twice")
+        if row.get("dataset") not in (None, suite.tasks[key]):
+            raise SubmissionError(f"{source}: line {i}: task {key!r} is named {row.get('dataset')!r}, "
+                                  f"expected {suite.tasks[key]!r}")
+        if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
+                or not 0.0 <= value <= 1.0:
+            raise SubmissionError(f"{source}: line {i}: task {key!r}: main_metric {value!r} is not a number in [0, 1]")
+        by_key[key] = float(value)
+    missing = [k for k in suite.tasks if k not in by_key]
+    if missing:
+        more = f" (and {len(missing) - 5} more)" if len(missing) > 5 else ""
+        raise SubmissionError(f"{source}: {len(missing)} task(s) of suite {suite.name!r} missing: "
+                              f"{', '.join(missing[:5])}{more}")
+    return {suite.tasks[k]: v for k, v in by_key.items()}
+
+
+def compute_aggregates(suite: Suite, results: dict[str, float]) -> dict[str, float]:
+    """Upstream aggregate_scores.py: ImageNet, group means, Average over every scored task."""
+    out: dict[str, float] = {}
+    if suite.imagenet:
+        out["ImageNet"] = results[suite.imagenet]
+    for group, names in suite.groups.items():
+        out[group] = float(np.mean([results[n] for n in names]))
+    out["Average"] = float(np.mean(list(results.values())))
+    return out
+
+
+def check_scores(claimed: object, computed: dict[str, float], source: str = "scores.json") -> None:
+    """Refuse a scores.json whose aggregates differ from the recomputed ones."""
+    if isinstance(claimed, dict) and isinstance(claimed.get("aggregates"), dict):
+        claimed = claimed["aggregates"]
+    if not isinstance(claimed, dict):
+        raise SubmissionError(f"{source}: expected a JSON object of aggregate scores")
+    for name, value in computed.items():
+        got = claimed.get(name)
+        if got is None:
+            raise SubmissionError(f"{source}: aggregate {name!r} missing (expected {value:.6f})")
+        if isinstance(got, bool) or not isinstance(got, (int, float)) or not abs(float(got) - value) <= AGGREGATE_TOLERANCE:
+            raise SubmissionError(f"{source}: aggregate {name!r} is {got!r} but the per-task results give "
+                                  f"{value:.6f}")
+
+
+def check_uids(uids: np.ndarray, scale, pool: np.ndarray | None = None, source: str = "subset.npy") -> None:
+    """Upstream dtype, sorted, unique, within the pool size and (if known) inside the pool."""
+    from datacurate.uids import validate_pairs, UidFileError
+
+    try:
+        validate_pairs(uids, source)
+    except UidFileError as e:
+        raise SubmissionError(str(e)) from None
+    if len(uids) == 0:
+        raise SubmissionError(f"{source}: the subset is empty")
+    if len(uids) > scale.pool_size:
+        raise SubmissionTooLarge(f"{source}: {len(uids):,} uids, more than the {scale.name!r} pool's "
+                                 f"{scale.pool_size:,} samples")
+    if pool is not None:
+        outside = int((~in_sorted_pool(uids, pool)).sum())
+        if outside:
+            raise SubmissionError(f"{source}: {outside:,} of {len(uids):,} uids are not in "
+                                  f"the registered {scale.name!r} pool")
+
+
+def in_sorted_pool(uids: np.ndarray, pool: np.ndarray) -> np.ndarray:
+    """Membership of each uid in a sorted (f0, f1) pool, by binary search on the high half.
+
+    10x faster than ``np.intersect1d`` on structured arrays, which sorts them again.
+    """
+    pf0, pf1 = pool["f0"], pool["f1"]
+    lo = np.searchsorted(pf0, uids["f0"], side="left")
+    hi = np.searchsorted(pf0, uids["f0"], side="right")
+    found = np.zeros(len(uids), dtype=bool)
+    one = hi - lo == 1
+    found[one] = pf1[lo[one]] == uids["f1"][one]
+    for i in np.flatnonzero(hi - lo > 1):  # high halves shared by several pool uids: rare
+        found[i] = bool(np.any(pf1[lo[i]:hi[i]] == uids["f1"][i]))
+    return found
+
+
+def check_manifest(m: object) -> dict:
+    if not isinstance(m, dict):
+        raise SubmissionError("manifest.json: expected a JSON object")
+    for f in ("name", "scale", "track", "suite", "checkpoint_sha256"):
+        if not isinstance(m.get(f), str) or not m[f].strip():
+            raise SubmissionError(f"manifest.json: field {f!r} must be a non-empty string")
+    if len(m["name"]) > MAX_NAME:
+        raise SubmissionError(f"manifest.json: field 'name' is longer than {MAX_NAME} characters")
+    desc = m.get("description", "")
+    if not isinstance(desc, str) or len(desc) > MAX_DESCRIPTION:
+        raise SubmissionError(f"manifest.json: field 'description' must be a string of at most "
+                              f"{MAX_DESCRIPTION} characters")
+    if m["track"] not in TRACKS:
+        raise SubmissionError(f"manifest.json: field 'track' is {m['track']!r}; expected one of {', '.join(TRACKS)}")
+    if not SHA256_RE.match(m["checkpoint_sha256"]):
+        raise SubmissionError("manifest.json: field 'checkpoint_sha256' must be 64 lowercase hex characters")
+    size = m.get("dataset_size")
+    if isinstance(size, bool) or not isinstance(size, int) or not 0 < size <= MAX_DATASET_SIZE:
+        raise SubmissionError(f"manifest.json: field 'dataset_size' must be an integer in [1, {MAX_DATASET_SIZE:,}], found {size!r}")
+    return m
+
+
+@dataclass
+class Checked:
+    """A submission that passed every check, with its recomputed numbers."""
+
+    manifest: dict
+    results: dict[str, float]        # dataset name -> main metric
+    aggregates: dict[str, float]     # recomputed
+
+
+def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
+    """Run every check on a read bundle (``leaderboard.bundle.Bundle``); raise SubmissionError."""
+    m = check_manifest(bundle.manifest)
+    scale = known_scale(m["scale"])
+    suite = suite_tasks(m["suite"])
+    results = parse_results(bundle.results_text, suite)
+    aggregates = compute_aggregates(suite, results)
+    check_scores(bundle.scores, aggregates)
+    if m["track"] == "filtering":
+        if bundle.uids is None:
+            raise SubmissionError("bundle: the filtering track needs the uid file (subset.npy.gz)")
+        check_uids(bundle.uids, scale, pool)
+        if m["dataset_size"] != len(bundle.uids):
+            raise SubmissionError(f"manifest.json: dataset_size {m['dataset_size']} differs from the "
+                                  f"uid file's {len(bundle.uids)} uids")
+    elif bundle.uids is not None:  # bring-your-own-data: well-formed, not bound to the pool
+        from datacurate.uids import validate_pairs, UidFileError
+        try:
+            validate_pairs(bundle.uids, "subset.npy")
+        except UidFileError as e:
+            raise SubmissionError(str(e)) from None
+    return Checked(manifest=m, results=results, aggregates=aggregates)

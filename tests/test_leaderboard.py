@@ -1,0 +1,181 @@
+"""Leaderboard without a server: validation, aggregates, bundles, the submit CLI offline."""
+from __future__ import annotations
+
+import gzip
+import io
+import json
+import zipfile
+
+import numpy as np
+import pytest
+
+from datacurate.cli import main
+from leaderboard.bundle import read_bundle, write_bundle
+from leaderboard.submit import build_bundle, check_bundle
+from leaderboard.validate import (SubmissionError, SubmissionTooLarge, compute_aggregates, parse_results,
+                                  suite_tasks, validate_bundle)
+from test_leaderboard_helpers import make_run, make_subset, pool_uids, suite
+
+
+def test_suite_is_upstreams_38_tasks():
+    s = suite()
+    assert len(s.tasks) == 38
+    assert s.imagenet == "ImageNet 1k"
+    assert set(s.groups) == {"ImageNet dist. shifts", "VTAB", "Retrieval"}
+    assert all(n in s.tasks.values() for names in s.groups.values() for n in names)
+    with pytest.raises(SubmissionError, match="unknown suite"):
+        suite_tasks("no-such-suite")
+
+
+def test_aggregates_follow_upstream():
+    s = suite()
+    results = {n: 0.5 for n in s.tasks.values()}
+    results["ImageNet 1k"] = 0.88
+    results["Flickr"] = 0.2
+    agg = compute_aggregates(s, results)
+    assert agg["ImageNet"] == 0.88
+    assert agg["Retrieval"] == pytest.approx((0.2 + 0.5 + 0.5) / 3)
+    assert agg["VTAB"] == pytest.approx(0.5)
+    assert agg["ImageNet dist. shifts"] == pytest.approx(0.5)
+    assert agg["Average"] == pytest.approx((36 * 0.5 + 0.88 + 0.2) / 38)
+
+
+def test_results_parsing_refuses_gaps_and_bad_values(tmp_path):
+    run = make_run(tmp_path / "run")
+    text = (run / "eval_results.jsonl").read_text()
+    assert len(parse_results(text, suite())) == 38  # the unscored FairFace/UTKFace lines are ignored
+    lines = text.splitlines()
+    missing = "\n".join(l for l in lines if '"key": "vtab/svhn"' not in l)
+    with pytest.raises(SubmissionError, match="missing: vtab/svhn"):
+        parse_results(missing, suite())
+    with pytest.raises(SubmissionError, match="appears twice"):
+        parse_results(text + lines[0], suite())
+    bad = text.replace('"main_metric": ' + str(json.loads(lines[0])["metrics"]["main_metric"]), '"main_metric": 1.5', 1)
+    with pytest.raises(SubmissionError, match=r"line 1: .*not a number in \[0, 1\]"):
+        parse_results(bad, suite())
+    with pytest.raises(SubmissionError, match="line 3: not JSON"):
+        parse_results("\n".join(lines[:2] + ["{oops"] + lines[2:]), suite())
+
+
+def test_bundle_is_deterministic_and_validates(tmp_path):
+    run = make_run(tmp_path / "run", seed=3)
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:200])
+    a = build_bundle(run, sub, "micro", "filtering", "m")
+    b = build_bundle(run, sub, "micro", "filtering", "m")
+    assert a == b
+    bundle, checked = check_bundle(a)
+    assert checked.manifest["dataset_size"] == 200
+    assert len(bundle.uids) == 200
+    assert checked.aggregates["Average"] == pytest.approx(json.loads((run / "scores.json").read_text())["Average"])
+    c = build_bundle(run, sub, "micro", "filtering", "another name")
+    assert read_bundle(c).content_hash != bundle.content_hash
+
+
+def _members(data: bytes) -> dict[str, bytes]:
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _rezip(members: dict[str, bytes]) -> bytes:
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n, d in members.items():
+            zf.writestr(n, d)
+    return buf.getvalue()
+
+
+def test_bundle_defects_are_refused(tmp_path):
+    run = make_run(tmp_path / "run")
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:50])
+    good = _members(build_bundle(run, sub, "micro", "filtering", "m"))
+    with pytest.raises(SubmissionError, match="unexpected member"):
+        read_bundle(_rezip({**good, "evil.sh": b"rm -rf /"}))
+    with pytest.raises(SubmissionError, match="missing member.*scores.json"):
+        read_bundle(_rezip({k: v for k, v in good.items() if k != "scores.json"}))
+    with pytest.raises(SubmissionError, match="not a zip"):
+        read_bundle(b"hello")
+    # a gzip bomb: 64 MiB of zeros is far over what the micro pool (1000 uids) allows
+    bomb = gzip.compress(b"\0" * (64 << 20))
+    with pytest.raises(SubmissionTooLarge, match="more uids than"):
+        read_bundle(_rezip({**good, "subset.npy.gz": bomb}))
+    # wrong dtype: plain uint64 instead of upstream's (u8,u8) pairs
+    buf = io.BytesIO()
+    np.save(buf, np.arange(10, dtype=np.uint64))
+    with pytest.raises(SubmissionError, match="wrong dtype"):
+        validate_bundle(read_bundle(_rezip({**good, "subset.npy.gz": gzip.compress(buf.getvalue())})))
+    # a scale that does not exist
+    m = json.loads(good["manifest.json"])
+    m["scale"] = "galactic"
+    with pytest.raises(SubmissionError, match="unknown scale 'galactic'"):
+        validate_bundle(read_bundle(_rezip({**good, "manifest.json": json.dumps(m).encode()})))
+    # the pool: a subset with uids outside the registered pool
+    outside = read_bundle(_rezip(good))
+    pool = np.sort(outside.uids[10:])
+    with pytest.raises(SubmissionError, match="10 of 50 uids are not in the registered 'micro' pool"):
+        validate_bundle(outside, pool=pool)
+
+
+def test_tampered_scores_refused(tmp_path):
+    run = make_run(tmp_path / "run")
+    scores = json.loads((run / "scores.json").read_text())
+    scores["VTAB"] += 0.01
+    (run / "scores.json").write_text(json.dumps(scores))
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:50])
+    with pytest.raises(SubmissionError, match="aggregate 'VTAB' is .* per-task results give"):
+        check_bundle(build_bundle(run, sub, "micro", "filtering", "m"))
+
+
+def test_submit_dry_run_and_errors(tmp_path, capsys):
+    run = make_run(tmp_path / "run", seed=1)
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:300])
+    out = tmp_path / "b.zip"
+    rc = main(["submit", "--run", str(run), "--subset", str(sub), "--scale", "micro", "--track", "filtering",
+               "--name", "dry", "--dry-run", "--bundle-out", str(out)])
+    assert rc == 0 and out.is_file()
+    assert "Average" in capsys.readouterr().out
+    assert read_bundle(out.read_bytes()).manifest["dataset_size"] == 300
+    # a run trained at another scale
+    rc = main(["submit", "--run", str(run), "--subset", str(sub), "--scale", "tiny", "--track", "filtering",
+               "--name", "x", "--dry-run"])
+    assert rc == 2 and "trained at scale 'micro'" in capsys.readouterr().err
+    # no checkpoint
+    (run / "checkpoints" / "epoch_latest.pt").unlink()
+    rc = main(["submit", "--run", str(run), "--subset", str(sub), "--scale", "micro", "--track", "filtering",
+               "--name", "x", "--dry-run"])
+    assert rc == 2 and "epoch_latest.pt: missing" in capsys.readouterr().err
+
+
+def test_submit_hf_repo_offline_error(tmp_path, capsys, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    run = make_run(tmp_path / "run")
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:30])
+    rc = main(["submit", "--run", str(run), "--subset", str(sub), "--scale", "micro", "--track", "filtering",
+               "--name", "hf", "--hf-repo", "someone/entry"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "--hf-repo someone/entry: cannot upload, Hugging Face offline mode is on" in err
+    assert (run / "submission_micro_filtering.zip").is_file()  # the bundle stays for a later upload
+
+
+def test_write_bundle_roundtrip_byod(tmp_path):
+    run = make_run(tmp_path / "run")
+    data = build_bundle(run, None, "micro", "byod", "own data", dataset_size=5_000_000)
+    bundle, checked = check_bundle(data)
+    assert bundle.uids is None and checked.manifest["dataset_size"] == 5_000_000
+    with pytest.raises(Exception, match="--subset is required"):
+        build_bundle(run, None, "micro", "filtering", "x")
+    assert write_bundle  # public API stays importable
+
+
+def test_pool_membership_matches_set_semantics():
+    from datacurate.uids import fingerprint
+    from leaderboard.validate import in_sorted_pool
+
+    rng = np.random.default_rng(0)
+    # few distinct high halves, so many pool uids share one (the slow path is exercised too)
+    pool = np.unique(np.array([(rng.integers(0, 50), rng.integers(0, 1 << 62)) for _ in range(3000)], dtype="u8,u8"))
+    probe = np.unique(np.concatenate([pool[rng.choice(len(pool), 400, replace=False)],
+                                      np.array([(rng.integers(0, 60), rng.integers(0, 1 << 62)) for _ in range(300)],
+                                               dtype="u8,u8")]))
+    expect = np.isin(np.array([f"{a}:{b}" for a, b in probe]), np.array([f"{a}:{b}" for a, b in pool]))
+    assert np.array_equal(in_sorted_pool(probe, pool), expect) and 350 < expect.sum() <= 700
+    assert fingerprint(probe) == __import__("hashlib").sha256(np.ascontiguousarray(probe).tobytes()).hexdigest()

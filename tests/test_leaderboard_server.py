@@ -1,0 +1,302 @@
+"""The real leaderboard server (uvicorn subprocess, SQLite file) on 127.0.0.1."""
+from __future__ import annotations
+
+import json
+import threading
+from concurrent.futures import ThreadPoolExecutor
+
+import httpx
+import numpy as np
+import pytest
+
+from datacurate.cli import main
+from datacurate.uids import make_uid
+from test_leaderboard_helpers import Server, bundle_for, make_run, make_subset, new_token, pool_uids
+
+
+@pytest.fixture(scope="module")
+def lb(tmp_path_factory):
+    """One server for the module, with a team token and the micro pool registered."""
+    tmp = tmp_path_factory.mktemp("lb")
+    db = tmp / "lb.sqlite"
+    token = new_token(db, "team-a")
+    pool = make_subset(tmp / "pool.npy", pool_uids())
+    assert main(["leaderboard", "pool", "--db", str(db), "--scale", "micro", "--uids", str(pool)]) == 0
+    server = Server(db).start()
+    yield {"url": server.url, "token": token, "tmp": tmp, "db": db, "server": server}
+    server.stop()
+
+
+def post(lb, data: bytes, token: str | None = "default", client=httpx):
+    headers = {"Content-Type": "application/zip"}
+    tok = lb["token"] if token == "default" else token
+    if tok:
+        headers["Authorization"] = f"Bearer {tok}"
+    return client.post(lb["url"] + "/api/submissions", content=data, headers=headers, timeout=60)
+
+
+def test_upload_list_page_and_dedup(lb, capsys):
+    tmp = lb["tmp"]
+    run = make_run(tmp / "run_cli", seed=11)
+    sub = make_subset(tmp / "sub_cli.npy", pool_uids()[:400])
+    rc = main(["submit", "--run", str(run), "--subset", str(sub), "--scale", "micro", "--track", "filtering",
+               "--name", "CLI entry", "--description", "top 40%", "--to", lb["url"], "--token", lb["token"]])
+    out = capsys.readouterr().out
+    assert rc == 0 and "accepted: " + lb["url"] + "/submissions/" in out
+    link = out.strip().splitlines()[-1].split("accepted: ")[1]
+    sid = link.rsplit("/", 1)[1]
+    # the same bundle again: stored once
+    data = (run / "submission_micro_filtering.zip").read_bytes()
+    r = post(lb, data)
+    assert r.status_code == 200 and r.json()["duplicate"] is True and r.json()["id"] == sid
+    rows = httpx.get(lb["url"] + "/api/submissions", params={"scale": "micro", "track": "filtering"}).json()
+    assert [x["id"] for x in rows].count(sid) == 1
+    one = httpx.get(lb["url"] + f"/api/submissions/{sid}").json()
+    scores = json.loads((run / "scores.json").read_text())
+    assert one["average"] == pytest.approx(scores["Average"]) and one["dataset_size"] == 400
+    assert one["team"] == "team-a" and len(one["results"]) == 38
+    assert httpx.get(lb["url"] + f"/api/submissions/{sid}/bundle").content == data
+    page = httpx.get(link)
+    assert page.status_code == 200 and "CLI entry" in page.text and "top 40%" in page.text
+    board = httpx.get(lb["url"] + "/leaderboard/micro/filtering")
+    assert board.status_code == 200 and "CLI entry" in board.text and "<svg" in board.text
+    assert httpx.get(lb["url"] + "/leaderboard/galactic/filtering").status_code == 404
+
+
+@pytest.mark.parametrize("token,status", [(None, 401), ("dc_not-a-real-token", 401)])
+def test_bad_token_refused(lb, token, status):
+    r = post(lb, bundle_for(lb["tmp"], f"tok{status}{token}"), token=token)
+    assert r.status_code == status and "token" in r.json()["detail"]
+
+
+def _edited(lb, tag, edit_run=None, uids=None, scale="micro"):
+    from leaderboard.submit import build_bundle
+
+    tmp = lb["tmp"]
+    run = make_run(tmp / f"run_{tag}", seed=5, scale=scale)
+    if edit_run:
+        edit_run(run)
+    sub = tmp / f"sub_{tag}.npy"
+    if uids is None:
+        make_subset(sub, pool_uids()[:60])
+    else:
+        np.save(sub, uids)
+    from leaderboard.bundle import read_bundle, write_bundle
+    # build with valid pieces, then swap in the raw uid file (the client would refuse a bad one)
+    good = read_bundle(build_bundle(run, tmp / "sub_ok.npy" if uids is not None else sub, scale, "filtering", tag))
+    if uids is None:
+        return build_bundle(run, sub, scale, "filtering", tag)
+    m = dict(good.manifest, dataset_size=len(uids))
+    return write_bundle(m, (run / "eval_results.jsonl").read_text(), (run / "scores.json").read_bytes(),
+                        (run / "info.json").read_bytes(), sub.read_bytes())
+
+
+def test_refusals(lb):
+    make_subset(lb["tmp"] / "sub_ok.npy", pool_uids()[:60])
+
+    def drop_task(run):
+        p = run / "eval_results.jsonl"
+        p.write_text("\n".join(l for l in p.read_text().splitlines() if '"imagenet-r"' not in l) + "\n")
+
+    def tamper(run):
+        p = run / "scores.json"
+        s = json.loads(p.read_text())
+        s["Average"] = min(1.0, s["Average"] + 0.05)
+        p.write_text(json.dumps(s))
+
+    cases = {
+        "missing task": (_edited(lb, "missing", drop_task), 422, "missing: imagenet-r"),
+        "tampered aggregate": (_edited(lb, "tamper", tamper), 422, "aggregate 'Average'"),
+        "unknown scale": (_edited(lb, "scale", scale="galactic"), 422, "unknown scale 'galactic'"),
+    }
+    pool = np.load(lb["tmp"] / "pool.npy")
+    cases["unsorted uids"] = (_edited(lb, "unsorted", uids=pool[:60][::-1].copy()), 422, "not sorted")
+    cases["uids outside the pool"] = (
+        _edited(lb, "outside", uids=np.unique(np.array([(i, i) for i in range(60)], dtype="u8,u8"))), 422,
+        "not in the registered 'micro' pool")
+    big = np.unique(np.array([(int(make_uid("x", i)[:16], 16), i) for i in range(1001)], dtype="u8,u8"))
+    cases["oversized uid file"] = (_edited(lb, "big", uids=big), 413, "more than the 'micro' pool")
+    before = len(httpx.get(lb["url"] + "/api/submissions").json())
+    for what, (data, status, msg) in cases.items():
+        r = post(lb, data)
+        assert r.status_code == status, (what, r.text)
+        assert msg in r.json()["detail"], (what, r.json())
+    # a bundle over the server's upload limit (1 MiB in these tests)
+    r = post(lb, b"PK" + b"\0" * (2 << 20))
+    assert r.status_code == 413 and "limit" in r.json()["detail"]
+    # the same without a Content-Length (chunked): the server counts while reading
+    r = post(lb, (b"\0" * (256 << 10) for _ in range(8)))
+    assert r.status_code == 413 and "over the 1,048,576-byte limit" in r.json()["detail"]
+    assert len(httpx.get(lb["url"] + "/api/submissions").json()) == before
+
+
+def test_html_in_names_is_escaped(lb):
+    evil = '<script>alert("x")</script><b onmouseover=1>bold</b>'
+    data = bundle_for(lb["tmp"], "evil", name=evil, description="<img src=x onerror=alert(1)>")
+    r = post(lb, data)
+    assert r.status_code == 201
+    for url in (r.json()["url"], lb["url"] + "/leaderboard/micro/filtering"):
+        text = httpx.get(url).text
+        assert "<script>alert" not in text and "<b onmouseover" not in text and "<img src=x" not in text
+        assert "&lt;script&gt;alert(" in text
+
+
+def test_concurrent_uploads_none_lost_or_doubled(lb):
+    tmp = lb["tmp"]
+    bundles = [bundle_for(tmp, f"conc{i}", seed=100 + i) for i in range(50)]
+    before = {x["id"] for x in httpx.get(lb["url"] + "/api/submissions").json()}
+    lock = threading.Lock()
+    results = []
+
+    def client(k):
+        with httpx.Client(timeout=120) as c:
+            for data in bundles[k::10]:
+                r = post(lb, data, client=c)
+                with lock:
+                    results.append((r.status_code, r.json().get("id")))
+
+    with ThreadPoolExecutor(10) as ex:
+        list(ex.map(client, range(10)))
+    assert [s for s, _ in results] == [201] * 50
+    ids = {i for _, i in results}
+    assert len(ids) == 50
+    after = [x["id"] for x in httpx.get(lb["url"] + "/api/submissions").json()]
+    assert len(after) == len(set(after)) == len(before) + 50
+    assert ids <= set(after)
+
+
+def test_docs_and_openapi_without_cdn(lb):
+    spec = httpx.get(lb["url"] + "/openapi.json").json()
+    assert "/api/submissions" in spec["paths"] and "post" in spec["paths"]["/api/submissions"]
+    docs = httpx.get(lb["url"] + "/docs").text
+    assert "/api/submissions" in docs and "cdn" not in docs.lower() and "<script" not in docs
+    for page in ("/", "/leaderboard/micro/filtering"):
+        text = httpx.get(lb["url"] + page).text
+        assert "<script" not in text and "http://" not in text.replace(lb["url"], "").replace(
+            "http://www.w3.org/2000/svg", "")
+
+
+def test_export_csv_and_json(lb, tmp_path):
+    import csv
+
+    out = tmp_path / "export"
+    assert main(["leaderboard", "export", "--db", str(lb["db"]), "--out", str(out)]) == 0
+    rows = json.loads((out / "leaderboard.json").read_text())
+    api = httpx.get(lb["url"] + "/api/submissions").json()
+    assert {r["id"] for r in rows} == {r["id"] for r in api}
+    with open(out / "leaderboard.csv", newline="") as f:
+        table = list(csv.DictReader(f))
+    assert len(table) == len(rows)
+    assert [int(r["rank"]) for r in table[:3]] == [1, 2, 3]
+    avgs = [float(r["Average"]) for r in table]
+    assert avgs == sorted(avgs, reverse=True)
+
+
+def test_killed_server_loses_no_accepted_submission(tmp_path):
+    db = tmp_path / "crash.sqlite"
+    token = new_token(db, "crash-team")
+    bundles = [bundle_for(tmp_path, f"k{i}", seed=200 + i) for i in range(40)]
+    server = Server(db).start()
+    lb = {"url": server.url, "token": token}
+    accepted, stop = [], threading.Event()
+
+    def uploader(k):
+        with httpx.Client(timeout=30) as c:
+            for data in bundles[k::4]:
+                if stop.is_set():
+                    return
+                try:
+                    r = post(lb, data, client=c)
+                except httpx.TransportError:
+                    return
+                if r.status_code == 201:
+                    accepted.append(r.json()["id"])
+
+    threads = [threading.Thread(target=uploader, args=(k,)) for k in range(4)]
+    for t in threads:
+        t.start()
+    import time
+
+    deadline = time.time() + 60
+    while len(accepted) < 8 and time.time() < deadline:
+        time.sleep(0.01)
+    server.kill()  # SIGKILL while uploads are in flight
+    stop.set()
+    for t in threads:
+        t.join(60)
+    assert 8 <= len(accepted) < len(bundles)  # killed mid-run, with uploads still to come
+    server.start()
+    try:
+        stored = {x["id"] for x in httpx.get(server.url + "/api/submissions").json()}
+        assert set(accepted) <= stored
+        # and the server takes uploads again after the crash
+        r = post(lb, bundle_for(tmp_path, "after", seed=999))
+        assert r.status_code == 201
+    finally:
+        server.stop()
+
+
+def test_token_command_stores_hash_and_revokes(lb, capsys):
+    import sqlite3
+
+    from leaderboard.db import hash_token
+
+    assert main(["leaderboard", "token", "--db", str(lb["db"]), "--team", "team-b"]) == 0
+    tok = capsys.readouterr().out.strip()
+    assert tok.startswith("dc_") and len(tok) > 40
+    r = post(lb, bundle_for(lb["tmp"], "teamb", seed=7), token=tok)
+    assert r.status_code == 201 and r.json()["team"] == "team-b"
+    with sqlite3.connect(lb["db"]) as con:
+        stored = con.execute("select token_hash from teams where name='team-b'").fetchone()[0]
+        dump = "\n".join(con.iterdump())
+    assert stored == hash_token(tok) and tok not in dump
+    assert main(["leaderboard", "token", "--db", str(lb["db"]), "--team", "team-b", "--revoke"]) == 0
+    r = post(lb, bundle_for(lb["tmp"], "teamb2", seed=8), token=tok)
+    assert r.status_code == 401 and "revoked" in r.json()["detail"]
+
+
+def test_client_retries_until_the_server_is_up(tmp_path):
+    from datacurate.errors import UserError
+    from leaderboard.submit import upload
+    from test_leaderboard_helpers import free_port
+
+    db = tmp_path / "late.sqlite"
+    token = new_token(db, "late-team")
+    data = bundle_for(tmp_path, "late")
+    port = free_port()
+    with pytest.raises(UserError, match=r"no answer after 2 attempt\(s\) \(ConnectError"):
+        upload(data, f"http://127.0.0.1:{port}", token, retries=2)
+    server = Server(db, port=port)
+    starter = threading.Timer(0.3, server.start)
+    starter.start()
+    try:
+        res = upload(data, server.url, token, retries=8)  # connection refused first, then accepted
+        assert res["url"].startswith(server.url + "/submissions/") and res["duplicate"] is False
+    finally:
+        starter.join()
+        server.stop()
+
+
+def test_pool_command_reads_pool_metadata(tmp_path, capsys):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from leaderboard.store import PoolCache
+    from leaderboard.db import open_db
+
+    pool = tmp_path / "pool"
+    (pool / "metadata").mkdir(parents=True)
+    uids = pool_uids(300, seed="meta")
+    pq.write_table(pa.table({"uid": uids[:200]}), pool / "metadata" / "00000.parquet")
+    pq.write_table(pa.table({"uid": uids[200:]}), pool / "metadata" / "00001.parquet")
+    db = tmp_path / "p.sqlite"
+    assert main(["leaderboard", "pool", "--db", str(db), "--scale", "micro", "--pool", str(pool)]) == 0
+    assert "300 uids" in capsys.readouterr().out
+    _, Session = open_db(db)
+    with Session() as s:
+        arr = PoolCache().get(s, "micro")
+    from datacurate.uids import hex_to_pairs, sort_pairs
+
+    assert np.array_equal(arr, np.unique(sort_pairs(hex_to_pairs(uids))))
+    assert main(["leaderboard", "pool", "--db", str(db), "--scale", "micro", "--pool", str(tmp_path)]) == 2
+    assert "no metadata/*.parquet" in capsys.readouterr().err
