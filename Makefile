@@ -9,7 +9,7 @@ export NO_ALBUMENTATIONS_UPDATE := 1
 export SPARK_LOCAL_IP := 127.0.0.1
 export PYTHONUNBUFFERED := 1
 
-.PHONY: demo test install clean-demo
+.PHONY: demo test install clean-demo browser
 
 $(STAMP): pyproject.toml
 	test -x $(BIN)/python || $(PY) -m venv $(VENV)
@@ -22,7 +22,15 @@ install: $(STAMP)
 demo: $(STAMP)
 	$(BIN)/datacurate run --scale tiny --out runs/tiny
 
-test: $(STAMP)
+# the leaderboard's browser test drives Debian's chromium with its chromedriver
+SUDO := $(shell [ "$$(id -u)" = 0 ] || echo sudo)
+browser:
+	@if [ ! -x /usr/bin/chromium ] || [ ! -x /usr/bin/chromedriver ]; then \
+	  echo "installing Debian's chromium + chromium-driver for the browser test"; \
+	  $(SUDO) apt-get update -qq && $(SUDO) env DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium chromium-driver >/dev/null; \
+	fi
+
+test: $(STAMP) browser
 	$(BIN)/python -m pytest -ra tests
 
 clean-demo:
