@@ -1,19 +1,34 @@
 """`datacurate run`: every stage of the benchmark, resumable, in one command.
 
-Each stage knows how to tell that its outputs are complete; a second run after a
-success does nothing and says so. Stages whose code is not installed are listed
-as "not available yet" instead of failing.
+The run folder holds one pool (built, downloaded, scored by the filtering network)
+shared by every recipe, and per recipe a subset, its training shards, a trained
+model and its evaluation::
+
+    DIR/pool/                 POOL (docs/formats.md)
+    DIR/fnet/                 the filtering network
+    DIR/subsets/R.npy, R.json the subset of recipe R (upstream uid format)
+    DIR/data/R/               its training shards (reshard)
+    DIR/runs/R/               its checkpoint, out.log, eval_results.jsonl, scores.json
+    DIR/report.html           the run report (PNGs in DIR/report/)
+    DIR/comparison.json       the recipes side by side
+
+Each stage knows how to tell that its outputs are complete (the last file it writes,
+atomically); a second run after a success does nothing and says so, and a killed run
+resumes at the stage that was cut off (the stages themselves skip finished shards).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
 from .errors import UserError
+
+DEFAULT_RECIPES = ["no_filter", "dedup_clip"]
 
 
 @dataclass
@@ -24,29 +39,80 @@ class Stage:
     describe: str = ""
 
 
+@dataclass
+class RunLayout:
+    """The paths of one run folder (see the module docstring)."""
+
+    out: Path
+
+    @property
+    def pool(self) -> Path:
+        return self.out / "pool"
+
+    @property
+    def fnet(self) -> Path:
+        return self.out / "fnet"
+
+    def subset(self, recipe: str) -> Path:
+        return self.out / "subsets" / f"{recipe}.npy"
+
+    def data(self, recipe: str) -> Path:
+        return self.out / "data" / recipe
+
+    def run(self, recipe: str, seed: int = 0) -> Path:
+        return self.out / "runs" / (recipe if seed == 0 else f"{recipe}-seed{seed}")
+
+
 def add_parser(sub) -> None:
     p = sub.add_parser(
         "run", help="run the whole benchmark (pool -> filter -> train -> eval), resumable",
-        description="Run every stage for a scale into DIR, skipping stages whose outputs are complete.",
+        description="Run every stage for an offline scale into DIR, skipping stages whose outputs are complete, "
+                    "and write DIR/report.html.",
         epilog="examples:\n  datacurate run --scale tiny --out runs/tiny\n"
-               "  datacurate run --scale micro --out /tmp/micro --recipe no_filter --recipe basic",
+               "  datacurate run --scale micro --out /tmp/micro --recipe no_filter --recipe basic_offline\n"
+               "  datacurate run --scale tiny --out runs/tiny --report-only",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--scale", default="tiny", choices=["micro", "tiny"],
                    help="offline scales run end to end here (default: tiny)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--recipe", action="append", default=None,
-                   help="filter recipe(s) to compare (repeatable); default: no_filter and the best built-in")
-    p.add_argument("--seed", type=int, default=0)
+                   help=f"filter recipe(s) to compare (repeatable; a built-in name or a YAML path); "
+                        f"default: {' and '.join(DEFAULT_RECIPES)}")
+    p.add_argument("--seed", type=int, default=0, help="pool and training seed")
     p.add_argument("--master", default=None, help="Spark master (default local[*])")
+    p.add_argument("--report-only", action="store_true", help="only rebuild DIR/report.html from what is there")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
+    if args.report_only:
+        path = write_run_report(RunLayout(args.out), args.recipe or DEFAULT_RECIPES, args.scale)
+        print(f"report: {path}")
+        return 0
     return run_benchmark(args.out, scale=args.scale, recipes=args.recipe, seed=args.seed, master=args.master)
 
 
-def pool_stages(out: Path, scale: str, seed: int, master: str | None) -> list[Stage]:
-    pool = out / "pool"
+def _recipe_name(recipe: str) -> str:
+    p = Path(recipe)
+    return p.stem if p.suffix in (".yaml", ".yml") else recipe
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _write_json(path: Path, obj) -> None:
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> list[Stage]:
+    pool = lay.pool
 
     def build():
         from .pool.build import build_pool
@@ -58,36 +124,146 @@ def pool_stages(out: Path, scale: str, seed: int, master: str | None) -> list[St
 
         download_pool(pool, master=master)
 
+    def fnet():
+        from filters.filter_net import train_filter_net
+
+        train_filter_net(pool, lay.fnet, seed=seed, **FILTER_NET_STEPS[scale])
+
+    def embed():
+        from filters.embed import embed_pool
+
+        summary = embed_pool(pool, str(lay.fnet))
+        _write_json(lay.out / "embed.json", summary)
+
     return [
         Stage("pool build", lambda: (pool / "manifest.json").exists(), build,
               "the offline pool from real registry data, with injected web defects"),
         Stage("pool download", lambda: (pool / "download_summary.json").exists(), download,
               "img2dataset on Spark from a loopback HTTP server"),
+        Stage("filter-net", lambda: (lay.fnet / "info.json").exists(), fnet,
+              "a small CLIP trained on the trusted split (the offline CLIP score)"),
+        Stage("embed", lambda: (lay.out / "embed.json").exists(), embed,
+              "filtering-network embeddings and similarity scores for the pool and the held-out sets"),
     ]
+
+
+# filtering-network training length per offline scale
+FILTER_NET_STEPS = {"micro": {"steps": 150, "batch_size": 64}, "tiny": {"steps": 600, "batch_size": 128}}
+
+
+def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None) -> list[Stage]:
+    name = _recipe_name(recipe)
+    subset, data, run = lay.subset(name), lay.data(name), lay.run(name, seed)
+
+    def do_filter():
+        from filters import run_recipe
+
+        run_recipe(lay.pool, recipe, subset, master=master, seed=seed)
+
+    def do_reshard():
+        from .reshard import reshard
+
+        reshard(lay.pool, subset, data, master=master)
+
+    def do_train():
+        from training import train
+
+        train(scale, data, run, seed=seed)
+
+    def do_eval():
+        from eval import evaluate_run
+
+        evaluate_run(run, suite="offline", pool=lay.pool)
+
+    return [
+        Stage(f"filter [{name}]", lambda: subset.with_suffix(".json").exists() and subset.exists(), do_filter,
+              f"recipe {recipe} -> {subset.name}"),
+        Stage(f"reshard [{name}]", lambda: (data / "reshard.json").exists(), do_reshard,
+              "the subset copied into training shards"),
+        Stage(f"train [{name}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
+              f"the fixed {scale} recipe with open_clip_train"),
+        Stage(f"eval [{name}]", lambda: (run / "scores.json").exists(), do_eval,
+              "the offline zero-shot suite"),
+    ]
+
+
+def comparison(lay: RunLayout, recipes: list[str]) -> list[dict]:
+    """One row per recipe: subset size and the eval aggregates."""
+    from .uids import read_subset
+
+    rows = []
+    for r in recipes:
+        name = _recipe_name(r)
+        sub = lay.subset(name)
+        scores = _json(lay.run(name) / "scores.json")
+        rows.append({"recipe": name, "size": len(read_subset(sub)) if sub.exists() else None, **scores})
+    return rows
+
+
+def print_comparison(rows: list[dict]) -> None:
+    keys = []
+    for r in rows:
+        for k, v in r.items():
+            if k not in ("recipe", "size") and isinstance(v, (int, float)) and k not in keys:
+                keys.append(k)
+    keys = keys[:6]
+    header = ["recipe", "size", *keys]
+    table = [[str(r["recipe"]), f"{r['size']:,}" if r.get("size") is not None else "-",
+              *[f"{r[k]:.4f}" if isinstance(r.get(k), (int, float)) else "-" for k in keys]] for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
+
+
+def write_run_report(lay: RunLayout, recipes: list[str], scale: str) -> Path:
+    from .report.html import RecipeRun, write_report
+
+    rr = [RecipeRun(_recipe_name(r), lay.subset(_recipe_name(r)), lay.run(_recipe_name(r))) for r in recipes]
+    return write_report(lay.out, lay.pool, rr, title=f"datacurate run: {scale} scale")
 
 
 def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = None, seed: int = 0,
                   master: str | None = None) -> int:
-    out = Path(out)
-    out.mkdir(parents=True, exist_ok=True)
-    stages = pool_stages(out, scale, seed, master)
+    """Run every stage not yet complete; print the comparison table and the report's path."""
+    lay = RunLayout(Path(out))
+    lay.out.mkdir(parents=True, exist_ok=True)
+    recipes = recipes or list(DEFAULT_RECIPES)
+    names = [_recipe_name(r) for r in recipes]
+    if len(set(names)) != len(names):
+        raise UserError(f"--recipe names must differ: {names}")
+    stages = pool_stages(lay, scale, seed, master)
+    for r in recipes:
+        stages += recipe_stages(lay, r, scale, seed, master)
     t0 = time.time()
     did = []
-    for st in stages:
+    times = {}
+    for i, st in enumerate(stages, 1):
+        tag = f"[{i:>2}/{len(stages)}]"
         if st.done():
-            print(f"[skip] {st.name}: already complete")
+            print(f"{tag} skip {st.name}: already complete", flush=True)
             continue
-        print(f"[run ] {st.name}: {st.describe}", flush=True)
+        print(f"{tag} run  {st.name}: {st.describe}", flush=True)
         t = time.time()
         st.run()
+        times[st.name] = round(time.time() - t, 1)
         did.append(st.name)
-        print(f"[done] {st.name} in {time.time() - t:.1f}s", flush=True)
-    from .pool.summary import pool_summary, print_summary
-
-    print_summary(pool_summary(out / "pool"))
+        print(f"{tag} done {st.name} in {times[st.name]:.1f}s", flush=True)
+    rows = comparison(lay, recipes)
+    report = lay.out / "report.html"
+    if did or not report.exists():
+        _write_json(lay.out / "comparison.json", rows)
+        report = write_run_report(lay, recipes, scale)
+        state = _json(lay.out / "run_state.json")
+        state.setdefault("stage_seconds", {}).update(times)
+        state.update({"scale": scale, "seed": seed, "recipes": names, "stages": [s.name for s in stages]})
+        _write_json(lay.out / "run_state.json", state)
+    print()
+    print_comparison(rows)
+    print()
     if not did:
         print("nothing to do: every stage is already complete")
     else:
         print(f"ran {len(did)} stage(s) in {time.time() - t0:.1f}s")
-    (out / "run_state.json").write_text(json.dumps({"scale": scale, "seed": seed, "stages": [s.name for s in stages]}, indent=2))
+    print(f"report: {report}")
     return 0

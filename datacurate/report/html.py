@@ -1,0 +1,279 @@
+"""The static run report (``DIR/report.html``): one page that opens from disk, PNGs beside it.
+
+It is built only from the files the stages leave (manifest, download summary,
+SUBSET.json, metadata, out.log, eval results), so it can be rebuilt at any time with
+``datacurate run ... --report-only`` and never needs the models.
+"""
+from __future__ import annotations
+
+import html
+import json
+import os
+import tarfile
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from . import plots
+from .training_log import parse_training_log
+
+
+@dataclass
+class RecipeRun:
+    """Where one recipe's files are: its subset, training data and training/eval run."""
+
+    name: str
+    subset: Path
+    run: Path
+    seeds: list[Path] = field(default_factory=list)  # extra runs of the same recipe (baseline study)
+
+
+def _json(path: Path) -> dict:
+    try:
+        return json.loads(Path(path).read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _esc(x) -> str:
+    return html.escape(str(x))
+
+
+def _table(header: list[str], rows: list[list]) -> str:
+    th = "".join(f"<th>{_esc(h)}</th>" for h in header)
+    body = "".join("<tr>" + "".join(f"<td>{_esc(c)}</td>" for c in r) + "</tr>" for r in rows)
+    return f"<table><thead><tr>{th}</tr></thead><tbody>{body}</tbody></table>"
+
+
+def _fmt(v, digits: int = 3) -> str:
+    if v is None:
+        return "-"
+    if isinstance(v, float):
+        return f"{v:.{digits}f}"
+    if isinstance(v, int):
+        return f"{v:,}"
+    return str(v)
+
+
+# --------------------------------------------------------------------------- sections
+
+def pool_section(pool: Path, img_dir: Path) -> str:
+    man = _json(pool / "manifest.json")
+    dl = _json(pool / "download_summary.json")
+    parts = ["<h2>Pool</h2>"]
+    if man:
+        parts.append(f"<p>scale <b>{_esc(man.get('scale'))}</b>, seed {_esc(man.get('seed'))}</p>")
+        srcs = man.get("sources", [])
+        if srcs:
+            parts.append(_table(["source", "package", "version", "licence"],
+                                [[s.get("name"), s.get("package"), s.get("version"), s.get("licence")]
+                                 for s in srcs]))
+    if dl:
+        parts.append(_table(["tried", "succeeded", "failed", "wall time (s)"],
+                            [[_fmt(dl.get("tried")), _fmt(dl.get("succeeded")), _fmt(dl.get("failed")),
+                              _fmt(dl.get("wall_time_s"), 1)]]))
+        reasons = dl.get("failed_by_reason") or {}
+        if reasons:
+            plots.bar_counts(reasons, "download failures by reason", img_dir / "download_failures.png")
+            parts.append('<img src="report/download_failures.png" alt="download failures by reason">')
+    return "\n".join(parts)
+
+
+def _subset_steps(meta: dict) -> list[tuple[str, int]]:
+    steps = meta.get("steps") or meta.get("counts") or []
+    out = []
+    if isinstance(steps, dict):
+        steps = [{"step": k, "kept": v} for k, v in steps.items()]
+    for s in steps:
+        name = s.get("step") or s.get("name") or s.get("filter") or "?"
+        n = s.get("kept", s.get("count", s.get("n")))
+        if n is not None:
+            out.append((str(name), int(n)))
+    return out
+
+
+def funnel_section(recipes: list[RecipeRun], img_dir: Path) -> str:
+    data = {}
+    rows = []
+    for r in recipes:
+        meta = _json(r.subset.with_suffix(".json"))
+        steps = _subset_steps(meta)
+        if steps:
+            data[r.name] = steps
+            rows.append([r.name, " → ".join(f"{s} {n:,}" for s, n in steps)])
+    if not data:
+        return ""
+    plots.funnel(data, img_dir / "funnel.png")
+    return ("<h2>Filter funnel</h2>" + _table(["recipe", "samples kept after each step"], rows)
+            + '<img src="report/funnel.png" alt="filter funnel">')
+
+
+def _metadata(pool: Path, columns: list[str]):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    tables = []
+    for p in sorted((pool / "metadata").glob("*.parquet")):
+        have = set(pq.ParquetFile(p).schema_arrow.names)
+        cols = [c for c in columns if c in have]
+        t = pq.read_table(p, columns=cols)
+        t = t.append_column("_shard", pa.array([p.stem] * t.num_rows))
+        tables.append(t)
+    if not tables:
+        return None
+    return pa.concat_tables(tables, promote_options="default")
+
+
+def score_section(pool: Path, img_dir: Path, column: str = "clip_fnet_similarity_score",
+                  top_fraction: float = 0.3) -> str:
+    import pyarrow.parquet as pq
+
+    meta = _metadata(pool, ["uid", column])
+    if meta is None or column not in meta.column_names:
+        return ""
+    scores = np.asarray(meta.column(column).to_numpy(zero_copy_only=False), dtype=float)
+    cut = float(np.quantile(scores, 1 - top_fraction))
+    gt_path = pool / "ground_truth.parquet"
+    groups: dict[str, np.ndarray] = {}
+    if gt_path.exists():
+        gt = pq.read_table(gt_path, columns=["uid", "defect"]).to_pydict()
+        defect = dict(zip(gt["uid"], gt["defect"]))
+        labels = np.asarray([defect.get(u, "?") for u in meta.column("uid").to_pylist()])
+        for name in sorted(set(labels)):
+            groups[name] = scores[labels == name]
+    else:
+        groups["all"] = scores
+    plots.score_histogram(groups, cut, f"{column} by injected defect (top {top_fraction:.0%} cut)",
+                          img_dir / "score_hist.png")
+    return ("<h2>Scores</h2><p>The filtering network's image-text similarity per sample, split by the "
+            "pool's ground truth (never seen by the filters); the dashed line is the top-30 % cut.</p>"
+            '<img src="report/score_hist.png" alt="score histogram">')
+
+
+def _read_images(pool: Path, shard: str, keys: set[str]) -> dict[str, bytes]:
+    out = {}
+    tar = pool / "shards" / f"{shard}.tar"
+    if not tar.exists():
+        return out
+    with tarfile.open(tar) as tf:
+        for m in tf:
+            stem, _, ext = m.name.rpartition(".")
+            if stem in keys and ext in ("jpg", "jpeg", "png", "webp"):
+                out[stem] = tf.extractfile(m).read()
+    return out
+
+
+def examples_section(pool: Path, recipe: RecipeRun, img_dir: Path, n: int = 12, seed: int = 0) -> str:
+    from datacurate.uids import read_subset_hex
+
+    if not recipe.subset.exists():
+        return ""
+    meta = _metadata(pool, ["uid", "key", "text"])
+    if meta is None or "key" not in meta.column_names:
+        return ""
+    keep = set(read_subset_hex(recipe.subset))
+    d = meta.to_pydict()
+    rng = np.random.default_rng(seed)
+    idx_keep = [i for i, u in enumerate(d["uid"]) if u in keep]
+    idx_rej = [i for i, u in enumerate(d["uid"]) if u not in keep]
+    html_parts = []
+    for label, idx in (("kept", idx_keep), ("rejected", idx_rej)):
+        if not idx:
+            continue
+        pick = sorted(rng.choice(idx, size=min(n, len(idx)), replace=False).tolist())
+        by_shard: dict[str, set[str]] = {}
+        for i in pick:
+            by_shard.setdefault(d["_shard"][i], set()).add(d["key"][i])
+        blobs = {}
+        for shard, keys in by_shard.items():
+            blobs.update(_read_images(pool, shard, keys))
+        ex = [(blobs[d["key"][i]], d["text"][i]) for i in pick if d["key"][i] in blobs]
+        if ex:
+            fname = f"examples_{recipe.name}_{label}.png"
+            plots.image_grid(ex, f"{recipe.name}: {label}", img_dir / fname)
+            html_parts.append(f'<img src="report/{fname}" alt="{label} examples">')
+    if not html_parts:
+        return ""
+    return f"<h3>Examples: {_esc(recipe.name)}</h3>" + "".join(html_parts)
+
+
+def _scores(run: Path) -> dict:
+    return _json(run / "scores.json")
+
+
+def _main_metric(scores: dict) -> tuple[str, float | None]:
+    for k in ("offline_average", "average", "Average"):
+        if isinstance(scores.get(k), (int, float)):
+            return k, float(scores[k])
+    return "average", None
+
+
+def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
+    from datacurate.uids import read_subset
+
+    curves = {r.name: parse_training_log(r.run / "out.log") for r in recipes}
+    parts = []
+    if any(curves.values()):
+        plots.training_curves(curves, img_dir / "training.png")
+        parts += ["<h2>Training</h2>", '<img src="report/training.png" alt="training curves">']
+    task_rows: dict[str, dict[str, float]] = {}
+    comp = []
+    for r in recipes:
+        for line in (r.run / "eval_results.jsonl").read_text().splitlines() if (r.run / "eval_results.jsonl").exists() else []:
+            try:
+                rec = json.loads(line)
+            except ValueError:
+                continue
+            main = rec.get("main_metric")
+            if main is None:
+                metrics = rec.get("metrics") or {}
+                main = next((v for v in metrics.values() if isinstance(v, (int, float))), None)
+            task_rows.setdefault(rec.get("dataset", rec.get("key", "?")), {})[r.name] = main
+        sc = _scores(r.run)
+        metric, value = _main_metric(sc)
+        size = len(read_subset(r.subset)) if r.subset.exists() else 0
+        vals = [value] + [_main_metric(_scores(s))[1] for s in r.seeds]
+        vals = [v for v in vals if v is not None]
+        comp.append({"recipe": r.name, "size": size, metric: float(np.mean(vals)) if vals else None,
+                     metric + "_std": float(np.std(vals)) if len(vals) > 1 else None, "n": len(vals),
+                     "metric": metric})
+    if task_rows:
+        names = [r.name for r in recipes]
+        parts += ["<h2>Per-task results</h2>",
+                  _table(["task", *names], [[t, *[_fmt(v.get(n)) for n in names]] for t, v in sorted(task_rows.items())])]
+    if comp:
+        metric = comp[0]["metric"]
+        parts += ["<h2>Recipes compared</h2>",
+                  _table(["recipe", "subset size", metric, "std over seeds", "runs"],
+                         [[c["recipe"], _fmt(c["size"]), _fmt(c.get(metric)), _fmt(c.get(metric + "_std")), c["n"]]
+                          for c in comp])]
+        if any(c.get(metric) is not None for c in comp):
+            plots.recipe_comparison(comp, metric, img_dir / "comparison.png")
+            parts.append('<img src="report/comparison.png" alt="size against score">')
+    return "\n".join(parts)
+
+
+STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
+table{border-collapse:collapse;margin:.6em 0}td,th{border:1px solid #ccc;padding:.25em .6em;font-size:.9em}
+th{background:#f0f0f0}img{max-width:100%;display:block;margin:.6em 0}h2{border-bottom:1px solid #ddd}"""
+
+
+def write_report(out_dir: Path, pool: Path, recipes: list[RecipeRun], title: str = "datacurate run",
+                 extra_html: str = "") -> Path:
+    """Write ``out_dir/report.html`` and ``out_dir/report/*.png``; returns the page's path."""
+    out_dir = Path(out_dir)
+    img_dir = out_dir / "report"
+    img_dir.mkdir(parents=True, exist_ok=True)
+    sections = [pool_section(pool, img_dir), funnel_section(recipes, img_dir), score_section(pool, img_dir)]
+    chosen = [r for r in recipes if r.name != "no_filter"][:1] or recipes[:1]
+    sections += [examples_section(pool, r, img_dir) for r in chosen]
+    sections += [results_section(recipes, img_dir), extra_html]
+    page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
+            f"<style>{STYLE}</style></head><body><h1>{_esc(title)}</h1>"
+            + "\n".join(s for s in sections if s) + "</body></html>")
+    path = out_dir / "report.html"
+    tmp = path.with_name(".report.html.tmp")
+    tmp.write_text(page)
+    os.replace(tmp, path)
+    return path

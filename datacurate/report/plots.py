@@ -1,0 +1,139 @@
+"""The run report's pictures: matplotlib (Agg) figures written as PNG files beside the page.
+
+Each function takes plain data (lists, dicts, arrays) and a path, so the report
+can be rebuilt from the files a run leaves without re-running anything.
+"""
+from __future__ import annotations
+
+import io
+import os
+from pathlib import Path
+
+import numpy as np
+
+
+def _plt():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def _save(fig, path: Path) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    _plt().close(fig)
+    os.replace(tmp, path)
+    return path
+
+
+def bar_counts(counts: dict[str, int], title: str, path: Path, xlabel: str = "samples") -> Path:
+    """Horizontal bars, one per key (download failures by reason, defects in the pool)."""
+    plt = _plt()
+    items = sorted(counts.items(), key=lambda kv: kv[1])
+    fig, ax = plt.subplots(figsize=(6.4, 0.35 * max(3, len(items)) + 1))
+    ax.barh([k for k, _ in items], [v for _, v in items], color="#4c72b0")
+    for i, (_, v) in enumerate(items):
+        ax.text(v, i, f" {v:,}", va="center", fontsize=8)
+    ax.set_xlabel(xlabel)
+    ax.set_title(title)
+    return _save(fig, path)
+
+
+def funnel(recipes: dict[str, list[tuple[str, int]]], path: Path) -> Path:
+    """Samples kept after each step, one line of markers per recipe."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    for name, steps in recipes.items():
+        ax.plot(range(len(steps)), [n for _, n in steps], marker="o", label=name)
+        for i, (step, n) in enumerate(steps):
+            ax.annotate(step, (i, n), textcoords="offset points", xytext=(3, 4), fontsize=7)
+    ax.set_xlabel("step")
+    ax.set_ylabel("samples kept")
+    ax.set_title("filter funnel")
+    ax.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def score_histogram(scores_by_group: dict[str, np.ndarray], threshold: float | None, title: str,
+                    path: Path) -> Path:
+    """Overlaid histograms of a score per ground-truth group, with the chosen cut as a line."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 3.8))
+    finite = [np.asarray(v, dtype=float) for v in scores_by_group.values() if len(v)]
+    allv = np.concatenate(finite) if finite else np.zeros(1)
+    bins = np.linspace(float(np.nanmin(allv)), float(np.nanmax(allv)) + 1e-6, 50)
+    for name, v in scores_by_group.items():
+        if len(v):
+            ax.hist(np.asarray(v, dtype=float), bins=bins, alpha=0.55, label=f"{name} ({len(v):,})", density=True)
+    if threshold is not None:
+        ax.axvline(threshold, color="k", linestyle="--", label=f"cut {threshold:.3f}")
+    ax.set_xlabel("score")
+    ax.set_ylabel("density")
+    ax.set_title(title)
+    ax.legend(fontsize=7)
+    return _save(fig, path)
+
+
+def training_curves(runs: dict[str, list[dict]], path: Path) -> Path:
+    """Loss and learning rate against samples seen, one line per recipe."""
+    plt = _plt()
+    fig, (a1, a2) = plt.subplots(1, 2, figsize=(10, 3.6))
+    for name, rows in runs.items():
+        if not rows:
+            continue
+        x = [r["samples_seen"] for r in rows]
+        a1.plot(x, [r["loss"] for r in rows], label=name)
+        a2.plot(x, [r["lr"] for r in rows], label=name)
+    a1.set_xlabel("samples seen")
+    a1.set_ylabel("contrastive loss")
+    a1.set_title("training loss")
+    a2.set_xlabel("samples seen")
+    a2.set_ylabel("learning rate")
+    a2.set_title("learning rate")
+    a1.legend(fontsize=8)
+    return _save(fig, path)
+
+
+def recipe_comparison(rows: list[dict], metric: str, path: Path) -> Path:
+    """Subset size against a score, one labelled point per recipe (with error bars when given)."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(6.4, 4))
+    for r in rows:
+        y, err = r.get(metric), r.get(metric + "_std")
+        if y is None:
+            continue
+        ax.errorbar(r["size"], y, yerr=err if err else None, fmt="o", capsize=3)
+        ax.annotate(r["recipe"], (r["size"], y), textcoords="offset points", xytext=(4, 4), fontsize=8)
+    ax.set_xlabel("subset size (samples)")
+    ax.set_ylabel(metric)
+    ax.set_title(f"dataset size against {metric}")
+    ax.grid(alpha=0.3)
+    return _save(fig, path)
+
+
+def image_grid(examples: list[tuple[bytes, str]], title: str, path: Path, cols: int = 6) -> Path:
+    """A grid of images with their captions underneath (kept or rejected examples)."""
+    from PIL import Image
+
+    plt = _plt()
+    n = max(1, len(examples))
+    rows = (n + cols - 1) // cols
+    fig, axes = plt.subplots(rows, cols, figsize=(cols * 1.7, rows * 2.0))
+    axes = np.atleast_1d(axes).ravel()
+    for ax in axes:
+        ax.axis("off")
+    for ax, (blob, caption) in zip(axes, examples):
+        try:
+            img = Image.open(io.BytesIO(blob)).convert("RGB")
+            ax.imshow(img)
+        except Exception:  # noqa: BLE001 - an undecodable example is shown as such
+            ax.text(0.5, 0.5, "undecodable", ha="center", va="center")
+        cap = caption if len(caption) <= 44 else caption[:41] + "..."
+        ax.set_title("\n".join([cap[i:i + 22] for i in range(0, len(cap), 22)]), fontsize=6)
+    fig.suptitle(title, fontsize=10)
+    return _save(fig, path)

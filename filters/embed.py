@@ -1,0 +1,480 @@
+"""`datacurate embed`: CLIP image and text embeddings for every pool sample, upstream's layout.
+
+For each ``POOL/metadata/NNNNN.parquet`` it writes ``NNNNN.npz`` (keys ``{name}_img``,
+``{name}_txt``: float16, L2-normalised, row-aligned with the parquet, as upstream
+DataComp's metadata) and adds the column ``clip_{name}_similarity_score`` (float32
+cosine similarity) to the parquet. Images come from ``POOL/shards/NNNNN.tar`` matched
+by the parquet's ``key`` column. Shards already done are skipped (resumable); a shard
+whose npz already holds the embeddings (e.g. upstream's) only gets its score column.
+The holdout sets get ``POOL/holdout/{eval,trusted}.{name}.npz`` (img, txt, item_id).
+With ``--master`` the shards are embedded by a Spark job, one model per executor.
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import os
+import tarfile
+import time
+from pathlib import Path
+
+import numpy as np
+
+from datacurate.errors import UserError
+
+from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_device
+
+IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
+HOLDOUT_SETS = ("eval", "trusted")
+META_PREFIX = "datacurate.embed."  # parquet key-value metadata: which weights made the column
+_MODEL_CACHE: dict = {}  # (spec, device) -> (model, preprocess, tokenizer): one model per process/executor
+
+
+class EmbedError(UserError):
+    """A shard or metadata file cannot be embedded as it is."""
+
+
+# ----------------------------------------------------------------------------- pool layout
+
+def list_shards(pool: Path) -> list[str]:
+    """Shard ids (``NNNNN``) that have a metadata parquet, sorted."""
+    meta = Path(pool) / "metadata"
+    if not meta.is_dir():
+        raise EmbedError(f"{meta}: no metadata directory; run `datacurate pool download --pool {pool}` first")
+    shards = sorted(p.stem for p in meta.glob("*.parquet") if not p.name.startswith("."))
+    if not shards:
+        raise EmbedError(f"{meta}: no metadata parquet files")
+    return shards
+
+
+def shard_paths(pool: Path, shard: str) -> tuple[Path, Path, Path]:
+    pool = Path(pool)
+    return pool / "metadata" / f"{shard}.parquet", pool / "metadata" / f"{shard}.npz", pool / "shards" / f"{shard}.tar"
+
+
+def holdout_npz_path(pool: Path, which: str, name: str) -> Path:
+    return Path(pool) / "holdout" / f"{which}.{name}.npz"
+
+
+# ----------------------------------------------------------------------------- small pieces
+
+def to_rgb(img, background=(255, 255, 255)):
+    """RGB image; transparent pixels are laid over ``background`` (not left as their hidden colour)."""
+    from PIL import Image
+
+    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        base = Image.new("RGBA", img.size, tuple(background) + (255,))
+        return Image.alpha_composite(base, img).convert("RGB")
+    return img.convert("RGB")
+
+
+def _npz_keys(path: Path) -> dict[str, int]:
+    """{key: rows} of an npz file, {} when it does not exist or is unreadable."""
+    if not path.is_file():
+        return {}
+    try:
+        with np.load(path) as z:
+            return {k: int(z[k].shape[0]) for k in z.files}
+    except Exception:
+        return {}
+
+
+def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
+    """np.savez under a temporary name, then rename: never half-written."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tmp = path.with_name(f".{path.name}.tmp")
+    with open(tmp, "wb") as f:
+        np.savez(f, **arrays)
+    os.replace(tmp, path)
+
+
+def _merge_npz(path: Path, new: dict[str, np.ndarray]) -> None:
+    """Add/replace ``new`` keys in the npz at ``path``, keeping other models' keys."""
+    arrays = {}
+    if path.is_file():
+        with np.load(path) as z:
+            arrays = {k: z[k] for k in z.files if k not in new}
+    arrays.update(new)
+    write_npz_atomic(path, arrays)
+
+
+def normalise(x):
+    """L2-normalise rows (torch or numpy)."""
+    import torch
+
+    if isinstance(x, torch.Tensor):
+        return torch.nn.functional.normalize(x.float(), dim=-1)
+    x = np.asarray(x, dtype=np.float32)
+    return x / np.maximum(np.linalg.norm(x, axis=1, keepdims=True), 1e-12)
+
+
+def similarity(img16: np.ndarray, txt16: np.ndarray) -> np.ndarray:
+    """Cosine similarity of stored (normalised) embeddings, float32 (upstream's score column)."""
+    return np.einsum("ij,ij->i", img16.astype(np.float32), txt16.astype(np.float32)).astype(np.float32)
+
+
+def get_model(spec: ModelSpec, device: str):
+    key = (spec, device)
+    if key not in _MODEL_CACHE:
+        _MODEL_CACHE[key] = load_clip(spec, device)
+    return _MODEL_CACHE[key]
+
+
+def encode(bundle, images, texts, device: str, batch_size: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
+    """Batched image + text embeddings (L2-normalised, float16). ``images`` yields PIL images."""
+    import torch
+
+    model, preprocess, tokenizer = bundle
+    images, texts = iter(images), list(texts)
+    out_img, out_txt = [], []
+    with torch.inference_mode():
+        for start in range(0, len(texts), batch_size):
+            batch_txt = texts[start:start + batch_size]
+            pix = torch.stack([preprocess(next(images)) for _ in batch_txt]).to(device)
+            tok = tokenizer(batch_txt).to(device)
+            out_img.append(normalise(model.encode_image(pix)).cpu().numpy().astype(np.float16))
+            out_txt.append(normalise(model.encode_text(tok)).cpu().numpy().astype(np.float16))
+            if progress is not None:
+                progress.update(len(batch_txt))
+    if not out_img:
+        return np.zeros((0, 0), np.float16), np.zeros((0, 0), np.float16)
+    return np.concatenate(out_img), np.concatenate(out_txt)
+
+
+def read_tar_images(tar_path: Path, keys: list[str], shard: str) -> dict[str, bytes]:
+    """{key: image bytes} for ``keys`` from a webdataset tar; clear error for a missing key."""
+    if not tar_path.is_file():
+        raise EmbedError(f"shard {shard}: no image tar {tar_path}")
+    wanted = set(keys)
+    found: dict[str, bytes] = {}
+    try:
+        with tarfile.open(tar_path) as tf:
+            for m in tf:
+                if not m.isfile():
+                    continue
+                base = os.path.basename(m.name)
+                key, _, ext = base.partition(".")
+                if ext.lower() in IMAGE_EXTS and key in wanted and key not in found:
+                    found[key] = tf.extractfile(m).read()
+    except tarfile.TarError as e:
+        raise EmbedError(f"shard {shard}: {tar_path} is not a readable tar ({e})") from None
+    missing = [k for k in keys if k not in found]
+    if missing:
+        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
+        raise EmbedError(f"shard {shard}: {tar_path} has no image for key {missing[0]!r}{more} "
+                         f"listed in metadata/{shard}.parquet")
+    return found
+
+
+def _decode(blobs, where):
+    from PIL import Image
+
+    for label, b in blobs:
+        try:
+            with Image.open(io.BytesIO(b)) as im:
+                im.load()
+                yield to_rgb(im)
+        except Exception as e:
+            raise EmbedError(f"{where}: cannot decode image {label!r} ({e})") from None
+
+
+# ----------------------------------------------------------------------------- one shard
+
+def shard_state(pool: Path, shard: str, spec: ModelSpec, fp: str | None = None) -> str:
+    """'done' (npz + score column match the parquet), 'score' (npz matches, score column missing) or 'todo'.
+
+    A shard we embedded records the weights' fingerprint in the parquet's metadata; when
+    it differs from ``fp`` the shard is 'todo'. A shard without it (e.g. upstream's
+    metadata with its own npz) is used as is.
+    """
+    import pyarrow.parquet as pq
+
+    pq_path, npz_path, _ = shard_paths(pool, shard)
+    try:
+        pf = pq.ParquetFile(pq_path)
+    except Exception as e:
+        raise EmbedError(f"{pq_path}: not a readable parquet file ({e})") from None
+    rows = pf.metadata.num_rows
+    made_by = (pf.schema_arrow.metadata or {}).get((META_PREFIX + spec.name).encode())
+    if fp is not None and made_by is not None and made_by.decode() != fp:
+        return "todo"
+    keys = _npz_keys(npz_path)
+    if keys.get(spec.img_key) != rows or keys.get(spec.txt_key) != rows:
+        return "todo"
+    if spec.score_column in pf.schema_arrow.names:
+        col = pf.read(columns=[spec.score_column]).column(0)
+        if col.null_count == 0:
+            return "done"
+    return "score"
+
+
+def _write_scores(pq_path: Path, column: str, scores: np.ndarray, meta: dict[str, str] | None = None) -> None:
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datacurate.schema import write_table_atomic
+
+    table = pq.read_table(pq_path)
+    if column in table.column_names:
+        table = table.drop_columns([column])
+    table = table.append_column(column, pa.array(scores, type=pa.float32()))
+    if meta:
+        table = table.replace_schema_metadata({**(table.schema.metadata or {}),
+                                               **{k.encode(): v.encode() for k, v in meta.items()}})
+    write_table_atomic(table, pq_path)
+
+
+def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", batch_size: int = 256,
+                force: bool = False, progress=None, fp: str | None = None) -> dict:
+    """Embed one shard (or only add its score column when the npz already holds the embeddings)."""
+    import pyarrow.parquet as pq
+
+    t0 = time.time()
+    pq_path, npz_path, tar_path = shard_paths(pool, shard)
+    fp = fp or fingerprint(spec)
+    state = "todo" if force else shard_state(pool, shard, spec, fp)
+    rows = pq.ParquetFile(pq_path).metadata.num_rows
+    if state == "done":
+        return {"shard": shard, "rows": rows, "status": "skipped", "seconds": 0.0}
+    if state == "score":
+        with np.load(npz_path) as z:
+            scores = similarity(z[spec.img_key], z[spec.txt_key])
+        _write_scores(pq_path, spec.score_column, scores)
+        return {"shard": shard, "rows": rows, "status": "scored", "seconds": time.time() - t0}
+    table = pq.read_table(pq_path, columns=None)
+    for col in ("key", "text"):
+        if col not in table.column_names:
+            raise EmbedError(f"{pq_path}: no {col!r} column (the metadata must name each sample's tar key "
+                             "and caption)")
+    keys = [str(k) for k in table.column("key").to_pylist()]
+    texts = ["" if t is None else str(t) for t in table.column("text").to_pylist()]
+    blobs = read_tar_images(tar_path, keys, shard)
+    images = _decode(((k, blobs[k]) for k in keys), f"shard {shard}")
+    img, txt = encode(get_model(spec, device), images, texts, device, batch_size, progress)
+    if rows == 0:
+        img = txt = np.zeros((0, 0), np.float16)
+    _merge_npz(npz_path, {spec.img_key: img, spec.txt_key: txt})
+    _write_scores(pq_path, spec.score_column, similarity(img, txt) if rows else np.zeros(0, np.float32),
+                  {META_PREFIX + spec.name: fp})
+    return {"shard": shard, "rows": rows, "status": "embedded", "seconds": time.time() - t0}
+
+
+# ----------------------------------------------------------------------------- holdout sets
+
+def _holdout_done(dst: Path, item_ids: np.ndarray, fp: str) -> bool:
+    try:
+        with np.load(dst) as z:
+            return (np.array_equal(z["item_id"], item_ids) and len(z["img"]) == len(item_ids)
+                    and str(z["model"]) == fp)
+    except Exception:
+        return False
+
+
+def embed_holdout(pool: Path, spec: ModelSpec, device: str = "cpu", batch_size: int = 256,
+                  force: bool = False, fp: str | None = None) -> dict[str, str]:
+    """``POOL/holdout/{eval,trusted}.parquet`` -> ``{which}.{name}.npz`` (img, txt float16, item_id, model)."""
+    import pyarrow.parquet as pq
+
+    fp = fp or fingerprint(spec)
+    done = {}
+    for which in HOLDOUT_SETS:
+        src = Path(pool) / "holdout" / f"{which}.parquet"
+        if not src.is_file():
+            continue
+        dst = holdout_npz_path(pool, which, spec.name)
+        table = pq.read_table(src)
+        for col in ("item_id", "image", "text"):
+            if col not in table.column_names:
+                raise EmbedError(f"{src}: no {col!r} column")
+        item_ids = np.asarray([str(x) for x in table.column("item_id").to_pylist()])
+        if not force and _holdout_done(dst, item_ids, fp):
+            done[which] = "skipped"
+            continue
+        images = _decode(zip(item_ids, table.column("image").to_pylist()), str(src))
+        texts = ["" if t is None else str(t) for t in table.column("text").to_pylist()]
+        img, txt = encode(get_model(spec, device), images, texts, device, batch_size)
+        write_npz_atomic(dst, {"img": img, "txt": txt, "item_id": item_ids, "model": np.array(fp)})
+        done[which] = "embedded"
+    return done
+
+
+# ----------------------------------------------------------------------------- the pool
+
+def _spark_embed(spark, pool: Path, spec: ModelSpec, shards: list[str], device: str, batch_size: int,
+                 force: bool, fp: str) -> list[dict]:
+    """One Spark task per shard; each Python worker loads the model once and reuses it."""
+    import pandas as pd
+
+    parallelism = max(1, spark.sparkContext.defaultParallelism)
+    threads = max(1, (os.cpu_count() or 1) // parallelism) if spark.sparkContext.master.startswith("local") else 0
+    pool_s = str(Path(pool).resolve())
+
+    def run(batches):
+        import torch
+        from pyspark import TaskContext
+
+        dev = device
+        if dev == "auto":
+            ctx = TaskContext.get()
+            gpus = ctx.resources().get("gpu") if ctx is not None else None
+            dev = f"cuda:{gpus.addresses[0]}" if gpus is not None and gpus.addresses else pick_device("auto")
+        if threads:
+            torch.set_num_threads(threads)
+        for pdf in batches:
+            for shard in pdf["shard"]:
+                r = embed_shard(Path(pool_s), shard, spec, dev, batch_size, force, fp=fp)
+                yield pd.DataFrame([r])
+
+    # one partition per shard, no shuffle: a single stage of len(shards) tasks
+    rdd = spark.sparkContext.parallelize([(s,) for s in shards], len(shards))
+    df = spark.createDataFrame(rdd, "shard string")
+    out = df.mapInPandas(run, schema="shard string, rows long, status string, seconds double")
+    rows = _collect_with_progress(spark, out, len(shards), f"embed {spec.name} (spark)")
+    return sorted((r.asDict() for r in rows), key=lambda r: r["shard"])
+
+
+def _collect_with_progress(spark, df, tasks: int, desc: str):
+    """collect() in a thread while a tqdm bar follows the finished tasks (all tasks run in parallel)."""
+    import threading
+    import uuid
+
+    from tqdm import tqdm
+
+    sc = spark.sparkContext
+    group = f"datacurate-embed-{uuid.uuid4().hex[:8]}"
+    box: dict = {}
+
+    def work():
+        sc.setJobGroup(group, desc)
+        try:
+            box["rows"] = df.collect()
+        except BaseException as e:  # re-raised in the caller's thread
+            box["error"] = e
+
+    th = threading.Thread(target=work, daemon=True)
+    th.start()
+    tracker = sc.statusTracker()
+    with tqdm(total=tasks, desc=desc, unit="shard") as bar:
+        while th.is_alive():
+            th.join(0.5)
+            done = 0
+            for job in tracker.getJobIdsForGroup(group):
+                info = tracker.getJobInfo(job)
+                for st in (info.stageIds if info else []):
+                    si = tracker.getStageInfo(st)
+                    if si is not None and si.numTasks == tasks:
+                        done = max(done, si.numCompletedTasks)
+            bar.update(max(0, done - bar.n))
+        bar.update(tasks - bar.n if "rows" in box else 0)
+    if "error" in box:
+        raise box["error"]
+    return box["rows"]
+
+
+def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: str = "auto",
+               batch_size: int = 256, spark=None, force: bool = False, holdout: bool = True) -> dict:
+    """Embed every shard of ``pool`` (and its holdout sets); returns a summary dict.
+
+    Shards already done are skipped without loading the model, so metadata that ships
+    with upstream's embeddings and scores works offline even for a hub model.
+    """
+    from tqdm import tqdm
+
+    pool = Path(pool)
+    spec = model if isinstance(model, ModelSpec) else parse_model(model, name)
+    shards = list_shards(pool)
+    fp = fingerprint(spec)
+    states = {s: ("todo" if force else shard_state(pool, s, spec, fp)) for s in shards}
+    pending = [s for s in shards if states[s] != "done"]
+    holdout_todo = holdout and _holdout_pending(pool, spec, force, fp)
+    dev = pick_device(device) if (pending or holdout_todo) and (spark is None or device != "auto") else device
+    t0 = time.time()
+    if spark is not None and pending:
+        results = _spark_embed(spark, pool, spec, pending, dev, batch_size, force, fp)
+    else:
+        import pyarrow.parquet as pq
+
+        todo_rows = sum(pq.ParquetFile(shard_paths(pool, s)[0]).metadata.num_rows
+                        for s in pending if states[s] == "todo")
+        results = []
+        with tqdm(total=todo_rows, desc=f"embed {spec.name}", unit="sample", disable=not todo_rows) as bar:
+            for s in pending:
+                results.append(embed_shard(pool, s, spec, dev, batch_size, force, progress=bar, fp=fp))
+    hold = embed_holdout(pool, spec, dev if dev != "auto" else pick_device("auto"), batch_size, force, fp) \
+        if holdout_todo else {}
+    return {
+        "model": spec.arch, "pretrained": spec.pretrained, "fingerprint": fp, "name": spec.name,
+        "score_column": spec.score_column,
+        "device": dev, "shards": len(shards), "skipped": len(shards) - len(pending),
+        "embedded": sum(r["status"] == "embedded" for r in results),
+        "scored": sum(r["status"] == "scored" for r in results),
+        "rows": sum(r["rows"] for r in results if r["status"] == "embedded"),
+        "seconds": round(time.time() - t0, 2), "holdout": hold,
+    }
+
+
+def _holdout_pending(pool: Path, spec: ModelSpec, force: bool, fp: str) -> bool:
+    import pyarrow.parquet as pq
+
+    for which in HOLDOUT_SETS:
+        src = Path(pool) / "holdout" / f"{which}.parquet"
+        if not src.is_file():
+            continue
+        dst = holdout_npz_path(pool, which, spec.name)
+        if force or not dst.is_file():
+            return True
+        ids = np.asarray([str(x) for x in pq.read_table(src, columns=["item_id"]).column(0).to_pylist()])
+        if not _holdout_done(dst, ids, fp):
+            return True
+    return False
+
+
+# ----------------------------------------------------------------------------- CLI
+
+EPILOG = """\
+examples:
+  datacurate embed --pool runs/tiny/pool --model runs/tiny/fnet            # filtering network -> fnet_img/fnet_txt
+  datacurate embed --pool POOL --model TinyCLIP-ViT-64:runs/x/checkpoints/epoch_latest.pt --arch tiny
+  datacurate embed --pool POOL --model ViT-B-32:openai --device cuda       # upstream's b32 (needs the hub)
+  datacurate embed --pool POOL --model NET --master spark://host:7077      # one model per Spark executor
+
+writes POOL/metadata/NNNNN.npz ({arch}_img, {arch}_txt: float16, L2-normalised, row-aligned with
+NNNNN.parquet), adds clip_{arch}_similarity_score to the parquet, and POOL/holdout/{eval,trusted}.{arch}.npz.
+Finished shards are skipped; --force recomputes."""
+
+
+def add_parser(sub) -> None:
+    p = sub.add_parser("embed", help="CLIP image/text embeddings and similarity scores for a pool",
+                       description="Compute CLIP embeddings for every pool sample (upstream DataComp's npz "
+                                   "layout) and the CLIP similarity score column.",
+                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    p.add_argument("--pool", required=True, type=Path, help="pool directory (with metadata/ and shards/)")
+    p.add_argument("--model", required=True,
+                   help="ARCH:TAG (OpenCLIP hub weights), ARCH:CHECKPOINT, or a model directory")
+    p.add_argument("--arch", default=None,
+                   help="short name for npz keys and score column (default: b32/l14 for OpenAI ViT-B-32/L-14, "
+                        "fnet for a filtering network, else from the architecture)")
+    p.add_argument("--device", default="auto", help="auto (cuda when available), cpu or cuda[:N]")
+    p.add_argument("--batch-size", type=int, default=256)
+    p.add_argument("--master", default=None, help="Spark master: embed shards on Spark, one model per executor")
+    p.add_argument("--force", action="store_true", help="recompute shards that are already done")
+    p.add_argument("--no-holdout", action="store_true", help="do not embed POOL/holdout/*.parquet")
+    p.set_defaults(func=_run)
+
+
+def _run(args) -> int:
+    import json
+
+    if args.batch_size < 1:
+        raise UserError("--batch-size must be at least 1")
+    spark = None
+    if args.master:
+        from datacurate.spark import get_spark
+
+        spark = get_spark(args.master, app_name="datacurate-embed")
+    summary = embed_pool(args.pool, args.model, name=args.arch, device=args.device, batch_size=args.batch_size,
+                         spark=spark, force=args.force, holdout=not args.no_holdout)
+    print(json.dumps(summary, indent=2))
+    return 0

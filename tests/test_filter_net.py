@@ -1,0 +1,112 @@
+"""The filtering network: trains on the trusted split, loads in open_clip, separates swapped captions."""
+from __future__ import annotations
+
+import json
+import shutil
+
+import numpy as np
+import pytest
+
+from embed_pool_maker import make_pool
+
+
+@pytest.fixture(scope="module")
+def trained(tmp_path_factory):
+    """A handmade pool and a net trained on its trusted set (36 items) for 40 steps."""
+    from filters.filter_net import train_filter_net
+
+    root = tmp_path_factory.mktemp("fnet")
+    pool = make_pool(root / "pool")
+    info = train_filter_net(pool, root / "net", steps=40, batch_size=16, seed=0)
+    return pool, root / "net", info
+
+
+def test_training_reduces_loss_and_writes_a_loadable_checkpoint(trained):
+    import open_clip
+    import torch
+
+    from training import register_model_configs
+
+    pool, net, info = trained
+    assert info["final_loss"] < info["initial_loss"] - 0.3, info
+    saved = json.loads((net / "info.json").read_text())
+    for k in ("model", "steps", "seed", "trusted_size", "train_seconds", "final_loss"):
+        assert saved[k] == info[k]
+    assert (saved["model"], saved["steps"], saved["trusted_size"]) == ("TinyCLIP-ViT-64", 40, 36)
+    register_model_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms("TinyCLIP-ViT-64",
+                                                                 pretrained=str(net / "checkpoint.pt"))
+    fresh = open_clip.create_model("TinyCLIP-ViT-64")
+    ours = model.state_dict()
+    assert any(not torch.equal(v, fresh.state_dict()[k]) for k, v in ours.items())
+    saved_sd = torch.load(net / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(saved_sd[k], v) for k, v in ours.items())
+
+
+def test_same_seed_same_weights(trained, tmp_path):
+    import torch
+
+    from filters.filter_net import train_filter_net
+
+    pool, net, _ = trained
+    train_filter_net(pool, tmp_path / "a", steps=3, batch_size=8, seed=5)
+    train_filter_net(pool, tmp_path / "b", steps=3, batch_size=8, seed=5)
+    a = torch.load(tmp_path / "a" / "checkpoint.pt", weights_only=True)["state_dict"]
+    b = torch.load(tmp_path / "b" / "checkpoint.pt", weights_only=True)["state_dict"]
+    assert all(torch.equal(a[k], b[k]) for k in a)
+
+
+def test_embed_with_the_net_and_auc_on_handmade_pool(trained, tmp_path):
+    from filters.embed import embed_pool
+    from filters.filter_net import evaluate_auc, record_auc
+
+    pool, net, _ = trained
+    pool = shutil.copytree(pool, tmp_path / "pool")
+    r = embed_pool(pool, str(net), device="cpu")
+    assert r["name"] == "fnet" and r["score_column"] == "clip_fnet_similarity_score"
+    res = evaluate_auc(pool)
+    assert res["n_none"] == 24 and res["n_swapped_caption"] == 12
+    assert res["auc"] > 0.8, res
+    assert res["mean_score_none"] > res["mean_score_swapped_caption"]
+    record_auc(net, pool)
+    assert json.loads((net / "info.json").read_text())["pool_auc"]["auc"] == res["auc"]
+
+
+def test_errors_are_clear(tmp_path):
+    from datacurate.errors import UserError
+    from filters.filter_net import evaluate_auc, train_filter_net
+
+    with pytest.raises(UserError, match="trusted.parquet: no trusted set"):
+        train_filter_net(tmp_path, tmp_path / "net", steps=1)
+    pool = make_pool(tmp_path / "pool", shards=1, per_shard=4)
+    with pytest.raises(UserError, match="no 'clip_fnet_similarity_score' column; run `datacurate embed`"):
+        evaluate_auc(pool)
+
+
+def test_cli_train(trained, tmp_path, capsys):
+    from datacurate.cli import main
+
+    pool, _, _ = trained
+    assert main(["filter-net", "train", "--pool", str(pool), "--out", str(tmp_path / "n"),
+                 "--epochs", "1", "--batch-size", "12"]) == 0
+    info = json.loads((tmp_path / "n" / "info.json").read_text())
+    assert info["steps"] == 3 and info["batch_size"] == 12  # 36 trusted items / 12 per batch
+
+
+@pytest.mark.slow
+def test_swapped_captions_score_lower_on_micro_pool(micro_pool, tmp_path):
+    """The offline benchmark's promise: the net's score ranks matched captions above swapped ones."""
+    from filters.embed import embed_pool
+    from filters.filter_net import evaluate_auc, train_filter_net
+
+    pool = shutil.copytree(micro_pool, tmp_path / "pool")
+    info = train_filter_net(pool, tmp_path / "net", steps=120, batch_size=64, seed=0)
+    assert info["final_loss"] < info["initial_loss"]
+    embed_pool(pool, str(tmp_path / "net"), device="cpu")
+    res = evaluate_auc(pool)
+    print("micro pool AUC", res)
+    assert res["n_swapped_caption"] > 0
+    assert res["auc"] > 0.7, res
+    for which in ("eval", "trusted"):
+        with np.load(pool / "holdout" / f"{which}.fnet.npz") as z:
+            assert z["img"].dtype == np.float16 and len(z["img"]) == len(z["item_id"]) > 0
