@@ -151,9 +151,12 @@ def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> li
 FILTER_NET_STEPS = {"micro": {"steps": 150, "batch_size": 64}, "tiny": {"steps": 600, "batch_size": 128}}
 
 
-def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None) -> list[Stage]:
+def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None,
+                  train_seed: int | None = None, subset_stages: bool = True) -> list[Stage]:
+    """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run."""
     name = _recipe_name(recipe)
-    subset, data, run = lay.subset(name), lay.data(name), lay.run(name, seed)
+    train_seed = seed if train_seed is None else train_seed
+    subset, data, run = lay.subset(name), lay.data(name), lay.run(name, train_seed)
 
     def do_filter():
         from filters import run_recipe
@@ -168,23 +171,42 @@ def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: st
     def do_train():
         from training import train
 
-        train(scale, data, run, seed=seed)
+        train(scale, data, run, seed=train_seed)
 
     def do_eval():
         from eval import evaluate_run
 
         evaluate_run(run, suite="offline", pool=lay.pool)
 
-    return [
+    tag = name if train_seed == seed else f"{name} seed {train_seed}"
+    stages = [
         Stage(f"filter [{name}]", lambda: subset.with_suffix(".json").exists() and subset.exists(), do_filter,
               f"recipe {recipe} -> {subset.name}"),
         Stage(f"reshard [{name}]", lambda: (data / "reshard.json").exists(), do_reshard,
               "the subset copied into training shards"),
-        Stage(f"train [{name}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
+    ]
+    return (stages if subset_stages else []) + [
+        Stage(f"train [{tag}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
               f"the fixed {scale} recipe with open_clip_train"),
-        Stage(f"eval [{name}]", lambda: (run / "scores.json").exists(), do_eval,
+        Stage(f"eval [{tag}]", lambda: (run / "scores.json").exists(), do_eval,
               "the offline zero-shot suite"),
     ]
+
+
+def execute_stages(stages: list[Stage]) -> dict[str, float]:
+    """Run the stages not yet complete, in order, one status line each; returns seconds per stage run."""
+    times: dict[str, float] = {}
+    for i, st in enumerate(stages, 1):
+        tag = f"[{i:>2}/{len(stages)}]"
+        if st.done():
+            print(f"{tag} skip {st.name}: already complete", flush=True)
+            continue
+        print(f"{tag} run  {st.name}: {st.describe}", flush=True)
+        t = time.time()
+        st.run()
+        times[st.name] = round(time.time() - t, 1)
+        print(f"{tag} done {st.name} in {times[st.name]:.1f}s", flush=True)
+    return times
 
 
 def comparison(lay: RunLayout, recipes: list[str]) -> list[dict]:
@@ -236,19 +258,8 @@ def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = No
     for r in recipes:
         stages += recipe_stages(lay, r, scale, seed, master)
     t0 = time.time()
-    did = []
-    times = {}
-    for i, st in enumerate(stages, 1):
-        tag = f"[{i:>2}/{len(stages)}]"
-        if st.done():
-            print(f"{tag} skip {st.name}: already complete", flush=True)
-            continue
-        print(f"{tag} run  {st.name}: {st.describe}", flush=True)
-        t = time.time()
-        st.run()
-        times[st.name] = round(time.time() - t, 1)
-        did.append(st.name)
-        print(f"{tag} done {st.name} in {times[st.name]:.1f}s", flush=True)
+    times = execute_stages(stages)
+    did = list(times)
     rows = comparison(lay, recipes)
     report = lay.out / "report.html"
     if did or not report.exists():

@@ -60,8 +60,12 @@ class Param:
         bounds = ""
         if self.choices:
             bounds = f", one of {list(self.choices)}"
-        elif self.min is not None or self.max is not None:
-            bounds = f", in [{'' if self.min is None else self.min}, {'' if self.max is None else self.max}]"
+        elif self.min is not None and self.max is not None:
+            bounds = f", in [{self.min}, {self.max}]"
+        elif self.min is not None:
+            bounds = f", >= {self.min}"
+        elif self.max is not None:
+            bounds = f", <= {self.max}"
         return f"{self.name}: {self.type_name()} ({d}{bounds}) {self.doc}".rstrip()
 
     def check(self, value: Any, where: str) -> Any:

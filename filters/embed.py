@@ -294,7 +294,10 @@ def embed_holdout(pool: Path, spec: ModelSpec, device: str = "cpu", batch_size: 
             continue
         images = _decode(zip(item_ids, table.column("image").to_pylist()), str(src))
         texts = ["" if t is None else str(t) for t in table.column("text").to_pylist()]
-        img, txt = encode(get_model(spec, device), images, texts, device, batch_size)
+        from tqdm import tqdm
+
+        with tqdm(total=len(texts), desc=f"embed {spec.name} holdout/{which}", unit="sample") as bar:
+            img, txt = encode(get_model(spec, device), images, texts, device, batch_size, bar)
         write_npz_atomic(dst, {"img": img, "txt": txt, "item_id": item_ids, "model": np.array(fp)})
         done[which] = "embedded"
     return done

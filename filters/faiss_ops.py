@@ -38,6 +38,8 @@ UPSTREAM_IMAGE_BASED = {
 }
 
 DEFAULT_BATCH = 65_536
+# near-duplicate search is exact (flat index) up to this many rows, IVF above.
+FLAT_MAX_ROWS = 20_000
 # faiss' own default: k-means trains on at most this many points per centroid.
 DEFAULT_MAX_POINTS_PER_CENTROID = 256
 
@@ -306,7 +308,7 @@ def _search_index(x: np.ndarray, batch_size: int, nlist: int | None, nprobe: int
 
     n, d = x.shape
     if nlist is None:
-        nlist = 0 if n <= 100_000 else int(4 * np.sqrt(n))
+        nlist = 0 if n <= FLAT_MAX_ROWS else int(4 * np.sqrt(n))
     if nlist <= 1:
         index = faiss.IndexFlatIP(d)
     else:
@@ -330,7 +332,7 @@ def similar_pairs(
 ) -> tuple[np.ndarray, np.ndarray]:
     """All pairs (i, j), i < j, with cosine similarity >= `threshold`, as two int64 arrays.
 
-    Exact (flat index, range search) up to 100k rows; above that an IVF index with
+    Exact (flat index, range search) up to `FLAT_MAX_ROWS` rows; above that an IVF index with
     `nlist` = 4 sqrt(n) lists and `nprobe` probes (approximate: a pair split across
     unprobed lists is missed). On a GPU, a k-NN search (`k` neighbours) replaces the
     range search, which faiss-gpu lacks. Memory: the index (n * d * 4 bytes) plus one

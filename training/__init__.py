@@ -15,3 +15,27 @@ def register_model_configs() -> list[str]:
     if missing:
         open_clip.add_model_config(MODEL_CONFIG_DIR)
     return names
+
+
+def __getattr__(name: str):
+    """The public API, imported on first use (keeps `datacurate --help` fast)."""
+    import importlib
+
+    if name in ("data_check", "launch", "recipe", "cli", "open_clip_entry"):
+        return importlib.import_module(f"{__name__}.{name}")
+    data_check, launch, recipe = (importlib.import_module(f"{__name__}.{m}") for m in ("data_check", "launch", "recipe"))
+
+    api = {
+        "train": launch.train, "plan_training": launch.plan_training, "read_info": launch.read_info,
+        "load_trained_model": launch.load_trained_model, "TrainingFailed": launch.TrainingFailed,
+        "Recipe": recipe.Recipe, "recipe_for": recipe.recipe_for, "RecipeError": recipe.RecipeError,
+        "check_training_data": data_check.check_training_data, "TrainingDataError": data_check.TrainingDataError,
+    }
+    if name in api:
+        return api[name]
+    raise AttributeError(f"module 'training' has no attribute {name!r}")
+
+
+__all__ = ["register_model_configs", "MODEL_CONFIG_DIR", "train", "plan_training", "read_info",
+           "load_trained_model", "TrainingFailed", "Recipe", "recipe_for", "RecipeError",
+           "check_training_data", "TrainingDataError"]

@@ -160,7 +160,7 @@ def check_training_data(data: str | Path, cache: Path | None = None, progress: b
                           data_fingerprint=h.hexdigest())
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_suffix(".tmp")
+        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
         tmp.write_text(json.dumps({"stamp": stamp, "summary": summary.as_dict()}, indent=1))
         os.replace(tmp, cache)
     return summary

@@ -5,7 +5,7 @@ samples/s for: (reference) the model's encode_image+encode_text on ready tensors
 local pipeline (tar read, JPEG decode, preprocess, encode, npz + parquet write); and the
 Spark job on local[2]. Ratios to the reference show the pipeline's overhead.
 
-    .venv/bin/python scripts/bench/embed_speed.py [--shards 4 --per-shard 500 --batch-size 256]
+    .venv/bin/python scripts/bench/embed_speed.py [--shards 4 --per-shard 500 --batch-size 256] [--quick]
 """
 from __future__ import annotations
 
@@ -26,7 +26,10 @@ def main() -> int:
     ap.add_argument("--per-shard", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--quick", action="store_true", help="2 shards x 100 samples, batch 64")
     args = ap.parse_args()
+    if args.quick:
+        args.shards, args.per_shard, args.batch_size = 2, 100, 64
 
     import torch
 

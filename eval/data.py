@@ -1,0 +1,124 @@
+"""Task data in clip_benchmark's webdataset layout, read from a local copy or fetched from the Hub.
+
+Layout (clip_benchmark ``datasets/builder.py: build_wds_dataset``)::
+
+    <task folder>/
+        test/nshards.txt             number of shards N
+        test/0.tar .. test/N-1.tar   KEY.webp|png|jpg|jpeg + KEY.cls (class index)
+                                     or KEY.txt (captions, one per line) for retrieval,
+                                     + KEY.npy (metadata row) for the WILDS / fairness tasks
+        classnames.txt               one class name per line
+        zeroshot_classification_templates.txt   one template per line, {c} = class name
+        dataset_type.txt             "retrieval" for retrieval tasks (else classification)
+"""
+from __future__ import annotations
+
+import os
+import re
+from pathlib import Path
+from typing import Iterator, Optional
+
+from datacurate.errors import UserError
+
+from .tasks import RETRIEVAL, UNSUPPORTED, Task, task_dir
+
+IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
+SPLIT = "test"
+
+
+class TaskDataMissing(UserError):
+    """The task's data is not on disk; the message says where it was looked for and how to get it."""
+
+
+def shard_paths(folder: Path) -> list[Path]:
+    """The test shards, in order: nshards.txt when present, else every test/*.tar by number."""
+    d = folder / SPLIT
+    nfile = d / "nshards.txt"
+    if nfile.is_file():
+        try:
+            n = int(nfile.read_text().strip())
+        except ValueError:
+            raise UserError(f"{nfile}: expected an integer number of shards") from None
+        paths = [d / f"{i}.tar" for i in range(n)]
+        absent = [p.name for p in paths if not p.is_file()]
+        if absent:
+            raise TaskDataMissing(f"{d}: nshards.txt says {n} shard(s) but {', '.join(absent[:3])} "
+                                  f"{'is' if len(absent) == 1 else 'are'} missing")
+        return paths
+    tars = [p for p in d.glob("*.tar") if re.fullmatch(r"\d+", p.stem)] if d.is_dir() else []
+    return sorted(tars, key=lambda p: int(p.stem))
+
+
+def missing_reason(task: Task, data_root=None) -> Optional[str]:
+    """None when the task can run, else why not (no loader, data absent)."""
+    if task.type == UNSUPPORTED:
+        return task.note or "no loader for this task"
+    folder = task_dir(task, data_root)
+    why = folder / "unavailable.txt"
+    if why.is_file():
+        return why.read_text(encoding="utf-8").strip()
+    try:
+        shards = shard_paths(folder)
+    except TaskDataMissing as e:
+        return str(e)
+    if not shards:
+        how = f" (`datacurate eval --download` fetches {task.hf_repo})" if task.hf_repo else ""
+        return f"no data at {folder / SPLIT}/*.tar{how}"
+    return None
+
+
+def data_fingerprint(task: Task, data_root=None) -> str:
+    """A cheap identity of the task's data (shard names and sizes, the builder's source.json)."""
+    import hashlib
+    import json
+
+    folder = task_dir(task, data_root)
+    parts = [(p.name, p.stat().st_size) for p in shard_paths(folder)]
+    src = folder / "source.json"
+    extra = src.read_text(encoding="utf-8") if src.is_file() else ""
+    return hashlib.sha256(json.dumps([parts, extra, task.classnames, task.templates]).encode()).hexdigest()[:16]
+
+
+def iter_samples(task: Task, folder: Path) -> Iterator[tuple]:
+    """(PIL image, target, metadata or None) per sample; target = class index or list of captions."""
+    import webdataset as wds
+
+    urls = [str(p) for p in shard_paths(folder)]
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=lambda src: src) \
+        .decode("pil")
+    for i, s in enumerate(ds):
+        img = next((s[e] for e in IMAGE_EXTS if e in s), None)
+        where = f"{s.get('__url__', folder)}: sample {s.get('__key__', i)!r}"
+        if img is None:
+            raise UserError(f"{where}: no image (expected one of .{', .'.join(IMAGE_EXTS)})")
+        if task.type == RETRIEVAL:
+            if "txt" not in s:
+                raise UserError(f"{where}: no .txt captions (retrieval task)")
+            caps = [c for c in s["txt"].splitlines() if c.strip()]
+            if not caps:
+                raise UserError(f"{where}: empty .txt captions")
+            yield img, caps, None
+        else:
+            if "cls" not in s:
+                raise UserError(f"{where}: no .cls class index (classification task)")
+            yield img, int(s["cls"]), s.get("npy")
+
+
+def download_task(task: Task, data_root) -> Path:
+    """Fetch the task's published webdataset copy from the Hugging Face Hub into data_root/<folder>.
+
+    The real route; offline (HF_HUB_OFFLINE=1) it fails with a clear error.
+    """
+    folder = task_dir(task, data_root)
+    if not task.hf_repo or task.type == UNSUPPORTED:
+        raise UserError(f"task {task.key!r} has no Hugging Face webdataset copy to download")
+    if os.environ.get("HF_HUB_OFFLINE", "0") not in ("", "0", "false", "False"):
+        raise UserError(f"cannot download {task.hf_repo} for task {task.key!r}: HF_HUB_OFFLINE=1 (no network). "
+                        f"Copy the data to {folder} (layout: docs/eval.md) or unset HF_HUB_OFFLINE.")
+    from huggingface_hub import snapshot_download
+
+    try:
+        snapshot_download(repo_id=task.hf_repo, repo_type="dataset", local_dir=str(folder))
+    except Exception as e:  # noqa: BLE001 - the hub raises many kinds; the user needs one line
+        raise UserError(f"downloading {task.hf_repo} to {folder} failed: {type(e).__name__}: {e}") from None
+    return folder

@@ -1,0 +1,81 @@
+"""Load the model a training run produced: RUN/info.json names the OpenCLIP config and checkpoint."""
+from __future__ import annotations
+
+import hashlib
+import json
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Callable
+
+from datacurate.errors import UserError
+
+
+@dataclass
+class LoadedModel:
+    model: Any                 # has encode_image(images) and encode_text(tokens)
+    preprocess: Callable       # PIL image -> tensor (open_clip's eval transform)
+    tokenizer: Callable        # list[str] -> token tensor
+    device: str
+    name: str
+    checkpoint: Path
+    checkpoint_sha256: str
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        for block in iter(lambda: f.read(chunk), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def pick_device(device: str = "auto") -> str:
+    import torch
+
+    if device == "auto":
+        return "cuda" if torch.cuda.is_available() else "cpu"
+    if device.startswith("cuda") and not torch.cuda.is_available():
+        raise UserError(f"--device {device}: no CUDA device is available here")
+    return device
+
+
+def read_info(run: str | os.PathLike) -> tuple[dict, Path]:
+    """(info.json, absolute checkpoint path), with errors naming the file and field."""
+    run = Path(run)
+    f = run / "info.json"
+    try:
+        info = json.loads(f.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise UserError(f"{f}: missing (written by `datacurate train`)") from None
+    except json.JSONDecodeError as e:
+        raise UserError(f"{f}: not valid JSON ({e})") from None
+    for fld in ("model", "checkpoint"):
+        if not isinstance(info.get(fld), str) or not info[fld]:
+            raise UserError(f"{f}: field {fld!r} must be a non-empty string")
+    ckpt = Path(info["checkpoint"])
+    if not ckpt.is_absolute():
+        ckpt = run / ckpt
+    if not ckpt.is_file():
+        raise UserError(f"{f}: field 'checkpoint' points at {ckpt}, which does not exist")
+    return info, ckpt
+
+
+def load_run_model(run: str | os.PathLike, device: str = "auto") -> LoadedModel:
+    """open_clip.create_model_and_transforms(info['model'], pretrained=checkpoint), in eval mode."""
+    import open_clip
+    import torch
+
+    from training import register_model_configs
+
+    info, ckpt = read_info(run)
+    register_model_configs()
+    dev = pick_device(device)
+    torch.manual_seed(0)
+    try:
+        model, _, preprocess = open_clip.create_model_and_transforms(info["model"], pretrained=str(ckpt), device=dev)
+    except RuntimeError as e:
+        raise UserError(f"{ckpt}: cannot load into model {info['model']!r} ({str(e).splitlines()[0]})") from None
+    model.eval()
+    return LoadedModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(info["model"]),
+                       device=dev, name=info["model"], checkpoint=ckpt, checkpoint_sha256=sha256_file(ckpt))

@@ -1,0 +1,195 @@
+"""The offline suite: zero-shot tasks built from the pool's real held-out items.
+
+``POOL/holdout/eval.parquet`` (item_id, image = PNG bytes, text, name, group, subgroup,
+source; docs/formats.md) becomes ``POOL/evalsets/<task>/`` in clip_benchmark's webdataset
+layout plus a ``task.yaml``, exactly as a user adds a task (docs/eval.md); the same code
+then runs them as the upstream tasks. Images are alpha-composited on white, as
+img2dataset does with the pool's images, so evaluation sees what training saw.
+
+Tasks (``OFFLINE_TASKS``): the emoji's group and subgroup by zero-shot classification
+(readable class names: "food-drink" -> "food and drink"), and retrieval between each
+image and its real captions (the English caption and the emoji's name).
+"""
+from __future__ import annotations
+
+import hashlib
+import io
+import json
+import os
+import shutil
+from pathlib import Path
+
+from datacurate.errors import UserError
+
+from .tasks import CLASSIFICATION, RETRIEVAL
+
+BUILDER_VERSION = 1
+UNAVAILABLE = "unavailable.txt"   # a task folder without data says why in this file
+COLUMNS = ("item_id", "image", "text", "name", "group", "subgroup")
+TEMPLATES = ("an emoji of {c}.", "a {c} emoji.", "an icon of {c}.", "a picture of {c}.")
+
+OFFLINE_TASKS: dict[str, dict] = {
+    "emoji_group": {"name": "Emoji group", "type": CLASSIFICATION, "main_metric": "acc1", "column": "group"},
+    "emoji_subgroup": {"name": "Emoji subgroup", "type": CLASSIFICATION, "main_metric": "acc1",
+                       "column": "subgroup"},
+    "emoji_name": {"name": "Emoji caption retrieval", "type": RETRIEVAL, "main_metric": "mean_recall@1"},
+}
+
+
+def readable_group(label: str) -> str:
+    """Emojibase group slug -> words: 'food-drink' -> 'food and drink'."""
+    parts = [p for p in str(label).split("-") if p]
+    return " and ".join(parts) if len(parts) == 2 else " ".join(parts)
+
+
+def readable_subgroup(label: str) -> str:
+    """Emojibase subgroup slug -> words: 'food-fruit' -> 'food fruit'."""
+    return " ".join(p for p in str(label).split("-") if p)
+
+
+def _fingerprint(parquet: Path) -> str:
+    h = hashlib.sha256(f"v{BUILDER_VERSION}".encode())
+    with open(parquet, "rb") as f:
+        for block in iter(lambda: f.read(1 << 20), b""):
+            h.update(block)
+    return h.hexdigest()
+
+
+def _white_png(data: bytes, where: str) -> bytes:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data))
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{where}: the image is not a readable PNG ({e})") from None
+    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
+        img = img.convert("RGBA")
+        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
+        img = Image.alpha_composite(bg, img)
+    out = io.BytesIO()
+    img.convert("RGB").save(out, format="PNG")
+    return out.getvalue()
+
+
+def _read_holdout(parquet: Path):
+    import pyarrow.parquet as pq
+
+    if not parquet.is_file():
+        raise UserError(f"{parquet}: missing (the pool builder writes the held-out items; run `datacurate pool build`)")
+    table = pq.read_table(parquet)
+    absent = [c for c in COLUMNS if c not in table.column_names]
+    if absent:
+        raise UserError(f"{parquet}: column(s) {', '.join(absent)} missing; expected {', '.join(COLUMNS)}")
+    rows = table.select(list(COLUMNS)).to_pylist()
+    if not rows:
+        raise UserError(f"{parquet}: no rows")
+    for i, r in enumerate(rows):
+        for c in COLUMNS:
+            if r[c] is None or (c != "image" and not str(r[c]).strip()):
+                raise UserError(f"{parquet}: row {i} (item_id {r['item_id']!r}): field {c!r} is empty")
+    return rows
+
+
+def _write_task(dst: Path, key: str, spec: dict, samples: list[tuple], classnames: list[str] | None,
+                fingerprint: str, unavailable: str | None = None) -> None:
+    """Write one task folder under a temporary name, then rename it into place."""
+    import webdataset as wds
+    import yaml
+
+    tmp = dst.with_name(f".{dst.name}.tmp")
+    shutil.rmtree(tmp, ignore_errors=True)
+    tmp.mkdir(parents=True)
+    if unavailable:
+        (tmp / UNAVAILABLE).write_text(unavailable + "\n", encoding="utf-8")
+    else:
+        (tmp / "test").mkdir()
+    with (wds.TarWriter(str(tmp / "test" / "0.tar")) if not unavailable else _Nothing()) as w:
+        for i, (png, target) in enumerate(samples):
+            s = {"__key__": f"s{i:07d}", "png": png}
+            if spec["type"] == RETRIEVAL:
+                s["txt"] = "\n".join(target)
+            else:
+                s["cls"] = int(target)
+            w.write(s)
+    if not unavailable:
+        (tmp / "test" / "nshards.txt").write_text("1\n")
+    meta = {"key": key, "name": spec["name"], "type": spec["type"], "main_metric": spec["main_metric"]}
+    if spec["type"] == RETRIEVAL:
+        (tmp / "dataset_type.txt").write_text("retrieval\n")
+    else:
+        (tmp / "classnames.txt").write_text("\n".join(classnames) + "\n", encoding="utf-8")
+        (tmp / "zeroshot_classification_templates.txt").write_text("\n".join(TEMPLATES) + "\n", encoding="utf-8")
+        meta["random_score"] = round(1.0 / len(classnames), 6)
+    (tmp / "task.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
+    (tmp / "source.json").write_text(json.dumps({"fingerprint": fingerprint, "items": len(samples),
+                                                 "builder_version": BUILDER_VERSION}) + "\n")
+    if dst.exists():
+        old = dst.with_name(f".{dst.name}.old")
+        shutil.rmtree(old, ignore_errors=True)
+        os.replace(dst, old)
+        os.replace(tmp, dst)
+        shutil.rmtree(old, ignore_errors=True)
+    else:
+        os.replace(tmp, dst)
+
+
+class _Nothing:
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        return False
+
+
+def _is_current(dst: Path, fingerprint: str) -> bool:
+    try:
+        return json.loads((dst / "source.json").read_text())["fingerprint"] == fingerprint \
+            and (dst / "task.yaml").is_file()
+    except (OSError, ValueError, KeyError):
+        return False
+
+
+def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path:
+    """Write POOL/evalsets/<task>/ for every offline task (skips tasks already built from this parquet)."""
+    pool = Path(pool)
+    parquet = pool / "holdout" / "eval.parquet"
+    if not parquet.is_file():
+        raise UserError(f"{parquet}: missing (the pool builder writes the held-out items; run `datacurate pool build`)")
+    fp = _fingerprint(parquet)
+    root = pool / "evalsets"
+    todo = [k for k in OFFLINE_TASKS if force or not _is_current(root / k, fp)]
+    if not todo:
+        return root
+    rows = _read_holdout(parquet)
+    root.mkdir(parents=True, exist_ok=True)
+    pngs = [_white_png(r["image"], f"{parquet}: row {i} (item_id {r['item_id']!r})") for i, r in enumerate(rows)]
+    for key in todo:
+        spec = OFFLINE_TASKS[key]
+        if spec["type"] == RETRIEVAL:
+            samples = []
+            for png, r in zip(pngs, rows):
+                caps = list(dict.fromkeys([str(r["text"]).strip(), str(r["name"]).strip()]))
+                samples.append((png, caps))
+            _write_task(root / key, key, spec, samples, None, fp)
+        else:
+            col = spec["column"]
+            labels = sorted({str(r[col]) for r in rows})
+            index = {lab: i for i, lab in enumerate(labels)}
+            readable = readable_group if col == "group" else readable_subgroup
+            names = [readable(lab) for lab in labels]
+            if len(set(names)) != len(names):     # two slugs read the same: keep the slugs
+                names = labels
+            samples = [(png, index[str(r[col])]) for png, r in zip(pngs, rows)]
+            if len(labels) < 2:      # nothing to tell apart: the task is written without data
+                samples = []
+                reason = f"{parquet}: only one {col} ({labels[0]!r}) among the held-out items"
+            else:
+                reason = None
+            _write_task(root / key, key, spec, samples, names, fp, reason)
+    return root
+
+
+def ensure_offline_evalsets(pool: str | os.PathLike) -> Path:
+    """POOL/evalsets, built (or rebuilt when eval.parquet changed) if needed."""
+    return build_offline_evalsets(pool, force=False)

@@ -1,0 +1,116 @@
+"""RUN/eval_results.jsonl (upstream's format) and RUN/scores.json (upstream's aggregates).
+
+eval_results.jsonl: one JSON object per task, as upstream ``evaluate.py`` writes it:
+``{"key": task key, "dataset": dataset name, "metrics": {..., "main_metric": float | null}}``.
+It holds the evaluated tasks of the suite last run, the same suite scores.json describes (a
+leaderboard bundle carries both). Every result ever computed for the run is kept in
+``RUN/eval_state.json`` with the checkpoint's sha256 (``{"tasks": {key: {"sha256", "line"}}}``):
+that is what makes evaluation resumable across suites while the jsonl stays upstream's.
+scores.json: ``{"suite", "checkpoint_sha256", "aggregates": {"ImageNet", "<group>", ...,
+"Average"}, "tasks": {dataset: main metric}, "chance": {...}, "missing": {key: reason},
+"complete": bool}``; aggregates as upstream ``aggregate_scores.py`` (group means, Average
+over every scored task), computed over the tasks present: a missing task is excluded and
+named in "missing", never counted as zero.
+"""
+from __future__ import annotations
+
+import json
+import math
+import os
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from datacurate.errors import UserError
+
+RESULTS = "eval_results.jsonl"
+SCORES = "scores.json"
+STATE = "eval_state.json"
+
+
+def atomic_write_text(path: Path, text: str) -> None:
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
+    tmp.write_text(text, encoding="utf-8")
+    os.replace(tmp, path)
+
+
+def _clean(v):
+    """JSON-safe numbers: NaN -> None, numpy scalars -> Python."""
+    if hasattr(v, "item"):
+        v = v.item()
+    if isinstance(v, float) and not math.isfinite(v):
+        return None
+    return v
+
+
+def result_line(key: str, dataset: str, metrics: dict) -> dict:
+    return {"key": key, "dataset": dataset, "metrics": {k: _clean(v) for k, v in metrics.items()}}
+
+
+def read_results(path: str | os.PathLike) -> dict[str, dict]:
+    """eval_results.jsonl -> {key: line}; a later line for the same key wins (as upstream appends)."""
+    path = Path(path)
+    out: dict[str, dict] = {}
+    if not path.is_file():
+        return out
+    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+        if not line.strip():
+            continue
+        try:
+            row = json.loads(line)
+        except json.JSONDecodeError as e:
+            raise UserError(f"{path}: line {i}: not JSON ({e.msg})") from None
+        if not isinstance(row, dict) or not isinstance(row.get("key"), str) \
+                or not isinstance(row.get("dataset"), str) or not isinstance(row.get("metrics"), dict) \
+                or "main_metric" not in row["metrics"]:
+            raise UserError(f"{path}: line {i}: expected upstream fields "
+                            "{'key': str, 'dataset': str, 'metrics': {..., 'main_metric': ...}}")
+        out[row["key"]] = row
+    return out
+
+
+def write_results(path: str | os.PathLike, lines: dict[str, dict]) -> None:
+    """All lines, one per task, written under a temporary name and renamed (never half-written)."""
+    text = "".join(json.dumps(row) + "\n" for row in lines.values())
+    atomic_write_text(Path(path), text)
+
+
+def read_state(run: Path) -> dict:
+    try:
+        state = json.loads((Path(run) / STATE).read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        return {"tasks": {}}
+    except json.JSONDecodeError as e:
+        raise UserError(f"{Path(run) / STATE}: not valid JSON ({e})") from None
+    if not isinstance(state, dict) or not isinstance(state.get("tasks"), dict):
+        raise UserError(f"{Path(run) / STATE}: expected {{'tasks': {{key: {{'sha256', 'line'}}}}}}")
+    state["tasks"] = {k: v for k, v in state["tasks"].items() if isinstance(v, dict) and "line" in v}
+    return state
+
+
+def write_state(run: Path, state: dict) -> None:
+    atomic_write_text(Path(run) / STATE, json.dumps(state, indent=1) + "\n")
+
+
+def aggregate(results: dict[str, float], imagenet: Optional[str], groups: dict[str, list[str]]) -> dict:
+    """Upstream aggregates over the tasks present (dataset name -> main metric).
+
+    A group with a missing member is the mean of the members present (None if none is), and
+    a warning names what is left out; ``Average`` is the mean of every scored task present.
+    """
+    import numpy as np
+
+    out: dict[str, Optional[float]] = {}
+    if imagenet:
+        out["ImageNet"] = results.get(imagenet)
+        if imagenet not in results:
+            warnings.warn(f"aggregate 'ImageNet': task {imagenet!r} missing", stacklevel=2)
+    for group, names in groups.items():
+        present = [results[n] for n in names if n in results]
+        lacking = [n for n in names if n not in results]
+        if lacking:
+            warnings.warn(f"aggregate {group!r}: excluded missing task(s) {', '.join(lacking)}", stacklevel=2)
+        out[group] = float(np.mean(present)) if present else None
+    out["Average"] = float(np.mean(list(results.values()))) if results else None
+    return out

@@ -1,0 +1,241 @@
+"""Run a suite of tasks on a run's checkpoint: batched encoding, metrics, resumable results."""
+from __future__ import annotations
+
+import os
+import sys
+import time
+import warnings
+from pathlib import Path
+from typing import Optional
+
+from datacurate.errors import UserError
+
+from . import metrics as M
+from .classnames import classnames_for, templates_for
+from .data import data_fingerprint, download_task, iter_samples, missing_reason
+from .results import (RESULTS, SCORES, aggregate, atomic_write_text, read_state, result_line,
+                      write_results, write_state)
+from .tasks import CLASSIFICATION, RETRIEVAL, Task, resolve_suite, suite_groups, task_dir
+
+DEFAULT_BATCH = 64
+
+
+def _batches(samples, size: int):
+    batch = []
+    for s in samples:
+        batch.append(s)
+        if len(batch) == size:
+            yield batch
+            batch = []
+    if batch:
+        yield batch
+
+
+def _bar(desc: str, total: Optional[int] = None):
+    from tqdm import tqdm
+
+    return tqdm(total=total, desc=desc, unit="img", file=sys.stderr, leave=False,
+                disable=os.environ.get("DATACURATE_NO_PROGRESS") == "1")
+
+
+def _encode_images(lm, images):
+    import torch
+    import torch.nn.functional as F
+
+    x = torch.stack([lm.preprocess(im) for im in images]).to(lm.device)
+    with torch.no_grad():
+        return F.normalize(lm.model.encode_image(x).float(), dim=-1)
+
+
+def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> dict:
+    """Zero-shot classification: prompt-ensembled class embeddings, logits = 100 * cos."""
+    import numpy as np
+    import torch
+
+    classnames, _ = classnames_for(task, folder)
+    templates, _ = templates_for(task, folder)
+    W = M.class_embeddings(lm.model.encode_text, lm.tokenizer, classnames, templates, lm.device)
+    logits, targets, metas = [], [], []
+    with _bar(task.name) as bar:
+        for batch in _batches(iter_samples(task, folder), batch_size):
+            feats = _encode_images(lm, [b[0] for b in batch])
+            logits.append((100.0 * feats @ W).cpu())
+            targets.extend(b[1] for b in batch)
+            metas.extend(b[2] for b in batch)
+            bar.update(len(batch))
+    logits = torch.cat(logits)
+    target = torch.as_tensor(targets)
+    bad = target[(target < 0) | (target >= len(classnames))]
+    if len(bad):
+        raise UserError(f"{folder}: class index {int(bad[0])} outside the {len(classnames)} class names")
+    out = M.classification_metrics(logits, target)
+    pred = logits.argmax(dim=1).numpy()
+    if "f1_macro" in task.extra_metrics:                     # iWildCam (WILDS metric names)
+        out["acc_avg"] = out["acc1"]
+        out["recall-macro_all"] = M.macro_recall(target.numpy(), pred)
+        out["F1-macro_all"] = M.f1_macro(target.numpy(), pred)
+    if task.groups:
+        if any(m is None for m in metas):
+            raise UserError(f"{folder}: task {task.key!r} needs a .npy metadata row per sample (worst-group metrics)")
+        meta = np.stack([np.asarray(m).reshape(-1) for m in metas])
+        top5 = logits.topk(min(5, logits.shape[1]), dim=1).indices
+        correct = {"acc": pred == target.numpy(),
+                   "acc_top5": (top5 == target.view(-1, 1)).any(dim=1).numpy()}
+        for name, col, field in task.groups:
+            g = M.group_metrics(correct[name], meta[:, col], name, field)
+            if len(task.groups) > 1:                         # FMoW: acc_worst_year, acc_worst_region
+                g[f"{name}_worst_{field}"] = g.pop(f"{name}_wg")
+            out.update(g)
+    out["num_samples"] = int(len(target))
+    return out
+
+
+def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> dict:
+    """Image-text retrieval, recall@1/5/10 both ways."""
+    import torch
+    import torch.nn.functional as F
+
+    img_embs, txt_embs, txt_img = [], [], []
+    n = 0
+    with _bar(task.name) as bar:
+        for batch in _batches(iter_samples(task, folder), batch_size):
+            img_embs.append(_encode_images(lm, [b[0] for b in batch]).cpu())
+            texts = [c for b in batch for c in b[1]]
+            txt_img.extend(n + i for i, b in enumerate(batch) for _ in b[1])
+            with torch.no_grad():
+                tok = lm.tokenizer(texts).to(lm.device)
+                txt_embs.append(F.normalize(lm.model.encode_text(tok).float(), dim=-1).cpu())
+            n += len(batch)
+            bar.update(len(batch))
+    out = M.retrieval_metrics(torch.cat(img_embs), torch.cat(txt_embs), txt_img)
+    out["num_samples"] = n
+    out["num_captions"] = len(txt_img)
+    return out
+
+
+def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH) -> dict:
+    """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does."""
+    folder = task_dir(task, data_root)
+    if task.type == CLASSIFICATION:
+        metrics = classify(task, lm, folder, batch_size)
+    elif task.type == RETRIEVAL:
+        metrics = retrieve(task, lm, folder, batch_size)
+    else:
+        raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
+    metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None
+    return metrics
+
+
+def chance_level(task: Task, metrics: Optional[dict] = None) -> Optional[float]:
+    """Upstream's random_score when it has one, else 1/classes (classification) or 1/images (retrieval)."""
+    if task.random_score is not None:
+        return float(task.random_score)
+    if task.type == CLASSIFICATION and task.num_classes:
+        k = 5 if "top5" in (task.main_metric or "") else 1
+        return min(1.0, k / task.num_classes)
+    if task.type == RETRIEVAL and metrics and metrics.get("num_samples"):
+        return 1.0 / metrics["num_samples"]
+    return None
+
+
+def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device: str = "auto",
+                 batch_size: int = DEFAULT_BATCH, model=None, download: bool = False, redo: bool = False,
+                 log=print) -> dict:
+    """Evaluate RUN's checkpoint on a suite; write RUN/eval_results.jsonl and RUN/scores.json; return scores.
+
+    Tasks already evaluated for the same checkpoint (sha256) are not redone. ``model``: an
+    already-loaded :class:`eval.model.LoadedModel` (tests, benchmarks) instead of RUN/info.json.
+    """
+    from .model import load_run_model, read_info, sha256_file
+
+    run = Path(run)
+    if not run.is_dir():
+        raise UserError(f"{run}: not a directory (a training run folder with info.json)")
+    suite_name, tasks = resolve_suite(suite, pool=pool, data_root=data_root)
+    if model is None:
+        _, ckpt = read_info(run)
+        sha = sha256_file(ckpt)
+    else:
+        sha = model.checkpoint_sha256
+    state = read_state(run)
+    keys = {t.key for t in tasks}
+    fps = {t.key: data_fingerprint(t, data_root) for t in tasks if not missing_reason(t, data_root)}
+    cache = {k: v["line"] for k, v in state["tasks"].items()
+             if v.get("sha256") == sha and not (redo and k in keys) and (k not in fps or v.get("data") == fps[k])}
+    state["tasks"] = {k: v for k, v in state["tasks"].items() if k in cache}
+    if download:
+        for t in tasks:
+            if t.key not in cache and missing_reason(t, data_root) and t.hf_repo and not t.path:
+                download_task(t, data_root)
+
+    missing: dict[str, str] = {}
+    todo = []
+    for t in tasks:
+        if t.key in cache:
+            continue
+        why = missing_reason(t, data_root)
+        if why:
+            missing[t.key] = why
+        else:
+            todo.append(t)
+    for k, why in missing.items():
+        warnings.warn(f"eval: task {k!r} is missing and excluded from the aggregates: {why}", stacklevel=2)
+    done_before = sum(1 for t in tasks if t.key in cache)
+    log(f"eval: suite {suite_name}: {len(tasks)} task(s), {done_before} already done for this checkpoint, "
+        f"{len(todo)} to evaluate, {len(missing)} missing")
+
+    lm = model
+    if todo and lm is None:
+        lm = load_run_model(run, device)
+    timings = {}
+    for t in todo:
+        t0 = time.perf_counter()
+        metrics = evaluate_task(t, lm, data_root, batch_size)
+        timings[t.key] = round(time.perf_counter() - t0, 3)
+        cache[t.key] = result_line(t.key, t.name, metrics)
+        state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": cache[t.key]}
+        write_state(run, state)                 # after every task: an interrupted run keeps what it did
+        lines = {x.key: cache[x.key] for x in tasks if x.key in cache}
+        write_results(run / RESULTS, lines)
+        mm = metrics["main_metric"]
+        log(f"eval: {t.name}: {t.main_metric} = {'-' if mm is None else f'{mm:.4f}'}  ({timings[t.key]:.1f} s)")
+
+    lines = {x.key: cache[x.key] for x in tasks if x.key in cache}
+    write_results(run / RESULTS, lines)
+    scores = make_scores(suite_name, tasks, lines, missing, sha, timings)
+    import json
+
+    atomic_write_text(run / SCORES, json.dumps(scores, indent=1) + "\n")
+    return scores
+
+
+def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], missing: dict[str, str],
+                sha: str, timings: Optional[dict] = None) -> dict:
+    """scores.json's content for a suite from its result lines."""
+    imagenet, groups = suite_groups(suite_name, tasks)
+    per_task, chance, metric_names = {}, {}, {}
+    for t in tasks:
+        row = lines.get(t.key)
+        if row is None or not t.scored:
+            continue
+        v = row["metrics"].get("main_metric")
+        if v is None:
+            missing.setdefault(t.key, "evaluated, but its main metric is undefined")
+            continue
+        per_task[t.name] = float(v)
+        chance[t.name] = chance_level(t, row["metrics"])
+        metric_names[t.name] = t.main_metric
+    with warnings.catch_warnings():
+        warnings.simplefilter("always")
+        aggregates = aggregate(per_task, imagenet, groups)
+    return {
+        "suite": suite_name,
+        "checkpoint_sha256": sha,
+        "aggregates": aggregates,
+        "tasks": per_task,
+        "main_metric": metric_names,
+        "chance": chance,
+        "missing": missing,
+        "complete": not missing and len(per_task) == sum(1 for t in tasks if t.scored),
+        "eval_seconds": timings or {},
+    }

@@ -1,0 +1,79 @@
+"""Decontamination: drop pool rows whose image is one of the evaluation images.
+
+Not in upstream DataComp's baselines (upstream checked overlap with its eval sets
+after the fact). Two detectors: CLIP image embeddings (cosine similarity to the
+nearest held-out eval image, faiss) and perceptual hashes of the pixels (pHash, Hamming
+distance to the nearest eval image's hash), which survive re-encoding and resizing.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..api import Batch, Context, Filter, Needs, Param
+from ..registry import register
+from .clip import _check_model
+from .targets import load_target_embeddings, load_target_images
+
+
+@register
+class Decontaminate(Filter):
+    """Drop rows whose image embedding is within `threshold` cosine similarity of an eval image."""
+
+    name = "decontaminate"
+    params = (Param("model", str, "fnet", "embeddings: POOL/metadata/*.npz key {model}_img"),
+              Param("target", str, "eval", "eval | trusted (POOL/holdout/{target}.{model}.npz) | npz path"),
+              Param("threshold", float, 0.95, "drop when similarity to an eval image >= this", min=-1.0, max=1.0))
+
+    def validate(self) -> None:
+        _check_model(self)
+
+    def needs(self) -> Needs:
+        return Needs(embeddings=[f"{self.model}_img"])
+
+    def setup(self, ctx: Context) -> None:
+        self.targets = load_target_embeddings(ctx.pool, self.target, self.model, "img")
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        from ..faiss_ops import max_similarity
+
+        x = batch.embedding(f"{self.model}_img")
+        if len(x) == 0:
+            return np.ones(0, bool)
+        return max_similarity(x, self.targets) < self.threshold
+
+
+@register
+class DecontaminatePHash(Filter):
+    """Drop rows whose image's perceptual hash is within `max_distance` bits of an eval image's."""
+
+    name = "decontaminate_phash"
+    params = (Param("target", str, "eval", "held-out split whose images to match: POOL/holdout/{target}.parquet",
+                    choices=("eval", "trusted")),
+              Param("hash", str, "phash", "perceptual hash", choices=("phash", "dhash")),
+              Param("max_distance", int, 10, "drop when Hamming distance <= this (of 64 bits)", min=0, max=64))
+
+    def needs(self) -> Needs:
+        return Needs(["key"], pixels=True)
+
+    def setup(self, ctx: Context) -> None:
+        from ..image_hash import hash_images
+
+        self.target_hashes = hash_images(load_target_images(ctx.pool, self.target), self.hash)
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        from ..image_hash import HASHES, HashIndex
+
+        keep = np.ones(len(batch), bool)
+        hashes, rows = [], []
+        for i, img in enumerate(batch.images()):
+            if img is None:
+                continue
+            try:
+                hashes.append(HASHES[self.hash](img))
+                rows.append(i)
+            except Exception:  # undecodable bytes cannot be a copy of an eval image
+                continue
+        if rows:
+            index = HashIndex(self.target_hashes)
+            keep[np.asarray(rows)] = ~index.matches(np.asarray(hashes, np.uint64), self.max_distance)
+        return keep

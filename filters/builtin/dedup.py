@@ -1,0 +1,139 @@
+"""Deduplication: exact (sha256 of the image bytes), near-duplicate and semantic (embeddings).
+
+Not in upstream DataComp's baselines; common practice since (SemDeDup, Abbas et al.
+2023). All three are global: pass 1 collects a small key per row (the hash, or the
+embedding), ``fit`` decides which uids to drop, pass 2 drops them. Within a group of
+duplicates the row with the smallest uid is kept, so the result does not depend on
+the order the shards were read in.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..api import Batch, Context, Filter, Needs, Param, pack_uids
+from ..registry import register
+from .clip import _check_model
+
+
+def _uids(batch: Batch) -> np.ndarray:
+    return pack_uids(batch.table.column("uid").to_pylist())
+
+
+def _uid_order(uids: np.ndarray) -> np.ndarray:
+    return np.lexsort((uids[:, 1], uids[:, 0]))
+
+
+class _DropByUid(Filter):
+    """Shared pass 2: drop the uids ``fit`` put in ``self.drop`` (an (n, 2) uint64 array)."""
+
+    is_global = True
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        u = _uids(batch)
+        if len(self.drop) == 0:
+            return np.ones(len(u), bool)
+        d = self.drop.view([("h", np.uint64), ("l", np.uint64)]).ravel()
+        q = np.ascontiguousarray(u).view([("h", np.uint64), ("l", np.uint64)]).ravel()
+        return ~np.isin(q, d)
+
+
+@register
+class ExactDedup(_DropByUid):
+    """Drop exact duplicates: rows with the same sha256 of the image bytes (keeps the smallest uid)."""
+
+    name = "exact_dedup"
+    params = (Param("column", str, "sha256", "metadata column holding the content hash"),)
+
+    def needs(self) -> Needs:
+        return Needs(["uid", self.column])
+
+    def collect(self, batch: Batch):
+        """(uids, first 128 bits of the hash) of the rows that have a hash."""
+        import pyarrow.compute as pc
+
+        col = batch.table.column(self.column)
+        ok = pc.fill_null(pc.greater_equal(pc.utf8_length(col), 32), False).to_numpy(zero_copy_only=False)
+        head = pc.utf8_lower(pc.utf8_slice_codeunits(col.filter(pa_bool(ok)), 0, 32)).to_pylist()
+        return _uids(batch)[ok], pack_uids(head)
+
+    def fit(self, parts, ctx: Context) -> None:
+        uids = np.concatenate([p[0] for p in parts]) if parts else np.empty((0, 2), np.uint64)
+        keys = np.concatenate([p[1] for p in parts]) if parts else np.empty((0, 2), np.uint64)
+        order = _uid_order(uids)
+        uids, keys = uids[order], np.ascontiguousarray(keys[order])
+        _, first = np.unique(keys.view([("h", np.uint64), ("l", np.uint64)]).ravel(), return_index=True)
+        dup = np.ones(len(uids), bool)
+        dup[first] = False
+        self.drop = np.ascontiguousarray(uids[dup])
+
+
+def pa_bool(mask: np.ndarray):
+    import pyarrow as pa
+
+    return pa.array(mask, pa.bool_())
+
+
+class _EmbeddingDedup(_DropByUid):
+    def needs(self) -> Needs:
+        return Needs(["uid"], [f"{self.model}_{self.kind}"])
+
+    def validate(self) -> None:
+        _check_model(self)
+
+    def collect(self, batch: Batch):
+        return _uids(batch), batch.embedding(f"{self.model}_{self.kind}")
+
+    def _gathered(self, parts):
+        if not parts:
+            return np.empty((0, 2), np.uint64), np.empty((0, 1), np.float32)
+        uids = np.concatenate([p[0] for p in parts])
+        x = np.concatenate([p[1] for p in parts])
+        order = _uid_order(uids)
+        return uids[order], x[order]
+
+
+EMB_PARAMS = (Param("model", str, "fnet", "embeddings: POOL/metadata/*.npz key {model}_{kind}"),
+              Param("kind", str, "img", "which embeddings", choices=("img", "txt")))
+
+
+@register
+class NearDedup(_EmbeddingDedup):
+    """Drop near-duplicates: rows linked by cosine similarity >= threshold (faiss); one kept per group."""
+
+    name = "near_dedup"
+    params = (*EMB_PARAMS,
+              Param("threshold", float, 0.95, "cosine similarity at which two rows are duplicates", min=-1.0, max=1.0))
+
+    def fit(self, parts, ctx: Context) -> None:
+        from ..faiss_ops import near_duplicates
+
+        uids, x = self._gathered(parts)
+        if len(uids) == 0:
+            self.drop = uids
+            return
+        rep = near_duplicates(x, self.threshold)
+        self.drop = np.ascontiguousarray(uids[rep != np.arange(len(uids))])
+
+
+@register
+class SemanticDedup(_EmbeddingDedup):
+    """SemDeDup: k-means on embeddings, then drop rows within each cluster closer than 1 - eps to a kept row."""
+
+    name = "semantic_dedup"
+    params = (*EMB_PARAMS,
+              Param("clusters", int, 100, "k-means clusters (SemDeDup uses ~ n / 10000 on LAION)", min=1),
+              Param("eps", float, 0.05, "drop when cosine similarity > 1 - eps (SemDeDup: 0.01 .. 0.1)", min=0.0, max=1.0),
+              Param("niter", int, 20, "k-means iterations", min=1),
+              Param("seed", int, 0, "k-means seed"))
+
+    def fit(self, parts, ctx: Context) -> None:
+        from ..faiss_ops import kmeans, semantic_dedup
+
+        uids, x = self._gathered(parts)
+        if len(uids) == 0:
+            self.drop = uids
+            return
+        k = min(self.clusters, len(uids))
+        _, assign = kmeans(x, k, niter=self.niter, seed=self.seed, spherical=True)
+        keep = semantic_dedup(x, assign, self.eps)
+        self.drop = np.ascontiguousarray(uids[~keep])

@@ -1,0 +1,89 @@
+"""Image-based filter: faiss k-means over the pool's image embeddings, keep the clusters
+nearest to a target set's images.
+
+Upstream DataComp (baselines/image_based_clustering.py, baselines/apply_filter.py
+``load_uids_with_image_filter``): k-means with 100 000 clusters (niter 20, seed 0, L2,
+no sub-sampling) on the ``l14_img`` embeddings of the pool rows that pass the caption
+filter; each ImageNet-1k training image is assigned to its nearest centroid (inner
+product) and the pool rows whose centroid is one of those are kept (after the caption
+filter). Here the target is a held-out split of the pool (``eval`` or ``trusted``,
+embedded by ``datacurate embed``) or an npz file, and the number of clusters a
+parameter (recipes for the offline pools set about 100).
+
+Two passes: pass 1 collects the (caption-filtered) embeddings, at most ``sample`` of
+them, picked by a hash of the uid so every runner picks the same; ``fit`` trains the
+centroids; pass 2 assigns every row.
+"""
+from __future__ import annotations
+
+import numpy as np
+
+from ..api import Batch, Context, Filter, Needs, Param, RecipeError, pack_uids
+from ..registry import register
+from .basic import Caption, uid_uniform
+from .clip import _check_model
+from .targets import load_target_embeddings
+
+
+@register
+class ImageBased(Filter):
+    """k-means on image embeddings; keep the clusters nearest to a target set's images (upstream image-based)."""
+
+    name = "image_based"
+    is_global = True
+    source = "datacomp baselines/image_based_clustering.py + apply_filter.py load_uids_with_image_filter"
+    params = (
+        Param("model", str, "l14", "embeddings to cluster: POOL/metadata/*.npz key {model}_img (upstream: l14)"),
+        Param("target", str, "eval", "eval | trusted (POOL/holdout/{target}.{model}.npz) | path to an npz with key img"),
+        Param("clusters", int, 100_000, "number of k-means clusters (upstream: 100000)", min=1),
+        Param("niter", int, 20, "k-means iterations (upstream: 20)", min=1),
+        Param("seed", int, 0, "k-means seed (upstream: 0)"),
+        Param("caption_filter", bool, True, "apply upstream's caption filter first (English, > 1 word, > 5 chars)"),
+        Param("sample", int, 0, "train k-means on at most this many rows (0: all, as upstream)", min=0),
+    )
+
+    def validate(self) -> None:
+        _check_model(self)
+        self.caption = Caption(_where=self.where)
+
+    def needs(self) -> Needs:
+        n = Needs(embeddings=[f"{self.model}_img"], columns=["uid"])
+        return n.merge(self.caption.needs()) if self.caption_filter else n
+
+    def setup(self, ctx: Context) -> None:
+        self.targets = load_target_embeddings(ctx.pool, self.target, self.model, "img")
+
+    def _eligible(self, batch: Batch) -> np.ndarray:
+        return self.caption(batch) if self.caption_filter else np.ones(len(batch), bool)
+
+    def collect(self, batch: Batch):
+        keep = self._eligible(batch)
+        if self.sample and getattr(self, "population_size", 0) > self.sample:
+            rate = self.sample / self.population_size
+            keep &= uid_uniform(pack_uids(batch.table.column("uid").to_pylist()), self.seed) < rate
+        return batch.embedding(f"{self.model}_img")[keep]
+
+    def fit(self, parts, ctx: Context) -> None:
+        from ..faiss_ops import fit_kmeans, nearest_centroid
+
+        x = np.concatenate(parts) if parts else np.empty((0, 0), np.float16)
+        if len(x) < self.clusters:
+            raise RecipeError(f"{self.where}: clusters={self.clusters} but only {len(x)} rows reach the "
+                              "k-means step; set 'clusters' lower for this pool")
+        if x.shape[1] != self.targets.shape[1]:
+            raise RecipeError(f"{self.where}: pool embeddings have dim {x.shape[1]}, target embeddings "
+                              f"{self.targets.shape[1]}: not the same model")
+        self.centroids = fit_kmeans(x.astype(np.float32), self.clusters, niter=self.niter, seed=self.seed,
+                                    spherical=False, max_points_per_centroid=10_000_000)
+        self.target_clusters = np.asarray(sorted(nearest_centroid(self.centroids, self.targets)), np.int64)
+        ctx.notes[f"{self.where}: clusters kept"] = len(self.target_clusters)
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        from ..faiss_ops import assign_to_centroids, keep_clusters
+
+        keep = self._eligible(batch)
+        idx = np.flatnonzero(keep)
+        if len(idx):
+            assign, _ = assign_to_centroids(batch.embedding(f"{self.model}_img")[idx], self.centroids, "ip")
+            keep[idx] = keep_clusters(assign, self.target_clusters)
+        return keep

@@ -1,0 +1,98 @@
+"""Text-based filter: keep captions that name a class of a target vocabulary.
+
+Upstream DataComp (baselines/apply_filter.py ``load_uids_with_text_entity``) keeps
+English captions with a word whose first WordNet synset is one of ImageNet-21k's
+classes. WordNet is a download; here the vocabulary is a list of class names matched
+as whole words (a plural 's'/'es' allowed): ``imagenet1k`` (the class names open_clip
+ships in ``open_clip.zero_shot_metadata``), ``eval`` (the names of the pool's held-out
+evaluation items, POOL/holdout/eval.parquet column ``name``: the offline benchmark's
+target) or a text file with one name per line.
+"""
+from __future__ import annotations
+
+import re
+from pathlib import Path
+
+import numpy as np
+
+from ..api import Batch, Context, Filter, Needs, Param, PoolDataError
+from ..registry import register
+from .basic import LANG_PARAMS, language_ok
+
+_WORD = re.compile(r"[a-z0-9]+")
+
+
+def tokens(text: str) -> list[str]:
+    return _WORD.findall(text.lower())
+
+
+def _singular(w: str) -> str:
+    if len(w) > 4 and w.endswith("es") and w[-3] in "sxz":
+        return w[:-2]
+    if len(w) > 3 and w.endswith("s") and not w.endswith("ss"):
+        return w[:-1]
+    return w
+
+
+def phrase_set(names) -> tuple[set, int]:
+    """Class names -> set of token tuples (singular forms), and the longest length."""
+    out = set()
+    for n in names:
+        t = tuple(_singular(w) for w in tokens(str(n)))
+        if t:
+            out.add(t)
+    return out, max((len(t) for t in out), default=0)
+
+
+def contains_any(text: str, phrases: set, longest: int) -> bool:
+    ws = [_singular(w) for w in tokens(text)]
+    for i in range(len(ws)):
+        for n in range(1, min(longest, len(ws) - i) + 1):
+            if tuple(ws[i:i + n]) in phrases:
+                return True
+    return False
+
+
+def load_vocabulary(vocabulary: str, pool: Path) -> list[str]:
+    if vocabulary == "imagenet1k":
+        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+        return list(IMAGENET_CLASSNAMES)
+    if vocabulary == "eval":
+        import pyarrow.parquet as pq
+
+        src = Path(pool) / "holdout" / "eval.parquet"
+        if not src.is_file():
+            raise PoolDataError(f"{src}: no held-out evaluation set to take class names from")
+        names = pq.read_table(src, columns=["name"]).column("name").to_pylist()
+        return sorted({str(n) for n in names if n})
+    p = Path(vocabulary)
+    if not p.is_file():
+        raise PoolDataError(f"vocabulary {vocabulary!r}: use imagenet1k, eval, or a text file (one name per line)")
+    return [ln.strip() for ln in p.read_text().splitlines() if ln.strip()]
+
+
+@register
+class TextBased(Filter):
+    """Keep English captions naming a class of the target vocabulary (upstream's text-based baseline)."""
+
+    name = "text_based"
+    source = "datacomp baselines/apply_filter.py load_uids_with_text_entity"
+    params = (Param("vocabulary", str, "imagenet1k", "imagenet1k | eval (POOL/holdout/eval.parquet names) | FILE"),
+              *LANG_PARAMS)
+
+    def needs(self) -> Needs:
+        return Needs(["text"])
+
+    def setup(self, ctx: Context) -> None:
+        self.phrases, self.longest = phrase_set(load_vocabulary(self.vocabulary, ctx.pool))
+
+    def __call__(self, batch: Batch) -> np.ndarray:
+        if not hasattr(self, "phrases"):
+            raise RuntimeError("text_based: setup() was not called")
+        texts = batch.texts()
+        keep = np.fromiter((contains_any(t, self.phrases, self.longest) for t in texts), bool, len(texts))
+        idx = np.flatnonzero(keep)
+        if len(idx) and self.english:
+            keep[idx] = language_ok(self, [texts[i] for i in idx])
+        return keep

@@ -1,0 +1,137 @@
+"""Reading a pool shard by shard: metadata parquet batches with their row-aligned embeddings.
+
+Only what the filters of a recipe need is read: the named columns of
+``POOL/metadata/NNNNN.parquet`` (pyarrow, batch by batch), the named keys of the
+row-aligned ``NNNNN.npz``, and on demand the images of ``POOL/shards/NNNNN.tar``.
+Misaligned embeddings (row counts that differ) are refused with the file named.
+"""
+from __future__ import annotations
+
+import zipfile
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Iterator
+
+import numpy as np
+
+from .api import Batch, Needs, PoolDataError
+
+BATCH_ROWS = 65_536
+
+
+@dataclass(frozen=True)
+class ShardInfo:
+    name: str      # NNNNN
+    rows: int
+    offset: int    # first global row of this shard
+
+
+def metadata_dir(pool: Path) -> Path:
+    d = Path(pool) / "metadata"
+    if not d.is_dir():
+        raise PoolDataError(f"{d}: no metadata directory; run `datacurate pool download --pool {pool}` first")
+    return d
+
+
+def list_shards(pool: Path) -> list[ShardInfo]:
+    """Every metadata parquet of the pool in name order, with its row count (from the footer)."""
+    import pyarrow.parquet as pq
+
+    d = metadata_dir(pool)
+    names = sorted(p.stem for p in d.glob("*.parquet") if not p.name.startswith("."))
+    if not names:
+        raise PoolDataError(f"{d}: no metadata parquet files")
+    out, offset = [], 0
+    for n in names:
+        path = d / f"{n}.parquet"
+        try:
+            rows = pq.ParquetFile(path).metadata.num_rows
+        except Exception as e:
+            raise PoolDataError(f"{path}: not a readable parquet file ({e})") from None
+        out.append(ShardInfo(n, rows, offset))
+        offset += rows
+    return out
+
+
+def npz_shapes(path: Path) -> dict[str, tuple]:
+    """{key: shape} of an (uncompressed or compressed) npz without loading the arrays."""
+    shapes = {}
+    try:
+        with zipfile.ZipFile(path) as zf:
+            for name in zf.namelist():
+                if not name.endswith(".npy"):
+                    continue
+                with zf.open(name) as f:
+                    major, _minor = np.lib.format.read_magic(f)
+                    if major == 1:
+                        shape, _, _ = np.lib.format.read_array_header_1_0(f)
+                    else:
+                        shape, _, _ = np.lib.format.read_array_header_2_0(f)
+                shapes[name[:-4]] = shape
+    except FileNotFoundError:
+        raise PoolDataError(f"{path}: no embeddings file; run `datacurate embed` first") from None
+    except (zipfile.BadZipFile, ValueError) as e:
+        raise PoolDataError(f"{path}: not a readable npz file ({e})") from None
+    return shapes
+
+
+def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] | None = None) -> None:
+    """Columns present, embeddings present and row-aligned; ``who`` maps a need to the step asking."""
+    import pyarrow.parquet as pq
+
+    who = who or {}
+    meta = metadata_dir(pool) / f"{shard.name}.parquet"
+    names = set(pq.ParquetFile(meta).schema_arrow.names)
+    for col in needs.columns:
+        if col != "*" and col not in names:
+            hint = " (run `datacurate embed` to add CLIP score columns)" if col.endswith("_similarity_score") else ""
+            raise PoolDataError(f"{meta}: no column {col!r}, needed by {who.get(col, 'a filter')}{hint}")
+    if needs.embeddings:
+        npz = meta.with_suffix(".npz")
+        shapes = npz_shapes(npz)
+        for key in needs.embeddings:
+            if key not in shapes:
+                raise PoolDataError(f"{npz}: no embeddings {key!r}, needed by {who.get(key, 'a filter')}; "
+                                    f"found {sorted(shapes) or 'none'}")
+            if len(shapes[key]) != 2 or shapes[key][0] != shard.rows:
+                raise PoolDataError(f"{npz}: embeddings {key!r} have {shapes[key][0] if shapes[key] else 0} rows "
+                                    f"but {meta.name} has {shard.rows}: misaligned with the metadata")
+    if needs.pixels:
+        tar = Path(pool) / "shards" / f"{shard.name}.tar"
+        if not tar.is_file():
+            raise PoolDataError(f"{tar}: no image shard, needed by {who.get('pixels', 'a filter')}")
+        if "key" not in names:
+            raise PoolDataError(f"{meta}: no column 'key' to find images in {tar.name}")
+
+
+def iter_batches(pool: Path, shard: ShardInfo, needs: Needs, batch_rows: int = BATCH_ROWS) -> Iterator[Batch]:
+    """Batches of one shard with the needed columns (always uid) and embedding slices."""
+    import pyarrow.parquet as pq
+
+    meta = metadata_dir(pool) / f"{shard.name}.parquet"
+    pf = pq.ParquetFile(meta)
+    if "*" in needs.columns:
+        columns = None
+    else:
+        columns = ["uid"] + [c for c in needs.columns if c != "uid"]
+        if needs.pixels and "key" not in columns:
+            columns.append("key")
+    emb: dict[str, np.ndarray] = {}
+    if needs.embeddings:
+        npz = meta.with_suffix(".npz")
+        with np.load(npz) as z:
+            for key in needs.embeddings:
+                emb[key] = z[key]
+                if len(emb[key]) != shard.rows:
+                    raise PoolDataError(f"{npz}: embeddings {key!r} have {len(emb[key])} rows but "
+                                        f"{meta.name} has {shard.rows}: misaligned with the metadata")
+    tar = Path(pool) / "shards" / f"{shard.name}.tar"
+    start = 0
+    for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
+        import pyarrow as pa
+
+        table = pa.Table.from_batches([rb])
+        n = table.num_rows
+        yield Batch(table, {k: v[start:start + n] for k, v in emb.items()}, shard.name,
+                    tar if needs.pixels else None, start)
+        start += n

@@ -1,0 +1,100 @@
+"""The local runner: shards one after the other in this process, pyarrow batch by batch.
+
+``filter_pool`` is the entry point both runners share: it loads the recipe, runs it
+with the local executor or the Spark one, and writes ``SUBSET.npy`` (upstream's
+format, via ``datacurate.uids.write_subset``) and ``SUBSET.json`` beside it, each
+under a temporary name first.
+"""
+from __future__ import annotations
+
+import json
+import os
+import platform
+import sys
+import time
+from pathlib import Path
+
+from .engine import RunResult, run_recipe, to_pairs
+from .recipe import Recipe, load_recipe
+
+
+class LocalExecutor:
+    name = "local"
+
+    def __init__(self, progress: bool = True):
+        self.progress = progress
+
+    def map_shards(self, fn, shards, desc: str) -> list:
+        from tqdm import tqdm
+
+        rows = sum(s.rows for s in shards)
+        out = []
+        with tqdm(total=rows, desc=desc, unit="rows", disable=not self.progress, file=sys.stderr,
+                  leave=False) as bar:
+            for sh in shards:
+                out.append(fn(sh))
+                bar.update(sh.rows)
+        return out
+
+
+def json_path_for(out: Path) -> Path:
+    out = Path(out)
+    return out.with_name(out.name[:-4] + ".json") if out.name.endswith(".npy") else out.with_name(out.name + ".json")
+
+
+def write_outputs(out: Path, recipe: Recipe, result: RunResult, runner: str, seed: int) -> dict:
+    """SUBSET.npy then SUBSET.json, both atomic; returns the json record."""
+    from datacurate.uids import fingerprint, write_subset
+
+    out = Path(out)
+    out.parent.mkdir(parents=True, exist_ok=True)
+    pairs = to_pairs(result.uids)
+    kept = write_subset(out, pairs)
+    record = {
+        "recipe": recipe.to_dict(),
+        "recipe_source": recipe.source,
+        "recipe_text": recipe.text,
+        "pool": str(Path(getattr(result, "pool", "")).resolve()),
+        "pool_rows": result.pool_rows,
+        "pool_fingerprint": result.pool_fingerprint,
+        "kept": kept,
+        "fraction_kept": kept / result.pool_rows if result.pool_rows else 0.0,
+        "subset_fingerprint": fingerprint(pairs),
+        "counts": result.counts,
+        "runner": runner,
+        "seed": seed,
+        "passes": result.passes,
+        "seconds": round(result.seconds, 3),
+        "created": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "python": platform.python_version(),
+    }
+    jp = json_path_for(out)
+    tmp = jp.with_name(f".{jp.name}.tmp")
+    tmp.write_text(json.dumps(record, indent=2))
+    os.replace(tmp, jp)
+    return record
+
+
+def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, runner: str | None = None,
+                spark=None, progress: bool = True) -> dict:
+    """Run ``recipe`` (path, built-in name or Recipe) over ``pool``; write ``out`` and its json.
+
+    ``runner``: "local" (default) or "spark" (default when ``master`` or ``spark`` is given).
+    Returns the json record (counts per step, fingerprints, time).
+    """
+    rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides={"seed": seed})
+    runner = runner or ("spark" if (master or spark is not None) else "local")
+    if runner == "spark":
+        from .runner_spark import SparkExecutor
+
+        executor = SparkExecutor(spark=spark, master=master, progress=progress)
+    elif runner == "local":
+        executor = LocalExecutor(progress=progress)
+    else:
+        from datacurate.errors import UserError
+
+        raise UserError(f"unknown runner {runner!r}; use 'local' or 'spark'")
+    result = run_recipe(pool, rec, executor, seed=seed, progress=progress)
+    result.pool = str(pool)
+    record = write_outputs(Path(out), rec, result, executor.name, seed)
+    return record

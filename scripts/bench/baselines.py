@@ -1,0 +1,113 @@
+"""The baseline study: each built-in recipe trained and evaluated with several seeds, same samples seen.
+
+Shares one pool, filtering network and embeddings (a `datacurate run` folder) among the
+recipes; each recipe's subset is made once and trained with seeds 0..S-1. Prints mean ±
+standard deviation of the offline average and of each task, the gap of the best recipe
+to no filtering and to a random subset of the same size in units of the seed spread,
+and writes the table and a size-against-score plot into DIR/baselines.html.
+
+    .venv/bin/python scripts/bench/baselines.py --scale tiny --seeds 3 --out runs/tiny
+    .venv/bin/python scripts/bench/baselines.py --scale micro --seeds 2 --out /tmp/micro --recipes no_filter random_30
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+
+ROOT = Path(__file__).resolve().parents[2]
+sys.path.insert(0, str(ROOT))
+
+RECIPES = ["no_filter", "random_30", "basic_offline", "clip_score_top30", "image_based",
+           "image_based_and_clip", "dedup_clip"]
+
+
+def _scores(run: Path) -> dict:
+    try:
+        return json.loads((run / "scores.json").read_text())
+    except (OSError, ValueError):
+        return {}
+
+
+def _tasks(run: Path) -> dict[str, float]:
+    out = {}
+    p = run / "eval_results.jsonl"
+    if p.exists():
+        for line in p.read_text().splitlines():
+            rec = json.loads(line)
+            if isinstance(rec.get("main_metric"), (int, float)):
+                out[rec.get("dataset", rec.get("key"))] = float(rec["main_metric"])
+    return out
+
+
+def main(argv=None) -> int:
+    from datacurate.env import apply_offline_env
+
+    apply_offline_env()
+    from datacurate.report import plots
+    from datacurate.report.html import _table
+    from datacurate.run import RunLayout, execute_stages, pool_stages, recipe_stages
+    from datacurate.uids import read_subset
+
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--scale", default="tiny", choices=["micro", "tiny"])
+    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scale>)")
+    ap.add_argument("--recipes", nargs="+", default=RECIPES)
+    ap.add_argument("--metric", default="offline_average", help="aggregate in scores.json to compare")
+    args = ap.parse_args(argv)
+    lay = RunLayout(args.out or ROOT / "runs" / args.scale)
+    stages = pool_stages(lay, args.scale, 0, None)
+    for r in args.recipes:
+        for s in range(args.seeds):
+            stages += recipe_stages(lay, r, args.scale, 0, None, train_seed=s, subset_stages=(s == 0))
+    execute_stages(stages)
+
+    rows = []
+    for r in args.recipes:
+        runs = [lay.run(r, s) for s in range(args.seeds)]
+        vals = np.array([_scores(p).get(args.metric, np.nan) for p in runs], dtype=float)
+        tasks = [_tasks(p) for p in runs]
+        names = sorted(set().union(*tasks))
+        per_task = {t: (float(np.mean([x[t] for x in tasks if t in x])), float(np.std([x[t] for x in tasks if t in x])))
+                    for t in names}
+        rows.append({"recipe": r, "size": len(read_subset(lay.subset(r))), args.metric: float(np.nanmean(vals)),
+                     args.metric + "_std": float(np.nanstd(vals)), "seeds": vals.tolist(), "tasks": per_task})
+
+    tasks = sorted(set().union(*(r["tasks"] for r in rows)))
+    header = ["recipe", "size", f"{args.metric} (mean ± std)", *tasks]
+    table = [[r["recipe"], f"{r['size']:,}", f"{r[args.metric]:.4f} ± {r[args.metric + '_std']:.4f}",
+              *[f"{r['tasks'][t][0]:.3f} ± {r['tasks'][t][1]:.3f}" if t in r["tasks"] else "-" for t in tasks]]
+             for r in rows]
+    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
+    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
+    for t in table:
+        print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
+
+    by = {r["recipe"]: r for r in rows}
+    verdict = []
+    best = max((r for r in rows if r["recipe"] not in ("no_filter", "random_30")),
+               key=lambda r: r[args.metric], default=None)
+    if best:
+        for ref in ("no_filter", "random_30"):
+            if ref in by:
+                gap = best[args.metric] - by[ref][args.metric]
+                spread = max(best[args.metric + "_std"], by[ref][args.metric + "_std"], 1e-9)
+                verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({gap / spread:+.1f} x the larger seed std; "
+                               f"{'more' if gap > 2 * spread else 'NOT more'} than 2 std)")
+    print("\n".join(verdict))
+    plots.recipe_comparison(rows, args.metric, lay.out / "report" / "baselines.png")
+    page = (f"<!doctype html><meta charset='utf-8'><title>baselines</title><h1>Baseline study ({args.scale}, "
+            f"{args.seeds} seeds)</h1>" + _table(header, table) + "<p>" + "<br>".join(verdict) + "</p>"
+            '<img src="report/baselines.png" alt="subset size against score">')
+    (lay.out / "baselines.html").write_text(page)
+    (lay.out / "baselines.json").write_text(json.dumps(rows, indent=2))
+    print(f"table and plot: {lay.out / 'baselines.html'}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())

@@ -1,0 +1,320 @@
+"""Eval stage: metric code with known answers, the registry, results format, missing tasks, resumability."""
+from __future__ import annotations
+
+import json
+import math
+
+import numpy as np
+import pytest
+import torch
+
+from test_eval_helpers import png_with_index, stub_loaded, write_wds_task
+
+# upstream tasklist.yml dataset names of the 38 scored tasks (FairFace, UTKFace have no main metric)
+UPSTREAM_38 = [
+    "Caltech-101", "CIFAR-10", "CIFAR-100", "CLEVR Counts", "CLEVR Distance", "Country211", "Describable Textures",
+    "EuroSAT", "FGVC Aircraft", "Food-101", "GTSRB", "ImageNet 1k", "ImageNet Sketch", "ImageNet v2", "ImageNet-A",
+    "ImageNet-O", "ImageNet-R", "KITTI Vehicle Distance", "MNIST", "ObjectNet", "Oxford Flowers-102",
+    "Oxford-IIIT Pet", "Pascal VOC 2007", "PatchCamelyon", "Rendered SST2", "RESISC45", "Stanford Cars", "STL-10",
+    "SUN397", "SVHN", "Flickr", "MSCOCO", "WinoGAViL", "iWildCam", "Camelyon17", "FMoW", "Dollar Street", "GeoDE",
+]
+
+# ----------------------------------------------------------------------------- metrics, exact
+
+# retrieval: 4 images (one-hot), 6 captions; rows = caption, cols = image similarity
+S = np.array([[0.9, 0.1, 0.2, 0.3],     # caption 0 of image 0: image 0 ranked 1st
+              [0.5, 0.8, 0.4, 0.0],     # caption 1 of image 0: 2nd
+              [0.3, 0.05, 0.7, 0.6],    # caption 0 of image 1: 4th
+              [0.0, 0.2, 0.95, 0.1],    # caption 0 of image 2: 1st
+              [0.6, 0.3, 0.55, 0.15],   # caption 1 of image 2: 2nd
+              [0.1, 0.4, 0.35, 0.85]])  # caption 0 of image 3: 1st
+OWNER = [0, 0, 1, 2, 2, 3]
+
+
+def test_retrieval_recall_known_answers():
+    from eval.metrics import retrieval_metrics
+
+    m = retrieval_metrics(torch.eye(4), torch.tensor(S), OWNER, ks=(1, 2, 5, 10))
+    # caption -> image: hits at rank 1 for captions 0, 3, 5; rank 2 for 1, 4; rank 4 for 2
+    assert m["image_retrieval_recall@1"] == 3 / 6
+    assert m["image_retrieval_recall@2"] == 5 / 6
+    assert m["image_retrieval_recall@5"] == 1.0          # k clamped to the 4 images
+    # image -> captions: image 1's only caption is last in its column; the others rank first
+    assert m["text_retrieval_recall@1"] == 3 / 4
+    assert m["text_retrieval_recall@5"] == 3 / 4
+    assert m["text_retrieval_recall@10"] == 1.0
+    assert m["mean_recall@1"] == 0.5 * (3 / 4 + 3 / 6)
+
+
+def test_classification_metrics_known_answers():
+    from eval.metrics import classification_metrics, mean_per_class_recall, topk_accuracy
+
+    target = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+    pred = [0, 0, 0, 1, 1, 1, 0, 2, 2, 1]
+    logits = torch.nn.functional.one_hot(torch.tensor(pred), 3).float()
+    m = classification_metrics(logits, target)
+    assert m["acc1"] == 7 / 10
+    assert m["acc5"] is None                               # fewer than 5 classes: upstream reports None
+    assert m["mean_per_class_recall"] == pytest.approx((3 / 4 + 2 / 3 + 2 / 3) / 3, abs=1e-15)
+    from sklearn.metrics import balanced_accuracy_score   # the definition upstream uses
+    assert m["mean_per_class_recall"] == pytest.approx(balanced_accuracy_score(target, pred), abs=1e-15)
+    # top-k: the label is 2nd of 6 for sample 0, 6th for sample 1
+    lg = torch.tensor([[5., 4, 3, 2, 1, 0], [5., 4, 3, 2, 1, 0]])
+    assert topk_accuracy(lg, torch.tensor([1, 5]), 1) == 0.0
+    assert topk_accuracy(lg, torch.tensor([1, 5]), 2) == 0.5
+    assert topk_accuracy(lg, torch.tensor([1, 5]), 5) == 0.5
+    assert mean_per_class_recall([1, 1, 2], [1, 2, 2]) == 0.75
+
+
+def test_prompt_ensemble_is_mean_of_normalised_prompts():
+    from eval.metrics import class_embeddings
+
+    rows = torch.tensor([[3.0, 0, 0], [0, 4.0, 0], [0, 0, 2.0], [1.0, 1.0, 0]])   # (class, template) prompts
+    vocab = {"a x": 0, "b x": 1, "a y": 2, "b y": 3}
+    W = class_embeddings(lambda tok: rows[tok], lambda texts: torch.tensor([vocab[t] for t in texts]),
+                         ["x", "y"], ["a {c}", "b {c}"])
+    x = torch.tensor([1.0, 1.0, 0]) / math.sqrt(2)                       # mean of e0, e1, renormalised
+    y = torch.tensor([0.5, 0.5, 1.0 / math.sqrt(2)])                  # (e2 + (e0+e1)/sqrt2), renormalised
+    assert torch.allclose(W[:, 0], x, atol=1e-7) and torch.allclose(W[:, 1], y, atol=1e-7)
+
+
+def test_group_metrics_worst_group_and_f1():
+    from eval.metrics import f1_macro, group_metrics
+
+    g = group_metrics([1, 1, 0, 1, 0, 0, 1, 1], ["a", "a", "a", "b", "b", "c", "c", "c"], "acc", "region")
+    assert g["acc_avg"] == 5 / 8 and g["acc_wg"] == 0.5
+    assert g["acc_region:a"] == 2 / 3 and g["count_region:b"] == 2
+    # F1 per class present in target: class 0: p=1, r=1/2 -> 2/3; class 1: p=1/2, r=1 -> 2/3
+    assert f1_macro([0, 0, 1], [0, 1, 1]) == pytest.approx(2 / 3, abs=1e-15)
+
+
+# ----------------------------------------------------------------------------- through the loaders
+
+CLASSES = ["zero", "one", "two"]
+TEMPLATES = ["a photo of a {c}.", "art of the {c}."]
+TARGET = [0, 0, 0, 0, 1, 1, 1, 2, 2, 2]
+PRED = [0, 0, 0, 1, 1, 1, 0, 2, 2, 1]
+
+
+def _classification_task(root):
+    samples = [(png_with_index(i), t) for i, t in enumerate(TARGET)]
+    write_wds_task(root / "toy_cls", samples, {"name": "Toy classes", "type": "zeroshot_classification",
+                                                 "main_metric": "mean_per_class_recall"},
+                   classnames=CLASSES, templates=TEMPLATES, shards=2)
+
+
+def _retrieval_task(root):
+    caps = [[f"img{o} cap{j}" for j, oo in enumerate(OWNER) if oo == o] for o in range(4)]
+    samples = [(png_with_index(10 + i), caps[i]) for i in range(4)]
+    write_wds_task(root / "toy_ret", samples, {"name": "Toy retrieval", "type": "retrieval"})
+
+
+def _stub(sha="a" * 64):
+    """Image i (first pixel = i) predicts PRED[i]; images 10..13 are one-hot for retrieval;
+    every caption row has the same norm so that normalising keeps S's rankings."""
+    D = 8
+    img = np.zeros((14, D))
+    for i, p in enumerate(PRED):
+        img[i, p] = 1.0
+    for j in range(4):
+        img[10 + j, 3 + j] = 1.0
+    vocab, txt = {}, []
+    for c, name in enumerate(CLASSES):          # prompts: class axis + a template-specific offset axis
+        for t, tpl in enumerate(TEMPLATES):
+            v = np.zeros(D)
+            v[c] = 1.0
+            v[7] = 0.5 * t
+            vocab[tpl.format(c=name)] = len(txt)
+            txt.append(v)
+    for j, o in enumerate(OWNER):
+        v = np.zeros(D)
+        v[3:7] = S[j]
+        v[0] = math.sqrt(4.0 - (S[j] ** 2).sum())   # padding axis: every caption has norm 2
+        vocab[f"img{o} cap{j}"] = len(txt)
+        txt.append(v)
+    return stub_loaded(img, np.stack(txt), vocab, sha=sha)
+
+
+def test_evaluate_run_exact_through_wds_folders(tmp_path):
+    from eval import evaluate_run
+    from eval.results import read_results
+
+    root = tmp_path / "data"
+    _classification_task(root)
+    _retrieval_task(root)
+    run = tmp_path / "run"
+    run.mkdir()
+    scores = evaluate_run(run, suite="toy_cls,toy_ret", data_root=root, model=_stub(), log=lambda m: None)
+    lines = read_results(run / "eval_results.jsonl")
+    cls = lines["toy_cls"]["metrics"]
+    assert lines["toy_cls"]["dataset"] == "Toy classes"
+    assert cls["acc1"] == 7 / 10 and cls["num_samples"] == 10
+    assert cls["mean_per_class_recall"] == pytest.approx(25 / 36, abs=1e-15)
+    assert cls["main_metric"] == cls["mean_per_class_recall"]
+    ret = lines["toy_ret"]["metrics"]
+    assert ret["image_retrieval_recall@1"] == 0.5 and ret["text_retrieval_recall@1"] == 0.75
+    assert ret["image_retrieval_recall@5"] == 1.0 and ret["text_retrieval_recall@5"] == 0.75
+    assert ret["main_metric"] == 0.625 and ret["num_captions"] == 6
+    assert scores["aggregates"]["Average"] == pytest.approx((25 / 36 + 0.625) / 2, abs=1e-15)
+    assert scores["complete"] and scores["missing"] == {}
+    assert scores["chance"]["Toy retrieval"] == 0.25
+
+
+def test_resumable_same_checkpoint_not_redone_other_checkpoint_redone(tmp_path):
+    from eval import evaluate_run
+
+    root = tmp_path / "data"
+    _classification_task(root)
+    run = tmp_path / "run"
+    run.mkdir()
+    first = _stub()
+    evaluate_run(run, suite="toy_cls", data_root=root, model=first, log=lambda m: None)
+    assert first.model.image_calls > 0
+    before = (run / "eval_results.jsonl").read_text()
+    again = _stub()
+    s2 = evaluate_run(run, suite="toy_cls", data_root=root, model=again, log=lambda m: None)
+    assert again.model.image_calls == 0                       # nothing evaluated the second time
+    assert (run / "eval_results.jsonl").read_text() == before
+    assert s2["tasks"]["Toy classes"] == pytest.approx(25 / 36, abs=1e-15)
+    other = _stub(sha="b" * 64)                                # a new checkpoint: evaluated again
+    evaluate_run(run, suite="toy_cls", data_root=root, model=other, log=lambda m: None)
+    assert other.model.image_calls > 0
+
+
+def test_missing_task_reported_and_excluded_from_aggregates(tmp_path):
+    from eval import evaluate_run
+
+    root = tmp_path / "data"
+    _classification_task(root)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.warns(UserWarning, match="cifar10.*missing"):
+        scores = evaluate_run(run, suite="toy_cls,cifar10,ImageNet 1k", data_root=root, model=_stub(),
+                              log=lambda m: None)
+    assert set(scores["missing"]) == {"cifar10", "imagenet1k"}
+    assert "wds_cifar10_test" in scores["missing"]["cifar10"]
+    assert scores["tasks"] == {"Toy classes": pytest.approx(25 / 36, abs=1e-15)}   # no zero for the missing
+    assert scores["aggregates"]["Average"] == pytest.approx(25 / 36, abs=1e-15)
+    assert not scores["complete"]
+    keys = [json.loads(x)["key"] for x in (run / "eval_results.jsonl").read_text().splitlines()]
+    assert keys == ["toy_cls"]
+    from eval.report import scores_table
+    table = scores_table(scores)
+    assert "MISSING (2 task(s)" in table and "cifar10" in table
+
+
+def test_datacomp38_suite_with_no_data_is_all_missing(tmp_path):
+    from eval import evaluate_run
+
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.warns(UserWarning):
+        scores = evaluate_run(run, suite="datacomp38", data_root=tmp_path / "empty", model=_stub(),
+                              log=lambda m: None)
+    assert len(scores["missing"]) == 38 and scores["tasks"] == {}
+    assert scores["aggregates"] == {"ImageNet": None, "ImageNet dist. shifts": None, "VTAB": None,
+                                    "Retrieval": None, "Average": None}
+    assert "no loader" in scores["missing"]["misc/winogavil"]
+
+
+# ----------------------------------------------------------------------------- worst-group tasks
+
+def test_geode_worst_group_from_npy_metadata(tmp_path, monkeypatch):
+    """GeoDE's main metric acc_wg: worst region accuracy from the per-sample .npy metadata."""
+    from eval import tasks as T
+    from eval.runner import evaluate_task
+
+    # region (column 0) per sample; image i predicts PRED[i]
+    regions = [0, 0, 0, 1, 1, 2, 1, 2, 2, 2]    # accuracies: 3/3, 1/3, 3/4
+    metas = [[r, 7] for r in regions]
+    samples = [(png_with_index(i), t) for i, t in enumerate(TARGET)]
+    geode = T.UPSTREAM_TASKS["fairness/geode"]
+    write_wds_task(tmp_path / geode.folder, samples, None, classnames=CLASSES, templates=TEMPLATES, metas=metas)
+    m = evaluate_task(geode, _stub(), data_root=tmp_path)
+    correct = np.array(TARGET) == np.array(PRED)
+    per = [correct[np.array(regions) == r].mean() for r in range(3)]
+    assert m["acc_avg"] == 7 / 10
+    assert m["acc_wg"] == min(per) == 1 / 3 and m["acc_region:2"] == 3 / 4
+    assert m["main_metric"] == m["acc_wg"]
+
+
+# ----------------------------------------------------------------------------- registry, formats
+
+def test_registry_has_the_38_upstream_tasks():
+    from eval import tasks as T
+
+    _, tasks = T.resolve_suite("datacomp38")
+    assert len(tasks) == 38 and [t.name for t in tasks] == UPSTREAM_38
+    assert all(t.scored for t in tasks) and not any(t.scored for t in T.UNSCORED.values())
+    names = {t.name for t in tasks}
+    assert all(set(v) <= names for v in T.UPSTREAM_GROUPS.values())
+    assert T.UPSTREAM_TASKS["vtab/caltech101"].main_metric == "mean_per_class_recall"
+    assert T.UPSTREAM_TASKS["wilds/fmow"].main_metric == "acc_worst_region"
+    assert T.UPSTREAM_TASKS["vtab/caltech101"].hf_repo == "djghosh/wds_vtab-caltech101_test"
+    assert T.UPSTREAM_TASKS["fairness/geode"].folder == "wds_geode_test"
+
+
+def test_results_round_trip_and_leaderboard_recomputes_the_same_aggregates(tmp_path):
+    from eval import tasks as T
+    from eval.results import aggregate, read_results, result_line, write_results
+    from leaderboard import validate as V
+
+    rng = np.random.default_rng(0)
+    lines = {}
+    for t in T.resolve_suite("datacomp38")[1]:
+        lines[t.key] = result_line(t.key, t.name, {"acc1": float(rng.random()), "acc5": None,
+                                                   "main_metric": float(rng.random())})
+    f = tmp_path / "eval_results.jsonl"
+    write_results(f, lines)
+    assert read_results(f) == lines
+    rows = [json.loads(x) for x in f.read_text().splitlines()]
+    assert set(rows[0]) == {"key", "dataset", "metrics"} and len(rows) == 38
+    suite = V.suite_tasks("datacomp38")                 # the leaderboard reads our registry
+    per = V.parse_results(f.read_text(), suite)
+    ours = aggregate(per, T.UPSTREAM_IMAGENET, T.UPSTREAM_GROUPS)
+    assert ours == pytest.approx(V.compute_aggregates(suite, per), abs=1e-12)
+    assert ours["ImageNet"] == lines["imagenet1k"]["metrics"]["main_metric"]
+
+
+def test_download_route_fails_clearly_offline(tmp_path, monkeypatch):
+    from datacurate.errors import UserError
+    from eval import tasks as T
+    from eval.data import download_task
+
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    with pytest.raises(UserError, match="djghosh/wds_cifar10_test.*HF_HUB_OFFLINE"):
+        download_task(T.UPSTREAM_TASKS["cifar10"], tmp_path)
+
+
+def test_bad_task_yaml_and_bad_shard_are_clear_errors(tmp_path):
+    from datacurate.errors import UserError
+    from eval.tasks import load_task_yaml
+
+    d = tmp_path / "mine"
+    d.mkdir()
+    (d / "task.yaml").write_text("name: Mine\ntype: zeroshot_classification\nmain_metric: recall@3\n")
+    with pytest.raises(UserError, match="mine/task.yaml.*main_metric"):
+        load_task_yaml(d)
+    (d / "task.yaml").write_text("name: Mine\ntemplates: ['a photo']\n")
+    with pytest.raises(UserError, match=r"\{c\}"):
+        load_task_yaml(d)
+    from eval import evaluate_run
+
+    write_wds_task(tmp_path / "data" / "broken", [(png_with_index(0), ["only captions"])],
+                   {"name": "Broken", "type": "zeroshot_classification"}, classnames=CLASSES,
+                   templates=TEMPLATES)
+    run = tmp_path / "run"
+    run.mkdir()
+    with pytest.raises(UserError, match=r"0\.tar.*no \.cls"):
+        evaluate_run(run, suite="broken", data_root=tmp_path / "data", model=_stub(), log=lambda m: None)
+
+
+def test_classnames_sources_are_packaged_data():
+    from eval import tasks as T
+    from eval.classnames import classnames_for, templates_for
+    from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
+
+    names, src = classnames_for(T.UPSTREAM_TASKS["imagenet1k"], None)
+    assert len(names) == 1000 and names[0] == IMAGENET_CLASSNAMES[0]
+    tpl, src = templates_for(T.UPSTREAM_TASKS["cifar10"], None)
+    assert all("{c}" in t for t in tpl) and len(tpl) >= 1

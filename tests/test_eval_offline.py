@@ -1,0 +1,123 @@
+"""The offline suite: built from POOL/holdout/eval.parquet, run end to end by `datacurate eval`."""
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from test_eval_helpers import make_tiny_run, write_eval_parquet
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+def test_offline_evalsets_layout_and_rebuild(tmp_path):
+    import webdataset as wds
+    import yaml
+
+    from eval.offline import build_offline_evalsets
+    from eval.tasks import find_user_tasks
+
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    root = build_offline_evalsets(pool)
+    tasks = find_user_tasks(root)
+    assert set(tasks) == {"emoji_group", "emoji_subgroup", "emoji_name"}
+    g = root / "emoji_group"
+    assert (g / "classnames.txt").read_text().splitlines() == ["angular and shapes", "round and shapes"]
+    assert (g / "test" / "nshards.txt").read_text().strip() == "1"
+    assert yaml.safe_load((g / "task.yaml").read_text())["random_score"] == 0.5
+    assert (root / "emoji_subgroup" / "classnames.txt").read_text().splitlines() == [
+        "shape circle", "shape square", "shape triangle"]
+    recs = list(wds.WebDataset(str(root / "emoji_name" / "test" / "0.tar"), shardshuffle=False).decode("pil"))
+    assert len(recs) == 12
+    assert recs[0]["txt"].splitlines() == ["a red circle on a clear background", "red circle"]
+    img = recs[0]["png"]
+    assert img.mode == "RGB" and img.getpixel((0, 0)) == (255, 255, 255)   # transparency -> white
+    cls = list(wds.WebDataset(str(g / "test" / "0.tar"), shardshuffle=False))
+    assert [int(r["cls"]) for r in cls][:3] == [1, 0, 0]                    # circle round, square/triangle angular
+    # unchanged parquet: nothing rewritten; changed parquet: rebuilt
+    mtime = (g / "test" / "0.tar").stat().st_mtime_ns
+    build_offline_evalsets(pool)
+    assert (g / "test" / "0.tar").stat().st_mtime_ns == mtime
+    import pyarrow.parquet as pq
+    t = pq.read_table(pool / "holdout" / "eval.parquet").slice(0, 6)
+    pq.write_table(t, pool / "holdout" / "eval.parquet")
+    build_offline_evalsets(pool)
+    assert len(list(wds.WebDataset(str(g / "test" / "0.tar"), shardshuffle=False))) == 6
+
+
+def test_load_run_model_loads_the_checkpoint_weights(tmp_path):
+    import torch
+
+    from eval.model import load_run_model, sha256_file
+
+    run = make_tiny_run(tmp_path / "run", seed=3)
+    saved = torch.load(run / "checkpoints" / "epoch_latest.pt", weights_only=True)["state_dict"]
+    lm = load_run_model(run, device="cpu")
+    got = lm.model.state_dict()
+    assert all(torch.equal(got[k], saved[k]) for k in saved)
+    assert lm.checkpoint_sha256 == sha256_file(run / "checkpoints" / "epoch_latest.pt")
+    assert lm.preprocess.transforms[0].size in (64, [64], (64, 64))   # the model's own eval transform
+
+
+def test_offline_missing_parquet_is_a_clear_error(tmp_path):
+    from datacurate.errors import UserError
+    from eval import evaluate_run
+
+    run = make_tiny_run(tmp_path / "run")
+    with pytest.raises(UserError, match="holdout/eval.parquet: missing"):
+        evaluate_run(run, suite="offline", pool=tmp_path / "nopool")
+
+
+def _cli(*args, cwd):
+    env = dict(os.environ, DATACURATE_NO_PROGRESS="1", HF_HUB_OFFLINE="1")
+    return subprocess.run([sys.executable, "-m", "datacurate", "eval", *args], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=600)
+
+
+def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    run = make_tiny_run(tmp_path / "run")
+    r = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    lines = [json.loads(x) for x in (run / "eval_results.jsonl").read_text().splitlines()]
+    assert [x["key"] for x in lines] == ["emoji_group", "emoji_subgroup", "emoji_name"]
+    for x in lines:
+        assert set(x) == {"key", "dataset", "metrics"}
+        assert 0.0 <= x["metrics"]["main_metric"] <= 1.0
+    scores = json.loads((run / "scores.json").read_text())
+    assert scores["suite"] == "offline" and scores["complete"]
+    assert set(scores["aggregates"]) == {"Classification", "Retrieval", "Average"}
+    assert scores["chance"] == {"Emoji group": 0.5, "Emoji subgroup": pytest.approx(1 / 3, abs=1e-6),
+                                "Emoji caption retrieval": 1 / 12}
+    assert "chance" in r.stdout and "Emoji subgroup" in r.stdout
+    # the leaderboard recomputes the same aggregates from the results file
+    from leaderboard import validate as V
+    suite = V.suite_tasks("offline")
+    per = V.parse_results((run / "eval_results.jsonl").read_text(), suite)
+    V.check_scores(scores, V.compute_aggregates(suite, per))
+    # second run: nothing evaluated again
+    r2 = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), "--json", cwd=ROOT)
+    assert r2.returncode == 0, r2.stderr
+    assert "3 already done for this checkpoint, 0 to evaluate" in r2.stderr
+    assert json.loads(r2.stdout)["tasks"] == scores["tasks"]
+
+
+def test_cli_list_and_errors(tmp_path):
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    from eval.offline import build_offline_evalsets
+    build_offline_evalsets(pool)
+    r = _cli("--list", "--pool", str(pool), "--data-root", str(tmp_path / "data"), cwd=ROOT)
+    assert r.returncode == 0, r.stderr
+    assert "ImageNet 1k" in r.stdout and "emoji_group" in r.stdout
+    rows = [ln for ln in r.stdout.splitlines() if ln.startswith("emoji_group ")]
+    assert rows and rows[0].rstrip().endswith("present")
+    assert [ln for ln in r.stdout.splitlines() if ln.startswith("cifar10 ")][0].rstrip().endswith("missing")
+    r = _cli("--run", str(tmp_path / "norun"), cwd=ROOT)
+    assert r.returncode == 2 and "norun" in r.stderr

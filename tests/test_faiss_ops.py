@@ -1,0 +1,145 @@
+"""faiss building blocks on constructed inputs whose right answer is known."""
+from __future__ import annotations
+
+import numpy as np
+import pytest
+
+from datacurate.errors import UserError
+from filters import faiss_ops as F
+
+
+def unit(rng, n, d):
+    return F.normalize_rows(rng.normal(size=(n, d)))
+
+
+def blobs(seed=0, k=5, n=2000, d=32, noise=0.05):
+    rng = np.random.default_rng(seed)
+    centres = unit(rng, k, d)
+    label = rng.integers(0, k, n)
+    x = F.normalize_rows(centres[label] + noise * rng.normal(size=(n, d)))
+    return centres, label, x.astype(np.float16)
+
+
+def same_partition(a, b) -> bool:
+    """True when two labelings define the same clusters (up to renaming)."""
+    pairs = set(zip(a.tolist(), b.tolist()))
+    return len(pairs) == len(set(a.tolist())) == len(set(b.tolist()))
+
+
+def test_use_gpu_false_without_gpu():
+    import faiss
+
+    assert F.use_gpu() == (faiss.get_num_gpus() > 0)
+    if not F.use_gpu():
+        assert type(F.flat_index(8)).__name__ == "IndexFlatIP"
+
+
+@pytest.mark.parametrize("spherical", [True, False])
+def test_kmeans_recovers_separated_blobs(spherical):
+    centres, label, x = blobs()
+    got_centres, assign = F.kmeans(x, 5, seed=0, spherical=spherical, batch_size=300)
+    assert got_centres.shape == (5, 32) and got_centres.dtype == np.float32
+    assert assign.shape == (2000,)
+    assert same_partition(label, assign)
+    # streaming assignment of new points from the same blobs agrees with their blob
+    rng = np.random.default_rng(1)
+    new = F.normalize_rows(centres[[0, 1, 2, 3, 4]] + 0.05 * rng.normal(size=(5, 32)))
+    new_assign, _ = F.assign_to_centroids(new, got_centres)
+    first = {int(label[i]): int(assign[i]) for i in range(2000)}
+    assert new_assign.tolist() == [first[j] for j in range(5)]
+
+
+def test_kmeans_two_pass_on_sample_matches_full():
+    _, label, x = blobs(seed=3, n=4000)
+    _, assign = F.kmeans(x, 5, seed=0, sample_size=500, batch_size=512)
+    assert same_partition(label, assign)
+
+
+def test_image_based_keeps_clusters_nearest_to_targets():
+    centres, label, x = blobs(seed=2)
+    cent, assign = F.kmeans(x, 5, seed=0)
+    rng = np.random.default_rng(5)
+    # targets drawn around blobs 1 and 3 only
+    targets = F.normalize_rows(centres[[1, 1, 3, 3, 3]] + 0.05 * rng.normal(size=(5, 32)))
+    ids = F.nearest_centroid(cent, targets)
+    assert len(ids) == 2
+    mask = F.keep_clusters(assign, ids)
+    assert mask.dtype == bool
+    assert np.array_equal(mask, np.isin(label, [1, 3]))
+
+
+def planted(seed=0, n=3000, d=64):
+    rng = np.random.default_rng(seed)
+    x = unit(rng, n, d)
+    dup_of = {}
+    for j, i in [(2900, 10), (2950, 10), (1500, 7), (2000, 1999)]:
+        x[j] = F.normalize_rows(x[i : i + 1] + 0.01 * rng.normal(size=(1, d)))[0]
+        dup_of[j] = i
+    x[2500] = x[42]  # exact copy
+    dup_of[2500] = 42
+    return x.astype(np.float16), dup_of
+
+
+@pytest.mark.parametrize("nlist", [None, 16])
+def test_near_duplicates_planted(nlist):
+    x, dup_of = planted()
+    rep = F.near_duplicates(x, threshold=0.95, batch_size=700, nlist=nlist, nprobe=4)
+    expected = np.arange(len(x))
+    for j, i in dup_of.items():
+        expected[j] = i
+    assert rep.tolist() == expected.tolist()  # every planted copy found, nothing else
+    keep = rep == np.arange(len(x))
+    assert keep.sum() == len(x) - len(dup_of)
+
+
+def test_near_duplicates_chain_goes_to_lowest_index():
+    rng = np.random.default_rng(0)
+    x = unit(rng, 50, 16)
+    x[30] = x[5]
+    x[20] = x[30]
+    rep = F.near_duplicates(x)
+    assert rep[[5, 20, 30]].tolist() == [5, 5, 5]
+
+
+def test_semantic_dedup_drops_only_planted():
+    x, dup_of = planted(seed=1)
+    _, assign = F.kmeans(x, 8, seed=0)
+    keep = F.semantic_dedup(x, assign, eps=0.05, max_block_elems=100_000)
+    assert sorted(np.flatnonzero(~keep).tolist()) == sorted(dup_of)
+    # eps = 0: nothing is more similar than 1.0, nothing dropped
+    assert F.semantic_dedup(x.astype(np.float32), assign, eps=0.0).sum() >= len(x) - 1
+
+
+def test_semantic_dedup_greedy_keeps_against_kept_only():
+    # a ~ b ~ c in a chain where a and c are NOT similar: b dropped (near a), c kept
+    a = np.array([1.0, 0.0, 0.0])
+    c = np.array([np.cos(0.5), np.sin(0.5), 0.0])
+    b = F.normalize_rows((a + c)[None])[0]
+    x = np.stack([a, b, c]).astype(np.float32)
+    keep = F.semantic_dedup(x, np.zeros(3, int), eps=1 - float(a @ b) + 1e-4)
+    assert keep.tolist() == [True, False, True]
+
+
+def test_decontamination_max_similarity():
+    rng = np.random.default_rng(0)
+    pool = unit(rng, 1000, 32)
+    ev = unit(rng, 20, 32)
+    pool[[3, 500]] = ev[[7, 12]]
+    sim, idx = F.nearest_eval(pool.astype(np.float16), ev, batch_size=128)
+    assert sim.dtype == np.float32
+    assert np.flatnonzero(sim > 0.99).tolist() == [3, 500]
+    assert idx[[3, 500]].tolist() == [7, 12]
+    assert np.allclose(F.max_similarity(pool, ev), sim, atol=1e-3)
+
+
+def test_bad_inputs_refused():
+    with pytest.raises(UserError, match="2-D"):
+        F.kmeans(np.zeros(10, np.float32), 2)
+    with pytest.raises(UserError, match="k=50"):
+        F.kmeans(np.ones((10, 4), np.float32), 50)
+    with pytest.raises(UserError, match="dim"):
+        F.nearest_eval(np.ones((3, 4), np.float32), np.ones((3, 5), np.float32))
+    with pytest.raises(UserError, match="cluster ids"):
+        F.semantic_dedup(np.ones((3, 4), np.float32), np.zeros(2, int))
+    with pytest.raises(UserError, match="float"):
+        F.near_duplicates(np.ones((3, 4), np.int64))

@@ -1,0 +1,57 @@
+"""The Spark runner gives exactly the local runner's subset (row-local, top-fraction and global steps)."""
+from __future__ import annotations
+
+import numpy as np
+
+from test_filters_helpers import row, run, write_holdout_npz, write_pool
+
+RECIPE = """
+name: spark_vs_local
+steps:
+  - {filter: basic, min_side: 48}
+  - {filter: exact_dedup}
+  - {filter: near_dedup, model: fnet, threshold: 0.97}
+  - union:
+      - {filter: clip_score, model: fnet, top_fraction: 0.5}
+      - {filter: image_based, model: fnet, target: eval, clusters: 4}
+      - {filter: random, fraction: 0.1}
+"""
+
+
+def _rows(n: int = 90, dim: int = 16):
+    rng = np.random.default_rng(3)
+    centres = rng.normal(size=(6, dim))
+    rows = []
+    for i in range(n):
+        emb = centres[i % 6] + 0.3 * rng.normal(size=dim)
+        text = ["a small red bird on a branch", "ok", "two dogs playing in the park",
+                "un oiseau rouge sur une branche"][i % 4 if i % 9 else 0]
+        rows.append(row(i, text=text, w=int(rng.integers(20, 300)), h=int(rng.integers(60, 300)),
+                        score=float(rng.random()), emb=emb))
+    for i in range(0, n, 11):  # exact copies (same bytes, so same size; a good caption)
+        src = rows[(i + 4) % n]
+        for r in (rows[i], src):
+            r.update(text="a small red bird on a branch", original_width=200, original_height=200)
+        rows[i]["sha256"] = src["sha256"]
+    for i in range(3, n, 13):  # near copies
+        rows[i]["emb"] = rows[(i + 1) % n]["emb"] + 1e-3
+    return rows, centres
+
+
+def test_spark_matches_local(tmp_path, spark):
+    rows, centres = _rows()
+    pool = write_pool(tmp_path / "pool", rows, per_shard=17, dim=16)
+    write_holdout_npz(pool, "eval", centres[:2])
+    local, rec_local = run(pool, RECIPE, tmp_path, "local", runner="local")
+    on_spark, rec_spark = run(pool, RECIPE, tmp_path, "spark", runner="spark", spark=spark)
+    assert rec_local["runner"] == "local" and rec_spark["runner"] == "spark"
+    assert 0 < len(local) < len(rows)
+    assert on_spark == local
+    assert rec_spark["counts"] == rec_local["counts"]
+    assert rec_spark["pool_fingerprint"] == rec_local["pool_fingerprint"]
+    assert rec_spark["subset_fingerprint"] == rec_local["subset_fingerprint"]
+    # every kind of step did something
+    kept = {c["label"]: (c["rows_in"], c["kept"]) for c in rec_local["counts"]}
+    for label in ("basic", "exact_dedup", "near_dedup", "clip_score", "image_based", "random"):
+        rows_in, k = kept[label]
+        assert k < rows_in, label

@@ -1,0 +1,222 @@
+"""`pool download`: real img2dataset on Spark local[2] from a real loopback HTTP server."""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+from download_pool_maker import URL_BASE, make_download_pool
+
+ROOT = Path(__file__).resolve().parents[1]
+SPS = 16  # samples per shard for the hand-made pool: 37 samples -> 3 shards
+
+
+def read_all_metadata(pool: Path) -> pa.Table:
+    return pa.concat_tables([pq.read_table(p) for p in sorted((pool / "metadata").glob("*.parquet"))])
+
+
+def tar_samples(pool: Path) -> dict[str, dict]:
+    """key -> {ext: bytes} over every pool shard; fails on a key seen twice."""
+    out: dict[str, dict] = {}
+    for path in sorted((pool / "shards").glob("*.tar")):
+        with tarfile.open(path) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                out.setdefault(key, {})
+                assert ext not in out[key], f"{m.name} twice"
+                out[key][ext] = tf.extractfile(m).read()
+    return out
+
+
+@pytest.fixture(scope="module")
+def handmade(tmp_path_factory, spark):
+    from datacurate.pool.download import download_pool
+
+    pool = tmp_path_factory.mktemp("dl") / "pool"
+    truth = make_download_pool(pool)
+    summary = download_pool(pool, spark=spark, samples_per_shard=SPS, progress=False)
+    return pool, truth, summary
+
+
+def test_every_good_sample_arrives_once_intact(handmade):
+    from PIL import Image
+    import io
+
+    from datacurate.schema import read_metadata
+
+    pool, truth, summary = handmade
+    for p in sorted((pool / "metadata").glob("*.parquet")):
+        read_metadata(p)  # upstream schema, valid unique uids
+    meta = read_all_metadata(pool)
+    uids = meta.column("uid").to_pylist()
+    assert len(uids) == len(set(uids)) == len(truth["good"])
+    assert set(uids) == set(truth["good"])
+    assert meta.column_names == ["uid", "url", "text", "original_width", "original_height", "sha256", "key"]
+    samples = tar_samples(pool)
+    assert len(samples) == len(truth["good"])  # only successes in the tars
+    for row in meta.to_pylist():
+        url, text, w, h = truth["good"][row["uid"]]
+        assert row["url"] == url and row["url"].startswith(URL_BASE)  # canonical, not the loopback one
+        assert row["text"] == text
+        assert (row["original_width"], row["original_height"]) == (w, h)
+        import hashlib
+
+        rel = url[len(URL_BASE):]
+        assert row["sha256"] == hashlib.sha256((pool / "www" / rel).read_bytes()).hexdigest()
+        s = samples[row["key"]]
+        assert s["txt"].decode() == text
+        assert json.loads(s["json"])["uid"] == row["uid"]
+        img = Image.open(io.BytesIO(s["jpg"]))
+        scale = min(1.0, 256 / max(w, h))  # longest side to 256 only when bigger, ratio kept
+        assert abs(img.size[0] - w * scale) <= 1 and abs(img.size[1] - h * scale) <= 1
+    assert summary["succeeded"] == len(truth["good"])
+
+
+def test_broken_urls_and_undecodable_images_counted_with_reason(handmade):
+    pool, truth, summary = handmade
+    assert summary["tried"] == len(truth["good"]) + len(truth["missing"]) + len(truth["garbage"])
+    assert summary["failed"] == len(truth["missing"]) + len(truth["garbage"])
+    assert summary["failed_by_reason"] == {"http_404": len(truth["missing"]),
+                                           "undecodable_image": len(truth["garbage"])}
+    assert summary["shards"] == 3 and summary["samples_per_shard"] == SPS
+    assert sum(c["tried"] for c in summary["per_shard"].values()) == summary["tried"]
+    # per sample: img2dataset's own parquet says why each one failed
+    from datacurate.pool.download import failure_reason
+
+    rows = pa.concat_tables([pq.read_table(p) for p in sorted((pool / "shards").glob("*.parquet"))]).to_pylist()
+    why = {r["uid"]: failure_reason(r["status"], r["error_message"]) for r in rows if r["status"] != "success"}
+    assert why == {**{u: "http_404" for u in truth["missing"]}, **{u: "undecodable_image" for u in truth["garbage"]}}
+    on_disk = json.loads((pool / "download_summary.json").read_text())
+    assert on_disk["succeeded"] == summary["succeeded"] and on_disk["master"] == "local[2]"
+    assert not (pool / "shards" / "_tmp").exists()
+
+
+def test_second_run_redoes_nothing(handmade, spark):
+    from datacurate.pool.download import download_pool
+
+    pool, truth, summary = handmade
+    files = sorted(p for d in ("shards", "metadata") for p in (pool / d).iterdir())
+    before = {p: p.stat().st_mtime_ns for p in files + [pool / "download_summary.json"]}
+    again = download_pool(pool, spark=spark, samples_per_shard=SPS, progress=False)
+    assert again == summary
+    assert {p: p.stat().st_mtime_ns for p in before} == before
+    assert sorted(p for d in ("shards", "metadata") for p in (pool / d).iterdir()) == files
+
+
+def test_pool_summary_lists_sources_licences_and_failures(handmade, capsys):
+    from datacurate.cli import main
+
+    pool, truth, _ = handmade
+    assert main(["pool", "summary", "--pool", str(pool)]) == 0
+    out = capsys.readouterr().out
+    assert "hand-drawn rectangles" in out and "CC0-1.0" in out
+    assert f"{len(truth['good'])} of {len(truth['good']) + 7} samples" in out
+    assert f"http_404 {len(truth['missing'])}" in out and f"undecodable_image {len(truth['garbage'])}" in out
+
+
+def test_killed_download_resumes_to_the_same_samples(tmp_path, spark, handmade):
+    """Kill `datacurate pool download` once its first shard is written; the rerun loses and doubles nothing."""
+    from datacurate.env import child_env
+    from datacurate.pool.download import download_pool
+
+    pool = tmp_path / "pool"
+    truth = make_download_pool(pool)  # same seed: the same uids as the uninterrupted `handmade` run
+    sps, n_shards = 6, 7
+    cmd = [sys.executable, "-m", "datacurate", "pool", "download", "--pool", str(pool), "--master", "local[2]",
+           "--samples-per-shard", str(sps), "--delay", "0.4", "--threads", "2", "--no-progress"]
+    proc = subprocess.Popen(cmd, cwd=ROOT, env=child_env(), start_new_session=True,
+                            stdout=subprocess.DEVNULL, stderr=subprocess.PIPE)
+    try:
+        deadline = time.time() + 240
+        while not list((pool / "shards").glob("*_stats.json")):
+            assert proc.poll() is None, proc.stderr.read().decode()[-2000:]
+            assert time.time() < deadline, "no shard finished in time"
+            time.sleep(0.05)
+    finally:
+        os.killpg(proc.pid, signal.SIGKILL)  # the job, its JVM and Python workers: one process group
+        proc.wait()
+        proc.stderr.close()
+    done_at_kill = len(list((pool / "shards").glob("*_stats.json")))
+    assert 1 <= done_at_kill < n_shards
+    assert not (pool / "download_summary.json").exists()
+
+    summary = download_pool(pool, spark=spark, samples_per_shard=sps, progress=False)
+    assert summary["shards"] == n_shards and summary["shards_fetched_now"] <= n_shards - done_at_kill + 1
+    meta = read_all_metadata(pool)
+    uids = meta.column("uid").to_pylist()
+    assert len(uids) == len(set(uids))
+    assert set(uids) == set(truth["good"]) == set(read_all_metadata(handmade[0]).column("uid").to_pylist())
+    assert len(tar_samples(pool)) == len(uids)
+    assert summary["failed_by_reason"] == handmade[2]["failed_by_reason"]
+
+
+def _write(path: Path, cols: dict) -> Path:
+    pq.write_table(pa.table(cols), path)
+    return path
+
+
+def test_bad_url_lists_refused_with_clear_errors(tmp_path):
+    from datacurate.cli import main
+    from datacurate.errors import UserError
+    from datacurate.pool.download import download_pool
+
+    pool = tmp_path / "pool"
+    pool.mkdir()
+    with pytest.raises(UserError, match=r"urls\.parquet: no such url list"):
+        download_pool(pool)
+    good_uid, other = "0" * 31 + "1", "0" * 31 + "2"
+    cases = [
+        ({"uid": [good_uid], "url": ["http://x/a.jpg"]}, r"urls\.parquet: missing column\(s\) text"),
+        ({"uid": [good_uid, "NOT-A-UID"], "url": ["a", "b"], "text": ["x", "y"]}, r"urls\.parquet: row 1: .*not a uid"),
+        ({"uid": [good_uid, good_uid], "url": ["a", "b"], "text": ["x", "y"]}, r"row 1: duplicate uid"),
+        ({"uid": [good_uid, other], "url": ["a", None], "text": ["x", "y"]}, r"row 1: column 'url' is empty"),
+        ({"uid": [1, 2], "url": ["a", "b"], "text": ["x", "y"]}, r"column 'uid' has type int64"),
+    ]
+    for cols, pattern in cases:
+        _write(pool / "urls.parquet", cols)
+        with pytest.raises(UserError, match=pattern):
+            download_pool(pool)
+    (pool / "urls.parquet").write_bytes(b"not parquet")
+    with pytest.raises(UserError, match="not a readable parquet"):
+        download_pool(pool)
+    assert not (pool / "shards").exists() or not any((pool / "shards").iterdir())
+    # the CLI prints one line naming the file and exits 2
+    r = subprocess.run([sys.executable, "-m", "datacurate", "pool", "download", "--pool", str(tmp_path / "nope")],
+                       cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert r.returncode == 2 and "no such pool folder" in r.stderr and "Traceback" not in r.stderr
+
+
+def test_input_without_uids_takes_the_web_path(tmp_path, spark):
+    """A crawl's url+text parquet (no uid, no server): uids are added, dead hosts counted as failures."""
+    from datacurate.pool.download import download_pool
+
+    crawl = _write(tmp_path / "crawl.parquet", {"url": [f"http://127.0.0.1:9/img{i}.jpg" for i in range(5)] * 2,
+                                                 "text": [f"caption {i}" for i in range(5)] * 2})
+    pool = tmp_path / "crawl_pool"
+    s = download_pool(pool, spark=spark, input=crawl, progress=False)
+    urls = pq.read_table(pool / "urls.parquet")
+    assert urls.num_rows == 10 and len(set(urls.column("uid").to_pylist())) == 10  # repeated pairs: distinct uids
+    assert s["served_from"] == "web" and s["tried"] == 10 and s["succeeded"] == 0
+    assert s["failed_by_reason"] == {"connection_refused": 10}
+    assert read_all_metadata(pool).num_rows == 0
+
+
+def test_micro_pool_download_matches_ground_truth(micro_pool):
+    """The builder's `micro` pool: broken urls and undecodable files fail for that reason, the rest arrive."""
+    gt = pq.read_table(micro_pool / "ground_truth.parquet").to_pylist()
+    summary = json.loads((micro_pool / "download_summary.json").read_text())
+    defects = {r["uid"]: r["defect"] for r in gt}
+    uids = read_all_metadata(micro_pool).column("uid").to_pylist()
+    assert len(uids) == len(set(uids))
+    assert summary["failed_by_reason"].get("http_404", 0) == sum(d == "broken_url" for d in defects.values())
+    assert summary["failed_by_reason"].get("undecodable_image", 0) == sum(d == "undecodable" for d in defects.values())
+    assert set(uids) == {u for u, d in defects.items() if d not in ("broken_url", "undecodable")}

@@ -1,0 +1,251 @@
+"""`datacurate train`: the fixed recipe, real OpenCLIP training on CPU, resume, refusals, bad data.
+
+One `micro` run (4,096 samples seen, batch 64) is trained once per module and shared.
+"""
+from __future__ import annotations
+
+import json
+import os
+import signal
+import subprocess
+import sys
+import tarfile
+import time
+from pathlib import Path
+
+import pytest
+
+from train_data_maker import make_training_data
+
+ROOT = Path(__file__).resolve().parent.parent
+
+
+def _cmd(data: Path, run: Path, *extra: str) -> list[str]:
+    return [sys.executable, "-m", "datacurate", "train", "--scale", "micro", "--data", str(data), "--out", str(run),
+            "--device", "cpu", "--no-progress", *extra]
+
+
+def _env() -> dict:
+    from datacurate.env import child_env
+
+    return child_env({"PYTHONPATH": str(ROOT)})
+
+
+@pytest.fixture(scope="module")
+def micro_data(tmp_path_factory) -> Path:
+    return make_training_data(tmp_path_factory.mktemp("train") / "data", n_samples=512, shard_size=128)
+
+
+@pytest.fixture(scope="module")
+def micro_run(micro_data, tmp_path_factory) -> Path:
+    run = tmp_path_factory.mktemp("train_run") / "run"
+    res = subprocess.run(_cmd(micro_data, run), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    return run
+
+
+# --- the recipe -------------------------------------------------------------------------------
+
+def test_recipe_matches_upstream_train_py():
+    from training.recipe import expected_samples_seen, open_clip_argv, recipe_for
+
+    small = recipe_for("small")
+    argv = open_clip_argv(small, "D/{00000..00009}.tar", "L", "N", device="cuda", world_size=8, workers=4)
+    opts = dict(zip(argv, argv[1:]))
+    assert opts["--train-num-samples"] == "2560000" and opts["--epochs"] == "5"   # 12.8M / 5 checkpoints
+    assert opts["--batch-size"] == "512" and opts["--lr"] == "0.0005" and opts["--warmup"] == "500"
+    assert opts["--model"] == "ViT-B-32" and opts["--precision"] == "amp" and opts["--resume"] == "latest"
+    for flag in ("--dataset-resampled", "--save-most-recent", "--grad-checkpointing", "--local-loss"):
+        assert flag in argv
+    assert "--beta2" not in argv
+    xl = open_clip_argv(recipe_for("xlarge"), "D", "L", "N", device="cuda", world_size=1024)
+    assert dict(zip(xl, xl[1:]))["--beta2"] == "0.95" and dict(zip(xl, xl[1:]))["--batch-size"] == "88"
+    cpu = open_clip_argv(recipe_for("micro"), "D", "L", "N", device="cpu")
+    assert dict(zip(cpu, cpu[1:]))["--precision"] == "fp32" and "--grad-checkpointing" not in cpu
+    # OpenCLIP rounds each interval up to whole batches per worker
+    assert expected_samples_seen(recipe_for("micro"), workers=1) == 4096
+    assert expected_samples_seen(recipe_for("micro"), workers=3) == 2 * 33 * 64
+    assert expected_samples_seen(small, world_size=8, workers=4) == 5 * 628 * 4096
+
+
+def test_uneven_batch_split_is_refused(micro_data, tmp_path):
+    from training.launch import plan_training
+    from training.recipe import RecipeError
+
+    with pytest.raises(RecipeError, match="cannot be split evenly"):
+        plan_training("micro", micro_data, tmp_path / "run", device="cpu", accum_freq=3)
+    plan = plan_training("small", micro_data, tmp_path / "run", device="cuda", gpus=8, nodes=2, node_rank=1,
+                         master_addr="10.0.0.1")
+    cmd = plan.command()
+    assert cmd[1:3] == ["-m", "torch.distributed.run"] and "training.open_clip_entry" in cmd
+    assert cmd[cmd.index("--nproc-per-node") + 1] == "8" and cmd[cmd.index("--nnodes") + 1] == "2"
+    assert cmd[cmd.index("--batch-size") + 1] == "256"   # 4096 global over 16 GPUs
+
+
+@pytest.mark.parametrize("flag", [["--lr", "0.1"], ["--epochs", "3"], ["--batch-size", "32"],
+                                  ["--model", "ViT-B-32"], ["--precision", "amp"], ["--warmup=0"]])
+def test_fixed_setting_is_refused(flag, micro_data, tmp_path, capsys):
+    from datacurate.cli import main
+
+    with pytest.raises(SystemExit) as e:
+        main(["train", "--scale", "micro", "--data", str(micro_data), "--out", str(tmp_path / "run"), *flag])
+    assert e.value.code == 2
+    err = capsys.readouterr().err
+    assert f"{flag[0].split('=')[0]} is fixed by the scale's recipe" in err and "only the data differs" in err
+    assert not (tmp_path / "run").exists()
+
+
+# --- bad data fails before training -------------------------------------------------------------
+
+def _copy_data(src: Path, dst: Path) -> Path:
+    import shutil
+
+    shutil.copytree(src, dst)
+    return dst
+
+
+def _train_error(data: Path, run: Path, capsys) -> str:
+    from datacurate.cli import main
+
+    rc = main(["train", "--scale", "micro", "--data", str(data), "--out", str(run), "--device", "cpu", "--no-progress"])
+    assert rc == 2
+    assert not (run / "checkpoints").exists() and not (run / "out.log").exists()   # never started
+    return capsys.readouterr().err
+
+
+def test_no_shards_fails_clearly(tmp_path, capsys):
+    (tmp_path / "data" / "shards").mkdir(parents=True)
+    err = _train_error(tmp_path / "data", tmp_path / "run", capsys)
+    assert "no shards" in err and str(tmp_path / "data" / "shards") in err
+
+
+def test_garbage_shard_fails_clearly(micro_data, tmp_path, capsys):
+    data = _copy_data(micro_data, tmp_path / "data")
+    (data / "shards" / "00002.tar").write_bytes(b"this is not a tar file " * 100)
+    err = _train_error(data, tmp_path / "run", capsys)
+    assert "00002.tar" in err and "corrupt shard" in err
+
+
+def test_truncated_shard_fails_clearly(micro_data, tmp_path, capsys):
+    data = _copy_data(micro_data, tmp_path / "data")
+    p = data / "shards" / "00001.tar"
+    p.write_bytes(p.read_bytes()[: p.stat().st_size // 2 + 100])
+    err = _train_error(data, tmp_path / "run", capsys)
+    assert "00001.tar" in err and "corrupt shard" in err
+
+
+def test_sample_without_caption_fails_clearly(micro_data, tmp_path, capsys):
+    data = _copy_data(micro_data, tmp_path / "data")
+    src = data / "shards" / "00000.tar"
+    with tarfile.open(src) as tf:
+        members = [(m, tf.extractfile(m).read()) for m in tf if m.isfile()]
+    dropped = next(m.name for m, _ in members if m.name.endswith(".txt"))
+    with tarfile.open(src, "w") as out:
+        for m, payload in members:
+            if m.name != dropped:
+                import io
+
+                out.addfile(m, io.BytesIO(payload))
+    err = _train_error(data, tmp_path / "run", capsys)
+    assert "00000.tar" in err and "no caption" in err and dropped.split(".")[0] in err
+
+
+def test_inconsistent_sizes_json_fails_clearly(micro_data, tmp_path, capsys):
+    data = _copy_data(micro_data, tmp_path / "data")
+    sizes = json.loads((data / "sizes.json").read_text())
+    sizes["00003.tar"] += 5
+    (data / "sizes.json").write_text(json.dumps(sizes))
+    err = _train_error(data, tmp_path / "run1", capsys)
+    assert "sizes.json" in err and "00003.tar" in err and str(sizes["00003.tar"]) in err
+    del sizes["00003.tar"]
+    (data / "sizes.json").write_text(json.dumps(sizes))
+    err = _train_error(data, tmp_path / "run2", capsys)
+    assert "not listed" in err and "00003.tar" in err
+
+
+def test_shard_spec_is_a_brace_range_or_a_list(tmp_path):
+    from training.data_check import train_data_spec
+
+    assert train_data_spec(tmp_path, ["00000.tar", "00001.tar", "00002.tar"]) == f"{tmp_path}/{{00000..00002}}.tar"
+    assert train_data_spec(tmp_path, ["00000.tar", "00002.tar"]) == f"{tmp_path}/00000.tar::{tmp_path}/00002.tar"
+
+
+# --- a real micro training run -------------------------------------------------------------------
+
+def test_micro_run_writes_the_run_layout(micro_run, micro_data):
+    info = json.loads((micro_run / "info.json").read_text())
+    assert info["finished"] is True and info["scale"] == "micro" and info["model"] == "TinyCLIP-ViT-64"
+    assert info["checkpoint"] == "checkpoints/epoch_latest.pt"
+    assert info["samples_seen"] == info["recipe"]["samples_seen"] == 4096
+    assert info["data_size"] == 512 and info["data"] == str(micro_data.resolve())
+    assert info["subset_fingerprint"] == json.loads((micro_data / "reshard.json").read_text())["subset_fingerprint"]
+    assert info["wall_time_s"] > 0 and info["versions"]["open_clip"] and info["versions"]["torch"]
+    for name in ("epoch_1.pt", "epoch_2.pt", "epoch_latest.pt"):
+        assert (micro_run / "checkpoints" / name).is_file()
+    params = dict(line.split(": ", 1) for line in (micro_run / "params.txt").read_text().splitlines())
+    assert params["lr"] == "0.001" and params["batch_size"] == "64" and params["epochs"] == "2"
+    assert params["train_num_samples"] == "2048" and params["dataset_resampled"] == "True"
+    assert params["precision"] == "fp32" and params["model"] == "TinyCLIP-ViT-64"
+    # the run report reads OpenCLIP's own log
+    from datacurate.report.training_log import parse_training_log
+
+    rows = parse_training_log(micro_run / "out.log")
+    assert rows and rows[-1]["samples_seen"] == 4096
+    assert rows[-1]["loss"] < rows[0]["loss"]   # it learned something from the shapes
+
+
+def test_micro_checkpoint_loads_with_open_clip(micro_run):
+    import open_clip
+    import torch
+
+    import training
+
+    info = json.loads((micro_run / "info.json").read_text())
+    training.register_model_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        info["model"], pretrained=str(micro_run / info["checkpoint"]))
+    saved = torch.load(micro_run / info["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]
+    saved = {k.removeprefix("module."): v for k, v in saved.items()}
+    for k, v in model.state_dict().items():
+        assert torch.equal(v, saved[k]), k   # the trained weights, not a fresh init
+    from PIL import Image
+
+    img = preprocess(Image.new("RGB", (64, 64), (200, 20, 20))).unsqueeze(0)
+    tok = open_clip.get_tokenizer(info["model"])(["a red circle", "a blue square"])
+    with torch.no_grad():
+        f_img, f_txt = model.encode_image(img), model.encode_text(tok)
+    assert f_img.shape == (1, 128) and f_txt.shape == (2, 128) and torch.isfinite(f_img).all()
+
+
+def test_finished_run_is_not_redone(micro_run, micro_data):
+    ck = micro_run / "checkpoints" / "epoch_latest.pt"
+    before = ck.stat().st_mtime_ns
+    t = time.time()
+    res = subprocess.run(_cmd(micro_data, micro_run), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=120)
+    assert res.returncode == 0 and "already finished" in res.stderr
+    assert ck.stat().st_mtime_ns == before and time.time() - t < 30
+
+
+def test_killed_run_resumes_to_the_same_samples_seen(micro_run, micro_data, tmp_path):
+    run = tmp_path / "run"
+    proc = subprocess.Popen(_cmd(micro_data, run), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+                            stderr=subprocess.DEVNULL, start_new_session=True)
+    try:
+        deadline = time.time() + 400
+        while not (run / "checkpoints" / "epoch_latest.pt").exists():
+            assert proc.poll() is None, "training ended before its first checkpoint"
+            assert time.time() < deadline
+            time.sleep(0.1)
+    finally:
+        if proc.poll() is None:
+            os.killpg(proc.pid, signal.SIGKILL)   # the launcher and the trainer it started
+        proc.wait()
+    assert not (run / "info.json").exists()
+    res = subprocess.run(_cmd(micro_data, run), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=600)
+    assert res.returncode == 0, res.stderr[-3000:]
+    assert "resuming" in res.stderr and "checkpoint 1 of 2" in res.stderr
+    assert "=> resuming checkpoint" in (run / "out.log").read_text()
+    info = json.loads((run / "info.json").read_text())
+    reference = json.loads((micro_run / "info.json").read_text())
+    assert info["samples_seen"] == reference["samples_seen"] == 4096
+    assert info["finished"] and (run / "checkpoints" / "epoch_2.pt").is_file()

@@ -1,0 +1,352 @@
+"""Run OpenCLIP's trainer on a DATA folder with a scale's fixed recipe; resumable; writes RUN/info.json.
+
+The training itself is ``open_clip_train.main`` in a child process (``python -m
+training.open_clip_entry`` or, for several GPUs/nodes, ``torchrun`` of it), exactly as
+upstream DataComp runs it. This module only checks the data, builds the arguments, shows
+progress from OpenCLIP's log lines, and records what was trained.
+
+RUN layout (``--logs RUN.parent --name RUN.name``, so OpenCLIP writes straight into RUN):
+``checkpoints/epoch_N.pt``, ``checkpoints/epoch_latest.pt``, ``params.txt``, ``out.log``
+(OpenCLIP's log), ``console.log`` (the child's whole output), ``train_state.json``
+(request and attempts), ``info.json`` (written last: the run is finished).
+"""
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+import time
+from collections import deque
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from datacurate.errors import UserError
+
+from .data_check import DataSummary, check_training_data
+from .recipe import Recipe, RecipeError, expected_samples_seen, open_clip_argv, per_device_batch, recipe_for
+
+PROJECT_ROOT = Path(__file__).resolve().parent.parent
+CHECKPOINT = "checkpoints/epoch_latest.pt"
+# "Train Epoch: 0 [  64/2048 (3%)] ... LR: 0.000125 Logit Scale: 14.286 ... Loss: 4.1589 (4.1589)"
+_STEP = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+) .*?LR: ([\d.e+-]+) .*?Loss: ([\d.e+-]+) \(")
+
+
+class TrainingFailed(UserError):
+    """OpenCLIP's trainer stopped with an error; the message carries its last lines."""
+
+
+@dataclass
+class LaunchPlan:
+    """One training launch: what runs, where, with which split of the fixed global batch."""
+    recipe: Recipe
+    run: Path
+    data: DataSummary
+    device: str
+    nodes: int = 1
+    procs_per_node: int = 1
+    node_rank: int = 0
+    master_addr: str = "127.0.0.1"
+    master_port: int = 29500
+    workers: int = 1
+    accum_freq: int = 1
+    seed: int = 0
+    log_every_n_steps: int = 10
+    argv: list[str] = field(default_factory=list)
+
+    @property
+    def world_size(self) -> int:
+        return self.nodes * self.procs_per_node
+
+    @property
+    def per_device_batch(self) -> int:
+        return per_device_batch(self.recipe, self.world_size, self.accum_freq)
+
+    @property
+    def samples_seen(self) -> int:
+        return expected_samples_seen(self.recipe, self.world_size, self.workers, self.accum_freq)
+
+    def command(self) -> list[str]:
+        """The child command: plain python for one process, torchrun (as OpenCLIP documents) for more."""
+        if self.world_size == 1:
+            return [sys.executable, "-m", "training.open_clip_entry", *self.argv]
+        return [sys.executable, "-m", "torch.distributed.run",
+                "--nnodes", str(self.nodes), "--nproc-per-node", str(self.procs_per_node),
+                "--node-rank", str(self.node_rank), "--master-addr", self.master_addr,
+                "--master-port", str(self.master_port),
+                "-m", "training.open_clip_entry", *self.argv]
+
+    def request(self) -> dict:
+        """What makes this run this run: a resume must ask for the same."""
+        return {"recipe": self.recipe.as_dict(), "data": self.data.data,
+                "data_fingerprint": self.data.data_fingerprint, "seed": self.seed}
+
+
+def _default_device() -> str:
+    import torch
+
+    return "cuda" if torch.cuda.is_available() else "cpu"
+
+
+def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str | None = None,
+                  gpus: int | None = None, nodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
+                  master_port: int = 29500, workers: int | None = None, accum_freq: int = 1, seed: int = 0,
+                  log_every_n_steps: int | None = None, recipe: Recipe | None = None,
+                  progress: bool = True) -> LaunchPlan:
+    """Check the data and the request; return the launch (nothing is started)."""
+    recipe = recipe or recipe_for(scale)
+    run = Path(out).resolve()
+    device = device or _default_device()
+    if device.startswith("cpu"):
+        if gpus:
+            raise RecipeError(f"--gpus {gpus} asked for, but the device is the CPU (no CUDA GPU is visible)")
+        procs = 1
+    else:
+        if gpus is None:
+            import torch
+
+            gpus = max(1, torch.cuda.device_count())
+        procs = gpus
+    if nodes < 1 or procs < 1:
+        raise RecipeError("--nodes and --gpus must be at least 1")
+    if workers is None:
+        workers = 1 if device.startswith("cpu") else 4   # 4: upstream train.py's default
+    per_device_batch(recipe, nodes * procs, accum_freq)   # refuses an uneven split early
+    summary = check_training_data(data, cache=run / ".data_check.json", progress=progress)
+    if log_every_n_steps is None:
+        steps = recipe.samples_per_checkpoint // recipe.batch_size
+        log_every_n_steps = max(1, min(100, steps // 50))   # 100: upstream's default
+    plan = LaunchPlan(recipe=recipe, run=run, data=summary, device=device, nodes=nodes, procs_per_node=procs,
+                      node_rank=node_rank, master_addr=master_addr, master_port=master_port, workers=workers,
+                      accum_freq=accum_freq, seed=seed, log_every_n_steps=log_every_n_steps)
+    plan.argv = open_clip_argv(recipe, summary.train_data, logs=str(run.parent), name=run.name, device=device,
+                               world_size=plan.world_size, workers=workers, accum_freq=accum_freq, seed=seed,
+                               log_every_n_steps=log_every_n_steps)
+    return plan
+
+
+def checkpoint_epoch(path: Path) -> int | None:
+    """The number of finished checkpoint intervals a training checkpoint records (None: none there)."""
+    if not path.is_file():
+        return None
+    import torch
+
+    try:
+        ck = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+    except Exception as e:  # a checkpoint we cannot read is not one to resume from
+        raise UserError(f"{path}: cannot read the checkpoint ({e}); move it away to restart") from None
+    return int(ck.get("epoch", 0)) if isinstance(ck, dict) else None
+
+
+def samples_seen_from_log(log: Path) -> int:
+    """Samples trained, from OpenCLIP's log: per interval, the last complete line wins (resumes re-log)."""
+    per_epoch: dict[int, int] = {}
+    if log.is_file():
+        for line in log.read_text(errors="replace").splitlines():
+            m = _STEP.search(line)
+            if m and int(m[2]) == int(m[3]):
+                per_epoch[int(m[1])] = int(m[3])
+    return sum(per_epoch.values())
+
+
+def _versions() -> dict:
+    import platform
+    from importlib import metadata
+
+    v = {"python": platform.python_version(), "platform": platform.platform()}
+    for dist, key in [("torch", "torch"), ("open_clip_torch", "open_clip"), ("webdataset", "webdataset"),
+                      ("torchvision", "torchvision"), ("datacurate", "datacurate")]:
+        try:
+            v[key] = metadata.version(dist)
+        except metadata.PackageNotFoundError:
+            v[key] = None
+    v["open_clip_train"] = v["open_clip"]   # shipped inside open_clip_torch
+    return v
+
+
+def _write_json(path: Path, obj: dict) -> None:
+    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(json.dumps(obj, indent=2))
+    os.replace(tmp, path)
+
+
+def read_info(run: str | Path) -> dict | None:
+    """RUN/info.json of a finished run, or None."""
+    p = Path(run) / "info.json"
+    if not p.is_file():
+        return None
+    info = json.loads(p.read_text())
+    return info if info.get("finished") else None
+
+
+def _load_state(plan: LaunchPlan) -> dict:
+    path = plan.run / "train_state.json"
+    state = json.loads(path.read_text()) if path.is_file() else {}
+    old = state.get("request")
+    if old and old != plan.request():
+        diff = [k for k in plan.request() if old.get(k) != plan.request().get(k)]
+        raise RecipeError(
+            f"{plan.run} holds a run started with a different {', '.join(diff)} "
+            f"(was: scale {old['recipe']['scale']}, data {old['data']}, seed {old['seed']}); "
+            "use a new --out for a different run")
+    state["request"] = plan.request()
+    state.setdefault("attempts", [])
+    return state
+
+
+def _stop_on_sigterm() -> None:
+    """Turn SIGTERM (a scheduler's pre-emption) into an exception, so the trainer is stopped too."""
+    import signal
+    import threading
+
+    if threading.current_thread() is threading.main_thread():
+        def _raise(signum, frame):
+            raise SystemExit(128 + signum)
+
+        signal.signal(signal.SIGTERM, _raise)
+
+
+def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[int, float]:
+    """Start OpenCLIP, show a progress bar from its step lines; return (exit code, wall seconds)."""
+    from tqdm import tqdm
+
+    from datacurate.env import child_env
+
+    env = child_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+                     "PYTHONUNBUFFERED": "1"})
+    tail: deque[str] = deque(maxlen=40)
+    bar = tqdm(total=plan.samples_seen, initial=start_samples, unit="sample", unit_scale=True,
+               desc=f"train {plan.recipe.scale}", disable=not progress, dynamic_ncols=True)
+    t0 = time.time()
+    _stop_on_sigterm()
+    proc = subprocess.Popen(plan.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+                            bufsize=1, env=env, cwd=str(PROJECT_ROOT))
+    try:
+        with open(plan.run / "console.log", "a") as console:
+            console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(plan.command())}\n")
+            for line in proc.stdout:
+                console.write(line)
+                tail.append(line.rstrip("\n"))
+                m = _STEP.search(line)
+                if m:
+                    epoch, n, per_epoch = int(m[1]), int(m[2]), int(m[3])
+                    bar.n = min(plan.samples_seen, epoch * per_epoch + n)
+                    bar.set_postfix(loss=m[5], lr=m[4], refresh=False)
+                    bar.refresh()
+                elif " | WARNING | " in line or " | ERROR | " in line or "Error" in line:
+                    bar.write(line.rstrip("\n"), file=sys.stderr)
+        rc = proc.wait()
+    finally:
+        if proc.poll() is None:   # we were interrupted: stop the trainer we started
+            proc.terminate()
+            try:
+                proc.wait(timeout=30)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+        bar.close()
+    if rc != 0:
+        raise TrainingFailed(f"OpenCLIP training stopped with exit code {rc}; last lines:\n  "
+                             + "\n  ".join(tail) + f"\n(full output: {plan.run / 'console.log'})")
+    return rc, time.time() - t0
+
+
+def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = False, progress: bool = True,
+          **options) -> dict:
+    """Train the scale's fixed recipe on DATA into OUT; resume if killed; return info.json's content.
+
+    ``options`` are what a participant may choose (see ``plan_training``): device, gpus,
+    nodes, node_rank, master_addr, master_port, workers, accum_freq, seed, log_every_n_steps.
+    """
+    run = Path(out).resolve()
+    done = read_info(run)
+    recipe = options.get("recipe") or recipe_for(scale)
+    if done and not dry_run:
+        if done["recipe"] != recipe.as_dict() or done.get("seed", 0) != options.get("seed", 0):
+            raise RecipeError(f"{run} already holds a finished run of scale {done['scale']} "
+                              f"(data {done['data']}); use a new --out")
+        print(f"{run}: already finished ({done['samples_seen']:,} samples seen); nothing to do", file=sys.stderr)
+        return done
+    plan = plan_training(scale, data, run, progress=progress, **options)
+    if dry_run:
+        print(" ".join(plan.command()))
+        return {}
+    run.mkdir(parents=True, exist_ok=True)
+    if plan.node_rank != 0:
+        # other nodes train; node 0 records the run (shared file systems: one writer)
+        _run_child(plan, 0, progress=False)
+        return {}
+    state = _load_state(plan)
+    _write_json(run / "train_state.json", state)
+
+    per_interval = plan.samples_seen // plan.recipe.num_checkpoints
+    epoch = checkpoint_epoch(run / CHECKPOINT) or 0
+    if epoch >= plan.recipe.num_checkpoints:
+        print(f"{run}: training already complete in {CHECKPOINT}; writing info.json", file=sys.stderr)
+    else:
+        if epoch:
+            print(f"resuming {run} from {CHECKPOINT}: checkpoint {epoch} of {plan.recipe.num_checkpoints}",
+                  file=sys.stderr)
+        print(f"training {plan.recipe.model} ({plan.recipe.scale} scale) on {plan.data.data_size:,} samples, "
+              f"{plan.samples_seen:,} samples seen, global batch {plan.recipe.batch_size} = "
+              f"{plan.world_size} x {plan.per_device_batch} x accum {plan.accum_freq}, device {plan.device}",
+              file=sys.stderr)
+        started = time.strftime("%Y-%m-%dT%H:%M:%S")
+        _, wall = _run_child(plan, epoch * per_interval, progress)
+        state["attempts"].append({"started": started, "wall_time_s": round(wall, 3), "from_checkpoint": epoch,
+                                  "world_size": plan.world_size, "workers": plan.workers})
+        _write_json(run / "train_state.json", state)
+        epoch = checkpoint_epoch(run / CHECKPOINT) or 0
+        if epoch < plan.recipe.num_checkpoints:
+            raise TrainingFailed(f"{run / CHECKPOINT}: training ended at checkpoint {epoch} of "
+                                 f"{plan.recipe.num_checkpoints}; see {run / 'out.log'}")
+    return _finish(plan, state)
+
+
+def _finish(plan: LaunchPlan, state: dict) -> dict:
+    """Write RUN/info.json (last, atomically): the contract the eval stage reads."""
+    run = plan.run
+    seen = samples_seen_from_log(run / "out.log") or plan.samples_seen
+    info = {
+        "scale": plan.recipe.scale,
+        "model": plan.recipe.model,
+        "checkpoint": CHECKPOINT,
+        "recipe": plan.recipe.as_dict(),
+        "data": plan.data.data,
+        "subset_fingerprint": plan.data.subset_fingerprint,
+        "data_fingerprint": plan.data.data_fingerprint,
+        "data_size": plan.data.data_size,
+        "samples_seen": seen,
+        "wall_time_s": round(sum(a["wall_time_s"] for a in state.get("attempts", [])), 3),
+        "attempts": len(state.get("attempts", [])),
+        "device": plan.device,
+        "precision": plan.recipe.precision if not plan.device.startswith("cpu") else "fp32",
+        "world_size": plan.world_size,
+        "per_device_batch": plan.per_device_batch,
+        "accum_freq": plan.accum_freq,
+        "workers": plan.workers,
+        "seed": plan.seed,
+        "versions": _versions(),
+        "finished": True,
+        "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
+    }
+    _write_json(run / "info.json", info)
+    print(f"finished: {seen:,} samples seen in {info['wall_time_s']:.1f}s of training; "
+          f"checkpoint {run / CHECKPOINT}", file=sys.stderr)
+    return info
+
+
+def load_trained_model(run: str | Path, device: str = "cpu"):
+    """(model, preprocess_val, tokenizer) of a finished run, loaded as the eval stage does."""
+    import open_clip
+
+    from . import register_model_configs
+
+    info = read_info(run)
+    if info is None:
+        raise UserError(f"{run}: no finished training run (info.json missing or unfinished)")
+    register_model_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(
+        info["model"], pretrained=str(Path(run) / info["checkpoint"]), device=device)
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(info["model"])
