@@ -192,12 +192,12 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
     print(f"reshard: {found} of {len(subset_hex)} uids found ({missing} missing) -> {n_out} shard(s) "
           f"of <= {size}; {len(tasks)} to write", flush=True)
     if tasks:
-        from tqdm import tqdm
+        from .pool.download import FileCountProgress
 
-        sc = spark.sparkContext
-        # one task per output shard; results stream back as each finishes
-        results = sc.parallelize(tasks, len(tasks)).map(write_shard).toLocalIterator()
-        for name, n in tqdm(results, total=len(tasks), unit="shard", desc="reshard", disable=not progress):
+        # one Spark task per output shard; the bar counts the renamed tars
+        with FileCountProgress(shards_out, "*.tar", n_out, "reshard", enabled=progress):
+            results = spark.sparkContext.parallelize(tasks, len(tasks)).map(write_shard).collect()
+        for name, n in results:
             if sizes[name] != n:
                 raise RuntimeError(f"{shards_out / name}: wrote {n} samples, planned {sizes[name]}")
     for stale in sorted(shards_out.glob("*.tar")):

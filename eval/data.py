@@ -13,6 +13,7 @@ Layout (clip_benchmark ``datasets/builder.py: build_wds_dataset``)::
 """
 from __future__ import annotations
 
+import io
 import os
 import re
 from pathlib import Path
@@ -79,29 +80,53 @@ def data_fingerprint(task: Task, data_root=None) -> str:
     return hashlib.sha256(json.dumps([parts, extra, task.classnames, task.templates]).encode()).hexdigest()[:16]
 
 
+def decode_image(raw: bytes, where: str):
+    """Image bytes -> RGB PIL image, or a UserError naming the sample."""
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(raw))
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{where}: undecodable image ({e})") from None
+    return img.convert("RGB")
+
+
 def iter_samples(task: Task, folder: Path) -> Iterator[tuple]:
-    """(PIL image, target, metadata or None) per sample; target = class index or list of captions."""
+    """(image bytes, where, target, metadata or None) per sample, shards in order.
+
+    target = class index (classification) or list of captions (retrieval). Images stay
+    encoded here: the runner decodes only those it has not embedded yet in this run.
+    """
+    import numpy as np
     import webdataset as wds
 
+    dtype = folder / "dataset_type.txt"
+    if dtype.is_file() and dtype.read_text().strip().lower() == "multilabel":
+        raise UserError(f"{dtype}: multilabel tasks are not supported")
     urls = [str(p) for p in shard_paths(folder)]
-    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=lambda src: src) \
-        .decode("pil")
+    ds = wds.WebDataset(urls, shardshuffle=False, nodesplitter=lambda src: src)
     for i, s in enumerate(ds):
-        img = next((s[e] for e in IMAGE_EXTS if e in s), None)
         where = f"{s.get('__url__', folder)}: sample {s.get('__key__', i)!r}"
-        if img is None:
+        raw = next((s[e] for e in IMAGE_EXTS if e in s), None)
+        if raw is None:
             raise UserError(f"{where}: no image (expected one of .{', .'.join(IMAGE_EXTS)})")
         if task.type == RETRIEVAL:
             if "txt" not in s:
                 raise UserError(f"{where}: no .txt captions (retrieval task)")
-            caps = [c for c in s["txt"].splitlines() if c.strip()]
+            caps = [c for c in s["txt"].decode("utf-8").splitlines() if c.strip()]
             if not caps:
                 raise UserError(f"{where}: empty .txt captions")
-            yield img, caps, None
+            yield raw, where, caps, None
         else:
             if "cls" not in s:
                 raise UserError(f"{where}: no .cls class index (classification task)")
-            yield img, int(s["cls"]), s.get("npy")
+            try:
+                label = int(s["cls"].decode().strip())
+            except ValueError:
+                raise UserError(f"{where}: .cls is not an integer class index") from None
+            meta = np.load(io.BytesIO(s["npy"]), allow_pickle=False) if "npy" in s else None
+            yield raw, where, label, meta
 
 
 def download_task(task: Task, data_root) -> Path:

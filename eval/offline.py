@@ -191,5 +191,13 @@ def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path
 
 
 def ensure_offline_evalsets(pool: str | os.PathLike) -> Path:
-    """POOL/evalsets, built (or rebuilt when eval.parquet changed) if needed."""
+    """POOL/evalsets, built (or rebuilt when eval.parquet changed) if needed.
+
+    A pool copied without its holdout/ but with built evalsets is used as it is.
+    """
+    pool = Path(pool)
+    root = pool / "evalsets"
+    if not (pool / "holdout" / "eval.parquet").is_file() and all((root / k / "task.yaml").is_file()
+                                                                  for k in OFFLINE_TASKS):
+        return root
     return build_offline_evalsets(pool, force=False)

@@ -38,30 +38,53 @@ def _bar(desc: str, total: Optional[int] = None):
                 disable=os.environ.get("DATACURATE_NO_PROGRESS") == "1")
 
 
-def _encode_images(lm, images):
-    import torch
-    import torch.nn.functional as F
+class ImageCache:
+    """Image embeddings by content hash, kept for one evaluate_run: the offline tasks share
+    their images, so each is decoded and encoded once. Bounded, so big suites do not grow it."""
 
-    x = torch.stack([lm.preprocess(im) for im in images]).to(lm.device)
-    with torch.no_grad():
-        return F.normalize(lm.model.encode_image(x).float(), dim=-1)
+    def __init__(self, max_items: int = 200_000):
+        self.max_items = max_items
+        self.feats: dict[bytes, object] = {}
+
+    def encode(self, lm, batch) -> "torch.Tensor":
+        """batch: (image bytes, where, ...) tuples -> (B, D) normalised features on CPU."""
+        import hashlib
+
+        import torch
+        import torch.nn.functional as F
+
+        from .data import decode_image
+
+        keys = [hashlib.blake2b(b[0], digest_size=16).digest() for b in batch]
+        todo = {k: b for k, b in zip(keys, batch) if k not in self.feats}
+        if todo:
+            x = torch.stack([lm.preprocess(decode_image(b[0], b[1])) for b in todo.values()]).to(lm.device)
+            with torch.no_grad():
+                f = F.normalize(lm.model.encode_image(x).float(), dim=-1).cpu()
+            fresh = dict(zip(todo, f))
+            if len(self.feats) + len(fresh) <= self.max_items:
+                self.feats.update(fresh)
+        else:
+            fresh = {}
+        return torch.stack([fresh[k] if k in fresh else self.feats[k] for k in keys])
 
 
-def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> dict:
+def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
     """Zero-shot classification: prompt-ensembled class embeddings, logits = 100 * cos."""
     import numpy as np
     import torch
 
+    cache = cache or ImageCache()
     classnames, _ = classnames_for(task, folder)
     templates, _ = templates_for(task, folder)
-    W = M.class_embeddings(lm.model.encode_text, lm.tokenizer, classnames, templates, lm.device)
+    W = M.class_embeddings(lm.model.encode_text, lm.tokenizer, classnames, templates, lm.device).cpu()
     logits, targets, metas = [], [], []
     with _bar(task.name) as bar:
         for batch in _batches(iter_samples(task, folder), batch_size):
-            feats = _encode_images(lm, [b[0] for b in batch])
-            logits.append((100.0 * feats @ W).cpu())
-            targets.extend(b[1] for b in batch)
-            metas.extend(b[2] for b in batch)
+            feats = cache.encode(lm, batch)
+            logits.append(100.0 * feats @ W)
+            targets.extend(b[2] for b in batch)
+            metas.extend(b[3] for b in batch)
             bar.update(len(batch))
     logits = torch.cat(logits)
     target = torch.as_tensor(targets)
@@ -90,18 +113,19 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> d
     return out
 
 
-def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> dict:
+def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
     """Image-text retrieval, recall@1/5/10 both ways."""
     import torch
     import torch.nn.functional as F
 
+    cache = cache or ImageCache()
     img_embs, txt_embs, txt_img = [], [], []
     n = 0
     with _bar(task.name) as bar:
         for batch in _batches(iter_samples(task, folder), batch_size):
-            img_embs.append(_encode_images(lm, [b[0] for b in batch]).cpu())
-            texts = [c for b in batch for c in b[1]]
-            txt_img.extend(n + i for i, b in enumerate(batch) for _ in b[1])
+            img_embs.append(cache.encode(lm, batch))
+            texts = [c for b in batch for c in b[2]]
+            txt_img.extend(n + i for i, b in enumerate(batch) for _ in b[2])
             with torch.no_grad():
                 tok = lm.tokenizer(texts).to(lm.device)
                 txt_embs.append(F.normalize(lm.model.encode_text(tok).float(), dim=-1).cpu())
@@ -113,13 +137,13 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH) -> d
     return out
 
 
-def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH) -> dict:
+def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
     """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does."""
     folder = task_dir(task, data_root)
     if task.type == CLASSIFICATION:
-        metrics = classify(task, lm, folder, batch_size)
+        metrics = classify(task, lm, folder, batch_size, cache)
     elif task.type == RETRIEVAL:
-        metrics = retrieve(task, lm, folder, batch_size)
+        metrics = retrieve(task, lm, folder, batch_size, cache)
     else:
         raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
     metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None
@@ -188,9 +212,10 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     if todo and lm is None:
         lm = load_run_model(run, device)
     timings = {}
+    images = ImageCache()
     for t in todo:
         t0 = time.perf_counter()
-        metrics = evaluate_task(t, lm, data_root, batch_size)
+        metrics = evaluate_task(t, lm, data_root, batch_size, images)
         timings[t.key] = round(time.perf_counter() - t0, 3)
         cache[t.key] = result_line(t.key, t.name, metrics)
         state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": cache[t.key]}

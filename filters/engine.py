@@ -192,7 +192,7 @@ def run_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, progress
         if node.op == "chain":
             cur = pop
             for i, c in enumerate(node.children):
-                cur = evaluate(c, cur, f"{path}[{i}]" if path else f"steps[{i}]")
+                cur = evaluate(c, cur, f"{path}.chain[{i}]" if path else f"steps[{i}]")
             keep = cur
         else:
             parts = [evaluate(c, pop, f"{path}.{node.op}[{i}]") for i, c in enumerate(node.children)]

@@ -343,7 +343,7 @@ def similar_pairs(
     x = as_matrix(x)
     index = _search_index(x, batch_size, nlist, nprobe)
     gpu = use_gpu()
-    if gpu and isinstance(index, faiss.IndexFlat):
+    if gpu:  # flat and IVF-flat both move to the GPU; searched by k-NN there
         index = faiss.index_cpu_to_gpu(_gpu_resources(), 0, index)
     src, dst = [], []
     for start, block in iter_batches(x, batch_size):

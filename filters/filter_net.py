@@ -101,8 +101,9 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
             rng.shuffle(fresh)
             order += fresh
         idx, order = order[:batch_size], order[batch_size:]
-        pix = torch.stack([to_tensor(composer(items[i])) for i in idx])
-        tok = tokenizer([random_caption(items[i], rng) for i in idx])
+        views = [composer(items[i]) for i in idx]  # (image, scene): captions may name the background
+        pix = torch.stack([to_tensor(im) for im, _ in views])
+        tok = tokenizer([random_caption(items[i], rng, scene) for i, (_, scene) in zip(idx, views)])
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, warmup, lr)
         img_f, txt_f, scale = net(pix, tok)[:3]

@@ -1,10 +1,14 @@
-"""Training pairs for the filtering network: trusted emoji laid on random backgrounds, with caption templates.
+"""Training pairs for the filtering network: trusted emoji laid on random backgrounds, with captions.
 
 The pool shows each item composed onto a background (solid colour, gradient, noise
 or a photo patch), resized and cropped; the trusted set holds the bare items
 (transparent PNGs). To make a net trained on the trusted set transfer to the pool,
 each training view places the item on a fresh random background at a random scale
-and position, then applies a random resized crop and colour jitter.
+and position, then applies a random resized crop and colour jitter. Since web captions
+often describe the scene too, half of the training captions also say what the
+background is ("... on a red background", "... on a photo of a cat"): the composer
+knows what it drew, so these captions are true (a synthetic re-captioning of the
+trusted items, in the spirit of DFN's high-quality training data).
 """
 from __future__ import annotations
 
@@ -22,8 +26,30 @@ TEMPLATES = (
     "an icon of {name}",
     "{name} emoji",
     "a drawing of {name}",
-    "{name} on a background",
+    "{name} sticker",
 )
+
+# plain English colour names with a typical sRGB value each (jittered when drawn)
+PALETTE = {
+    "white": (245, 245, 245), "black": (15, 15, 15), "grey": (128, 128, 128),
+    "light grey": (205, 205, 205), "red": (215, 25, 30), "dark red": (125, 15, 20),
+    "orange": (250, 135, 15), "yellow": (250, 220, 35), "green": (35, 165, 55),
+    "dark green": (20, 85, 30), "blue": (35, 85, 215), "light blue": (145, 200, 240),
+    "navy": (20, 25, 95), "purple": (125, 45, 165), "pink": (245, 155, 195),
+    "brown": (125, 80, 35), "beige": (225, 210, 175), "teal": (25, 135, 140),
+}
+# scikit-image's bundled photographs (shipped inside the package) and what they show
+PHOTOS = {"astronaut": "an astronaut", "coffee": "a cup of coffee", "chelsea": "a cat",
+          "rocket": "a rocket launch", "grass": "grass", "gravel": "gravel", "brick": "a brick wall",
+          "hubble_deep_field": "a starry sky"}
+
+BACKGROUND_TEMPLATES = {
+    "solid": ("{name} on a {c} background", "{name} on {c}", "{c} background with {name}",
+              "{name} emoji on plain {c}"),
+    "gradient": ("{name} on a {c} to {c2} gradient", "{name} over a {c} and {c2} gradient background"),
+    "noise": ("{name} on a noisy {c} background", "{name}, grainy {c} backdrop"),
+    "photo": ("{name} on a photo of {d}", "{name} over a picture of {d}", "{name} in front of {d}"),
+}
 
 
 def load_items(table) -> list[dict]:
@@ -46,14 +72,18 @@ def load_items(table) -> list[dict]:
     return items
 
 
-def random_caption(item: dict, rng: random.Random) -> str:
+def random_caption(item: dict, rng: random.Random, scene: dict | None = None) -> str:
+    """A true caption of the item; with ``scene`` (what the composer drew) it may name the background too."""
+    name = (item["name"] or item["text"]).lower()
+    if scene is not None and name and rng.random() < 0.5:
+        return rng.choice(BACKGROUND_TEMPLATES[scene["bg"]]).format(name=name, **scene)
     if rng.random() < 0.5 or not item["name"]:
         return item["text"]
-    return rng.choice(TEMPLATES).format(name=item["name"].lower())
+    return rng.choice(TEMPLATES).format(name=name)
 
 
-def _photo_patches(seed: int = 0, n: int = 12, size: int = 96) -> list:
-    """Patches of scikit-image's bundled photographs (real textures, shipped with the package)."""
+def _photo_patches(seed: int = 0, per_photo: int = 3, size: int = 96) -> list[tuple]:
+    """(patch, what it shows) from scikit-image's bundled photographs (real textures, no download)."""
     from PIL import Image
 
     try:
@@ -62,22 +92,26 @@ def _photo_patches(seed: int = 0, n: int = 12, size: int = 96) -> list:
         return []
     rng = np.random.default_rng(seed)
     patches = []
-    for fn in ("astronaut", "coffee", "chelsea", "rocket", "camera", "grass", "gravel", "brick"):
+    for fn, desc in PHOTOS.items():
         try:
             arr = getattr(data, fn)()
         except Exception:
             continue
         img = Image.fromarray(arr).convert("RGB")
-        for _ in range(max(1, n // 8)):
+        for _ in range(per_photo):
             w, h = img.size
-            s = int(rng.integers(min(w, h) // 4, min(w, h)))
+            s = int(rng.integers(min(w, h) // 3, min(w, h) + 1))
             x, y = int(rng.integers(0, w - s + 1)), int(rng.integers(0, h - s + 1))
-            patches.append(img.crop((x, y, x + s, y + s)).resize((size, size)))
+            patches.append((img.crop((x, y, x + s, y + s)).resize((size, size)), desc))
     return patches
 
 
 class Composer:
-    """Makes one augmented RGB view of an item: random background, placement, crop, jitter."""
+    """Makes one augmented RGB view of an item and says what background it drew.
+
+    ``composer(item)`` -> (PIL image, scene) where scene is {"bg": solid|gradient|noise|photo,
+    "c": colour name, "c2": second colour, "d": what the photo shows}.
+    """
 
     def __init__(self, size: int = 64, seed: int = 0):
         from torchvision import transforms as T
@@ -86,38 +120,49 @@ class Composer:
         self.rng = random.Random(seed)
         self.canvas = int(size * 1.25)
         self.photos = _photo_patches(seed, size=self.canvas)
+        self.names = sorted(PALETTE)
         self.crop = T.RandomResizedCrop(size, scale=(0.6, 1.0), ratio=(0.8, 1.25),
                                         interpolation=T.InterpolationMode.BICUBIC)
-        self.jitter = T.ColorJitter(0.3, 0.3, 0.3, 0.03)
+        self.jitter = T.ColorJitter(0.15, 0.15, 0.15, 0.01)  # mild: colours are named in captions
+
+    def _colour(self) -> tuple[str, np.ndarray]:
+        name = self.rng.choice(self.names)
+        rgb = np.array(PALETTE[name], np.float32) + np.array([self.rng.uniform(-12, 12) for _ in range(3)])
+        return name, np.clip(rgb, 0, 255)
 
     def background(self):
+        """(RGB canvas, scene dict)."""
         from PIL import Image
 
         r, c = self.rng, self.canvas
         kind = r.random()
-        col = lambda: tuple(r.randrange(256) for _ in range(3))  # noqa: E731
-        if kind < 0.35:
-            return Image.new("RGB", (c, c), col())
-        if kind < 0.6:
-            a, b = np.array(col(), np.float32), np.array(col(), np.float32)
+        if kind < 0.45:
+            name, rgb = self._colour()
+            return Image.new("RGB", (c, c), tuple(int(v) for v in rgb)), {"bg": "solid", "c": name}
+        if kind < 0.65:
+            (n1, a), (n2, b) = self._colour(), self._colour()
+            while n2 == n1:
+                n2, b = self._colour()
             t = np.linspace(0, 1, c, dtype=np.float32)[:, None, None]
             grad = np.broadcast_to(a + (b - a) * t, (c, c, 3))
             if r.random() < 0.5:
                 grad = grad.transpose(1, 0, 2)
-            return Image.fromarray(np.ascontiguousarray(grad).astype(np.uint8))
+            img = Image.fromarray(np.ascontiguousarray(grad).astype(np.uint8))
+            return img, {"bg": "gradient", "c": n1, "c2": n2}
         if kind < 0.8 or not self.photos:
-            base = np.array(col(), np.float32)
-            noise = np.random.default_rng(r.randrange(2**31)).normal(0, r.uniform(10, 60), (c, c, 3))
-            return Image.fromarray(np.clip(base + noise, 0, 255).astype(np.uint8))
-        return r.choice(self.photos).copy()
+            name, rgb = self._colour()
+            noise = np.random.default_rng(r.randrange(2**31)).normal(0, r.uniform(8, 30), (c, c, 1))
+            return Image.fromarray(np.clip(rgb + noise, 0, 255).astype(np.uint8)), {"bg": "noise", "c": name}
+        patch, desc = r.choice(self.photos)
+        return patch.copy(), {"bg": "photo", "d": desc}
 
     def __call__(self, item: dict):
         r, c = self.rng, self.canvas
-        bg = self.background()
+        bg, scene = self.background()
         im = item["image"]
-        side = int(c * r.uniform(0.5, 0.95))
+        side = int(c * r.uniform(0.4, 0.85))
         scale = side / max(im.size)
         fg = im.resize((max(1, int(im.width * scale)), max(1, int(im.height * scale))))
         x, y = r.randrange(0, c - fg.width + 1), r.randrange(0, c - fg.height + 1)
         bg.paste(fg, (x, y), fg)
-        return self.jitter(self.crop(bg))
+        return self.jitter(self.crop(bg)), scene

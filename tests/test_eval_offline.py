@@ -50,6 +50,23 @@ def test_offline_evalsets_layout_and_rebuild(tmp_path):
     assert len(list(wds.WebDataset(str(g / "test" / "0.tar"), shardshuffle=False))) == 6
 
 
+def test_offline_task_with_one_class_is_reported_missing_with_reason(tmp_path):
+    import pyarrow.compute as pc
+    import pyarrow.parquet as pq
+
+    from eval.data import missing_reason
+    from eval.offline import build_offline_evalsets
+    from eval.tasks import find_user_tasks
+
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    t = pq.read_table(pool / "holdout" / "eval.parquet")
+    pq.write_table(t.filter(pc.equal(t["group"], "angular-shapes")), pool / "holdout" / "eval.parquet")
+    tasks = find_user_tasks(build_offline_evalsets(pool))
+    assert "only one group ('angular-shapes')" in missing_reason(tasks["emoji_group"])
+    assert missing_reason(tasks["emoji_subgroup"]) is None and missing_reason(tasks["emoji_name"]) is None
+
+
 def test_load_run_model_loads_the_checkpoint_weights(tmp_path):
     import torch
 

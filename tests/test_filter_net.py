@@ -110,3 +110,34 @@ def test_swapped_captions_score_lower_on_micro_pool(micro_pool, tmp_path):
     for which in ("eval", "trusted"):
         with np.load(pool / "holdout" / f"{which}.fnet.npz") as z:
             assert z["img"].dtype == np.float16 and len(z["img"]) == len(z["item_id"]) > 0
+
+
+def test_training_scenes_are_described_truly():
+    """Captions that name the background must be true of the pixels the composer drew."""
+    import random
+
+    from filters.filter_net_data import PALETTE, PHOTOS, Composer, random_caption
+
+    comp = Composer(size=64, seed=3)
+    seen = set()
+    for _ in range(80):
+        img, scene = comp.background()
+        a = np.asarray(img, dtype=np.float32)
+        seen.add(scene["bg"])
+        if scene["bg"] == "solid":
+            assert np.abs(a - np.array(PALETTE[scene["c"]])).max() <= 13, scene
+        elif scene["bg"] == "gradient":
+            ends = (a[0, 0], a[-1, -1])
+            want = (np.array(PALETTE[scene["c"]]), np.array(PALETTE[scene["c2"]]))
+            assert max(np.abs(e - w).max() for e, w in zip(ends, want)) <= 13, scene
+        elif scene["bg"] == "noise":
+            assert np.abs(a.reshape(-1, 3).mean(0) - np.array(PALETTE[scene["c"]])).max() <= 20, scene
+        else:
+            assert scene["d"] in PHOTOS.values()
+    assert seen == {"solid", "gradient", "noise", "photo"}
+    rng = random.Random(0)
+    item = {"name": "Red Apple", "text": "a red apple, fruit"}
+    caps = [random_caption(item, rng, {"bg": "solid", "c": "teal"}) for _ in range(40)]
+    assert any("teal" in c and "red apple" in c for c in caps)
+    assert any("teal" not in c for c in caps)
+    assert all("teal" not in random_caption(item, rng) for _ in range(20))

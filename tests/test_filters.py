@@ -253,6 +253,19 @@ steps:
     got, rec = run(pool, recipe_union, tmp_path, "union")
     assert kept_idx(rows, got) == [0, 9]
     assert rec["counts"][-1]["filter"] == "union" and rec["counts"][-1]["kept"] == 2
+    recipe_nested = """
+steps:
+  - union:
+      - chain:
+          - {filter: basic}
+          - {filter: clip_score, model: fnet, threshold: 0.65}
+      - {filter: clip_score, model: fnet, threshold: 0.08, keep: low}
+"""
+    got, rec = run(pool, recipe_nested, tmp_path, "nested")
+    assert kept_idx(rows, got) == [0, 2, 9]
+    assert [c["step"] for c in rec["counts"]] == [
+        "steps[0].union[0].chain[0]", "steps[0].union[0].chain[1]", "steps[0].union[0]", "steps[0].union[1]",
+        "steps[0]"]
 
 
 @pytest.mark.parametrize("name", ["no_filter", "random_30", "basic", "basic_offline", "text_based",

@@ -99,7 +99,7 @@ def test_webdataset_reads_the_shards(data):
 
     out, report = data
     n = 0
-    for img, txt, meta in wds.WebDataset(str(out / "shards" / "{00000..%05d}.tar" % (report["shards"] - 1)),
+    for img, txt, meta in wds.WebDataset(str(out / "shards") + "/{00000..%05d}.tar" % (report["shards"] - 1),
                                          shardshuffle=False).decode("pil").to_tuple("jpg", "txt", "json"):
         assert img.size[0] > 0 and txt and len(meta["uid"]) == 32
         n += 1
@@ -154,3 +154,21 @@ def test_another_subset_into_the_same_out_refused(pool, data, spark, tmp_path):
     write_subset(other, sorted(pool[1]["good"])[:3])
     with pytest.raises(UserError, match="another reshard"):
         reshard(pool[0], other, data[0], shard_size=4, spark=spark)
+
+
+def test_reshard_of_the_micro_pool(micro_pool, spark, tmp_path):
+    """The builder's downloaded `micro` pool: every sample of a random half lands once, in >= 4 shards."""
+    import random
+
+    from datacurate.reshard import reshard
+    from datacurate.uids import write_subset
+
+    uids = pa.concat_tables([pq.read_table(p, columns=["uid"]) for p in sorted((micro_pool / "metadata").glob("*.parquet"))])
+    uids = uids.column("uid").to_pylist()
+    half = sorted(random.Random(0).sample(uids, len(uids) // 2))
+    write_subset(tmp_path / "half.npy", half)
+    report = reshard(micro_pool, tmp_path / "half.npy", tmp_path / "DATA", spark=spark, progress=False)
+    assert report["found"] == len(half) and report["missing"] == 0 and report["shards"] >= 4
+    got = [json.loads(data)["uid"] for t in sorted((tmp_path / "DATA" / "shards").glob("*.tar"))
+           for name, data in read_tar(t) if name.endswith(".json")]
+    assert sorted(got) == half

@@ -195,16 +195,22 @@ def _load_state(plan: LaunchPlan) -> dict:
     return state
 
 
-def _stop_on_sigterm() -> None:
-    """Turn SIGTERM (a scheduler's pre-emption) into an exception, so the trainer is stopped too."""
+def _stop_on_sigterm():
+    """Turn SIGTERM (a scheduler's pre-emption) into an exception, so the trainer is stopped too.
+
+    Returns a function that puts the previous handler back.
+    """
     import signal
     import threading
 
-    if threading.current_thread() is threading.main_thread():
-        def _raise(signum, frame):
-            raise SystemExit(128 + signum)
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
 
-        signal.signal(signal.SIGTERM, _raise)
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    return lambda: signal.signal(signal.SIGTERM, previous)
 
 
 def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[int, float]:
@@ -219,7 +225,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
     bar = tqdm(total=plan.samples_seen, initial=start_samples, unit="sample", unit_scale=True,
                desc=f"train {plan.recipe.scale}", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    _stop_on_sigterm()
+    restore_sigterm = _stop_on_sigterm()
     proc = subprocess.Popen(plan.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, env=env, cwd=str(PROJECT_ROOT))
     try:
@@ -244,6 +250,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        restore_sigterm()
         bar.close()
     if rc != 0:
         raise TrainingFailed(f"OpenCLIP training stopped with exit code {rc}; last lines:\n  "
@@ -262,7 +269,8 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
     done = read_info(run)
     recipe = options.get("recipe") or recipe_for(scale)
     if done and not dry_run:
-        if done["recipe"] != recipe.as_dict() or done.get("seed", 0) != options.get("seed", 0):
+        same_data = done["data"] == str(Path(data).resolve())
+        if done["recipe"] != recipe.as_dict() or done.get("seed", 0) != options.get("seed", 0) or not same_data:
             raise RecipeError(f"{run} already holds a finished run of scale {done['scale']} "
                               f"(data {done['data']}); use a new --out")
         print(f"{run}: already finished ({done['samples_seen']:,} samples seen); nothing to do", file=sys.stderr)

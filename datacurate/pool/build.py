@@ -8,6 +8,7 @@ into place at the end, so POOL/ is either absent, complete, or the previous pool
 from __future__ import annotations
 
 import argparse
+import dataclasses
 import json
 import os
 import random
@@ -225,8 +226,8 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(r.data)
             urls[s.index] = URL_BASE + rel
-            results[s.index] = r if s.index in keep else r.__class__(r.index, None, r.fmt, r.text, r.clean_text,
-                                                                      r.lang, r.width, r.height, r.quality, {})
+            # only the originals of duplicates keep their bytes in memory
+            results[s.index] = r if s.index in keep else dataclasses.replace(r, data=None, ctx={})
 
         for s, r in zip(originals, _render_all(originals, workers, progress)):
             place(s, r)

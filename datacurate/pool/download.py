@@ -209,29 +209,28 @@ def _write_json_atomic(path: Path, obj) -> None:
     os.replace(tmp, path)
 
 
-class _ShardProgress:
-    """A tqdm over shards, fed by the stats files img2dataset writes as each shard ends."""
+class FileCountProgress:
+    """A tqdm over shards, fed by counting the files a distributed job leaves as each shard ends
+    (img2dataset's ``*_stats.json``, reshard's ``*.tar``): Spark's own progress is per job."""
 
-    def __init__(self, shards: Path, total: int, enabled: bool = True):
-        self.shards, self.total, self.enabled = shards, total, enabled
+    def __init__(self, folder: Path, pattern: str, total: int, desc: str, enabled: bool = True):
+        self.folder, self.pattern, self.total, self.desc, self.enabled = folder, pattern, total, desc, enabled
         self._stop = threading.Event()
         self._thread = threading.Thread(target=self._watch, daemon=True, name="datacurate-progress")
 
     def _count(self) -> int:
-        return sum(1 for _ in self.shards.glob("*_stats.json"))
+        return min(self.total, sum(1 for _ in self.folder.glob(self.pattern)))
 
     def _watch(self):
         from tqdm import tqdm
 
-        bar = tqdm(total=self.total, initial=min(self._count(), self.total), unit="shard",
-                   desc="pool download", disable=not self.enabled, dynamic_ncols=True)
+        bar = tqdm(total=self.total, initial=self._count(), unit="shard", desc=self.desc,
+                   disable=not self.enabled, dynamic_ncols=True)
         while not self._stop.wait(0.5):
-            n = min(self._count(), self.total)
-            if n != bar.n:
-                bar.update(n - bar.n)
-        n = min(self._count(), self.total)
-        if n != bar.n:
-            bar.update(n - bar.n)
+            if self._count() != bar.n:
+                bar.update(self._count() - bar.n)
+        if self._count() != bar.n:
+            bar.update(self._count() - bar.n)
         bar.close()
 
     def __enter__(self):
@@ -424,8 +423,11 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         else:
             processes = processes or os.cpu_count() or 1
         t = time.time()
-        _download(pool, table, url_base if served else None, delay, shards, n_shards,
-                  len(names) - len(todo), progress, samples_per_shard=sps, image_size=image_size,
+        remote = master_used is not None and not master_used.startswith("local")
+        # executors on other machines reach the driver's server by its host name
+        bind = ("0.0.0.0", spark.conf.get("spark.driver.host", None)) if remote else ("127.0.0.1", None)
+        _download(pool, table, url_base if served else None, delay, bind, shards, n_shards,
+                  progress, samples_per_shard=sps, image_size=image_size,
                   threads=threads, distributor=distributor, processes=processes, timeout=timeout)
         download_s = time.time() - t
         still = [n for n in names if not _shard_complete(shards, n)]
@@ -444,7 +446,6 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         for k, v in c.pop("error_messages").items():
             messages[k] = messages.get(k, 0) + v
         per_shard[name] = c
-    import img2dataset as _i2d  # noqa: F401  (version below)
     from importlib.metadata import version
 
     summary = {
@@ -479,8 +480,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     return summary
 
 
-def _download(pool: Path, table, url_base: str | None, delay: float, shards: Path, n_shards: int,
-              n_done: int, progress: bool, **kw) -> None:
+def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple, shards: Path,
+              n_shards: int, progress: bool, **kw) -> None:
     """Write the input img2dataset reads (urls rewritten to the server) and run it."""
     import contextlib
 
@@ -494,12 +495,13 @@ def _download(pool: Path, table, url_base: str | None, delay: float, shards: Pat
     input_parquet = state / "input.parquet"
     with contextlib.ExitStack() as stack:
         if url_base is not None:
-            base = stack.enter_context(serve_directory(pool / "www", delay=delay))
+            base = stack.enter_context(serve_directory(pool / "www", host=bind[0], advertise=bind[1],
+                                                       delay=delay))
             urls = [base + u[len(url_base):] if u.startswith(url_base) else u
                     for u in table.column("url").to_pylist()]
             table = table.set_column(table.column_names.index("url"), "url", pa.array(urls, pa.string()))
         write_table_atomic(table, input_parquet)
-        with _ShardProgress(shards, n_shards, enabled=progress):
+        with FileCountProgress(shards, "*_stats.json", n_shards, "pool download", enabled=progress):
             _run_img2dataset(input_parquet, shards, **kw)
     input_parquet.unlink(missing_ok=True)
 

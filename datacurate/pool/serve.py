@@ -36,8 +36,12 @@ class _Server(ThreadingHTTPServer):
 
 @contextlib.contextmanager
 def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0,
-                    delay: float = 0.0) -> Iterator[str]:
-    """Serve ``root`` on ``host`` at a free port; yield the base url ``http://host:port/``."""
+                    delay: float = 0.0, advertise: str | None = None) -> Iterator[str]:
+    """Serve ``root`` on ``host`` at a free port; yield the base url ``http://host:port/``.
+
+    ``advertise``: the host name put in the url when binding to all interfaces
+    (``host="0.0.0.0"``) for executors on other machines.
+    """
     root = Path(root)
     if not root.is_dir():
         raise FileNotFoundError(f"{root}: no such directory to serve")
@@ -47,7 +51,7 @@ def serve_directory(root: str | Path, host: str = "127.0.0.1", port: int = 0,
                               name="datacurate-www", daemon=True)
     thread.start()
     try:
-        yield f"http://{host}:{server.server_address[1]}/"
+        yield f"http://{advertise or host}:{server.server_address[1]}/"
     finally:
         server.shutdown()
         server.server_close()

@@ -50,7 +50,8 @@ class DecontaminatePHash(Filter):
     params = (Param("target", str, "eval", "held-out split whose images to match: POOL/holdout/{target}.parquet",
                     choices=("eval", "trusted")),
               Param("hash", str, "phash", "perceptual hash", choices=("phash", "dhash")),
-              Param("max_distance", int, 10, "drop when Hamming distance <= this (of 64 bits)", min=0, max=64))
+              Param("max_distance", int, 6, "drop when Hamming distance <= this (of 64 bits; re-encoding and resizing "
+                    "move a pHash by 0-6 bits, unrelated offline-pool pictures sit at >= 8)", min=0, max=64))
 
     def needs(self) -> Needs:
         return Needs(["key"], pixels=True)

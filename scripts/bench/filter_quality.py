@@ -7,9 +7,9 @@ defects; filters never read it). For a defect D:
 * recall    = dropped rows with defect D / rows with defect D in the pool's metadata;
 * precision = dropped rows with defect D / dropped rows.
 
-Duplicates are also scored by group: a planted copy counts as caught when the filter
-keeps at most one of (copy, original) -- a dedup may keep the copy and drop the
-original. Defects that never reach the metadata (broken_url, undecodable: the download
+Duplicates are also scored by pair: a planted copy counts as caught when the filter
+keeps exactly one of (copy, original) -- a dedup may keep the copy and drop the
+original; dropping both is not deduplication. Defects that never reach the metadata (broken_url, undecodable: the download
 drops them) are listed with their count and no filter score. The reference row is
 `no_filter` (keeps everything) and `random_30` (drops at random: its precision per
 defect is the defect's base rate).
@@ -72,7 +72,7 @@ def score(gt, present: set[str], kept: set[str]) -> dict:
                "precision": hit / len(dropped) if dropped and ds else None}
         if d in ("exact_duplicate", "near_duplicate"):
             pairs = [r for r in ds if r.get("dup_of") in present]
-            caught = sum(1 for r in pairs if not (r["uid"] in kept and r["dup_of"] in kept))
+            caught = sum(1 for r in pairs if (r["uid"] in kept) != (r["dup_of"] in kept))
             rec["group_recall"] = caught / len(pairs) if pairs else None
             rec["pairs"] = len(pairs)
         out[d] = rec
@@ -134,7 +134,7 @@ def main() -> int:
             results[name] = r
             cells = " ".join(f"{fmt(r[d]['recall'])}/{fmt(r[d]['precision'])}" for d in DEFECTS[:8])
             print(f"{name:<28} {r['kept']:>5} {r['fraction_kept']:>5.2f} {cells}", flush=True)
-    print("group recall of duplicates (copy or original dropped):")
+    print("duplicate pairs reduced to exactly one kept row (group recall):")
     for name, r in results.items():
         print(f"  {name:<28} exact {fmt(r['exact_duplicate'].get('group_recall'))} "
               f"({r['exact_duplicate'].get('pairs')} pairs)   near {fmt(r['near_duplicate'].get('group_recall'))} "

@@ -126,7 +126,11 @@ def main() -> int:
     ap.add_argument("--pool", help="reuse (or keep) the generated pool here")
     ap.add_argument("--one", nargs=3, metavar=("POOL", "FILTER", "RUNNER"), help=argparse.SUPPRESS)
     ap.add_argument("--timeout", type=int, default=900, help="seconds per filter run")
+    ap.add_argument("--generate", nargs=4, metavar=("POOL", "ROWS", "SHARD_ROWS", "DIM"), help=argparse.SUPPRESS)
     args = ap.parse_args()
+    if args.generate:
+        generate(Path(args.generate[0]), *(int(x) for x in args.generate[1:]))
+        return 0
     if args.one:
         one(args.one[0], args.one[1], args.one[2], tempfile.mktemp(suffix=".npy"))
         return 0
@@ -139,8 +143,10 @@ def main() -> int:
     tmp = tempfile.TemporaryDirectory(prefix="filter-speed-")
     pool = Path(args.pool) if args.pool else Path(tmp.name) / "pool"
     if not (pool / "metadata").is_dir():
+        # in a child: Linux children inherit the parent's peak RSS, which would then hide theirs
         t0 = time.time()
-        generate(pool, args.rows, args.shard_rows, args.dim)
+        subprocess.run([sys.executable, __file__, "--generate", str(pool), str(args.rows), str(args.shard_rows),
+                        str(args.dim)], check=True)
         print(f"generated {args.rows} rows in {time.time() - t0:.1f}s at {pool}", file=sys.stderr)
     print(f"cpu cores: {os.cpu_count()}, load average at start: {os.getloadavg()[0]:.2f} "
           "(other processes share these cores: figures are upper bounds on the time)")
