@@ -21,7 +21,7 @@ from typing import Iterator, Optional
 
 from datacurate.errors import UserError
 
-from .tasks import RETRIEVAL, UNSUPPORTED, Task, task_dir
+from .tasks import MULTI_OBJECTIVE, RETRIEVAL, UNSUPPORTED, Task, task_dir
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
 SPLIT = "test"
@@ -119,13 +119,18 @@ def iter_samples(task: Task, folder: Path) -> Iterator[tuple]:
                 raise UserError(f"{where}: empty .txt captions")
             yield raw, where, caps, None
         else:
+            meta = np.load(io.BytesIO(s["npy"]), allow_pickle=False) if "npy" in s else None
+            if task.type == MULTI_OBJECTIVE:          # FairFace/UTKFace: the targets are the metadata
+                if meta is None:
+                    raise UserError(f"{where}: no .npy attribute row (multi-objective task)")
+                yield raw, where, None, meta
+                continue
             if "cls" not in s:
                 raise UserError(f"{where}: no .cls class index (classification task)")
             try:
                 label = int(s["cls"].decode().strip())
             except ValueError:
                 raise UserError(f"{where}: .cls is not an integer class index") from None
-            meta = np.load(io.BytesIO(s["npy"]), allow_pickle=False) if "npy" in s else None
             yield raw, where, label, meta
 
 

@@ -15,7 +15,7 @@ from .classnames import classnames_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
 from .results import (RESULTS, SCORES, aggregate, atomic_write_text, read_state, result_line,
                       write_results, write_state)
-from .tasks import CLASSIFICATION, RETRIEVAL, Task, resolve_suite, suite_groups, task_dir
+from .tasks import CLASSIFICATION, MULTI_OBJECTIVE, RETRIEVAL, Task, resolve_suite, suite_groups, task_dir
 
 DEFAULT_BATCH = 64
 
@@ -42,9 +42,18 @@ class ImageCache:
     """Image embeddings by content hash, kept for one evaluate_run: the offline tasks share
     their images, so each is decoded and encoded once. Bounded, so big suites do not grow it."""
 
-    def __init__(self, max_items: int = 200_000):
+    def __init__(self, max_items: int = 200_000, workers: int = 0):
         self.max_items = max_items
         self.feats: dict[bytes, object] = {}
+        self.pool = None
+        if workers > 0:   # decode + preprocess in threads (PIL releases the GIL): keeps a GPU fed
+            from concurrent.futures import ThreadPoolExecutor
+
+            self.pool = ThreadPoolExecutor(max_workers=workers)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
 
     def encode(self, lm, batch) -> "torch.Tensor":
         """batch: (image bytes, where, ...) tuples -> (B, D) normalised features on CPU."""
@@ -58,7 +67,10 @@ class ImageCache:
         keys = [hashlib.blake2b(b[0], digest_size=16).digest() for b in batch]
         todo = {k: b for k, b in zip(keys, batch) if k not in self.feats}
         if todo:
-            x = torch.stack([lm.preprocess(decode_image(b[0], b[1])) for b in todo.values()]).to(lm.device)
+            prep = lambda b: lm.preprocess(decode_image(b[0], b[1]))
+            items = list(todo.values())
+            x = torch.stack(list(self.pool.map(prep, items)) if self.pool else [prep(b) for b in items])
+            x = x.to(lm.device)
             with torch.no_grad():
                 f = F.normalize(lm.model.encode_image(x).float(), dim=-1).cpu()
             fresh = dict(zip(todo, f))
@@ -110,6 +122,7 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
                 g[f"{name}_worst_{field}"] = g.pop(f"{name}_wg")
             out.update(g)
     out["num_samples"] = int(len(target))
+    out["num_classes"] = len(classnames)
     return out
 
 
@@ -137,6 +150,34 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     return out
 
 
+def multi_objective(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
+    """FairFace / UTKFace (eval.fairface): one zero-shot classifier per objective."""
+    import numpy as np
+    import torch
+
+    from .fairface import OBJECTIVES, fairface_metrics, split_by_objective
+
+    cache = cache or ImageCache()
+    classnames, src_c = classnames_for(task, folder)
+    templates, src_t = templates_for(task, folder)
+    names = split_by_objective(classnames, "class name", Path(src_c))
+    tpls = split_by_objective(templates, "template", Path(src_t))
+    W = {o: M.class_embeddings(lm.model.encode_text, lm.tokenizer, names[o], tpls[o], lm.device).cpu()
+         for o in OBJECTIVES}
+    preds = {o: [] for o in OBJECTIVES}
+    metas = []
+    with _bar(task.name) as bar:
+        for batch in _batches(iter_samples(task, folder), batch_size):
+            feats = cache.encode(lm, batch)
+            for o in OBJECTIVES:
+                preds[o].append((feats @ W[o]).argmax(dim=1))
+            metas.extend(np.asarray(b[3]).reshape(-1) for b in batch)
+            bar.update(len(batch))
+    out = fairface_metrics({o: torch.cat(v).numpy() for o, v in preds.items()}, np.stack(metas))
+    out["num_samples"] = len(metas)
+    return out
+
+
 def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
     """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does."""
     folder = task_dir(task, data_root)
@@ -144,6 +185,8 @@ def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATC
         metrics = classify(task, lm, folder, batch_size, cache)
     elif task.type == RETRIEVAL:
         metrics = retrieve(task, lm, folder, batch_size, cache)
+    elif task.type == MULTI_OBJECTIVE:
+        metrics = multi_objective(task, lm, folder, batch_size, cache)
     else:
         raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
     metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None
@@ -154,9 +197,10 @@ def chance_level(task: Task, metrics: Optional[dict] = None) -> Optional[float]:
     """Upstream's random_score when it has one, else 1/classes (classification) or 1/images (retrieval)."""
     if task.random_score is not None:
         return float(task.random_score)
-    if task.type == CLASSIFICATION and task.num_classes:
+    classes = task.num_classes or (metrics or {}).get("num_classes")
+    if task.type == CLASSIFICATION and classes:
         k = 5 if "top5" in (task.main_metric or "") else 1
-        return min(1.0, k / task.num_classes)
+        return min(1.0, k / classes)
     if task.type == RETRIEVAL and metrics and metrics.get("num_samples"):
         return 1.0 / metrics["num_samples"]
     return None
@@ -184,18 +228,18 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     state = read_state(run)
     keys = {t.key for t in tasks}
     fps = {t.key: data_fingerprint(t, data_root) for t in tasks if not missing_reason(t, data_root)}
-    cache = {k: v["line"] for k, v in state["tasks"].items()
+    done = {k: v["line"] for k, v in state["tasks"].items()
              if v.get("sha256") == sha and not (redo and k in keys) and (k not in fps or v.get("data") == fps[k])}
-    state["tasks"] = {k: v for k, v in state["tasks"].items() if k in cache}
+    state["tasks"] = {k: v for k, v in state["tasks"].items() if k in done}
     if download:
         for t in tasks:
-            if t.key not in cache and missing_reason(t, data_root) and t.hf_repo and not t.path:
+            if t.key not in done and missing_reason(t, data_root) and t.hf_repo and not t.path:
                 download_task(t, data_root)
 
     missing: dict[str, str] = {}
     todo = []
     for t in tasks:
-        if t.key in cache:
+        if t.key in done:
             continue
         why = missing_reason(t, data_root)
         if why:
@@ -204,7 +248,7 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
             todo.append(t)
     for k, why in missing.items():
         warnings.warn(f"eval: task {k!r} is missing and excluded from the aggregates: {why}", stacklevel=2)
-    done_before = sum(1 for t in tasks if t.key in cache)
+    done_before = sum(1 for t in tasks if t.key in done)
     log(f"eval: suite {suite_name}: {len(tasks)} task(s), {done_before} already done for this checkpoint, "
         f"{len(todo)} to evaluate, {len(missing)} missing")
 
@@ -212,20 +256,27 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     if todo and lm is None:
         lm = load_run_model(run, device)
     timings = {}
-    images = ImageCache()
+    images = ImageCache(workers=min(8, os.cpu_count() or 1) if str(lm.device).startswith("cuda") else 0) \
+        if todo else None
     for t in todo:
         t0 = time.perf_counter()
-        metrics = evaluate_task(t, lm, data_root, batch_size, images)
+        try:
+            metrics = evaluate_task(t, lm, data_root, batch_size, images)
+        except BaseException:
+            images.close()
+            raise
         timings[t.key] = round(time.perf_counter() - t0, 3)
-        cache[t.key] = result_line(t.key, t.name, metrics)
-        state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": cache[t.key]}
+        done[t.key] = result_line(t.key, t.name, metrics)
+        state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": done[t.key]}
         write_state(run, state)                 # after every task: an interrupted run keeps what it did
-        lines = {x.key: cache[x.key] for x in tasks if x.key in cache}
+        lines = {x.key: done[x.key] for x in tasks if x.key in done}
         write_results(run / RESULTS, lines)
         mm = metrics["main_metric"]
         log(f"eval: {t.name}: {t.main_metric} = {'-' if mm is None else f'{mm:.4f}'}  ({timings[t.key]:.1f} s)")
 
-    lines = {x.key: cache[x.key] for x in tasks if x.key in cache}
+    if images is not None:
+        images.close()
+    lines = {x.key: done[x.key] for x in tasks if x.key in done}
     write_results(run / RESULTS, lines)
     scores = make_scores(suite_name, tasks, lines, missing, sha, timings)
     import json

@@ -23,6 +23,7 @@ from datacurate.errors import UserError
 # task types
 CLASSIFICATION = "zeroshot_classification"
 RETRIEVAL = "retrieval"
+MULTI_OBJECTIVE = "multi_objective"  # FairFace/UTKFace: several attributes per face, no main metric
 UNSUPPORTED = "unsupported"        # listed upstream, no loader here (reported missing with the reason)
 TYPES = (CLASSIFICATION, RETRIEVAL)
 
@@ -125,10 +126,10 @@ UPSTREAM_TASKS: dict[str, Task] = {t.key: t for t in _UPSTREAM}
 # listed in tasklist.yml without a main metric (multi-objective face attribute tasks): never scored
 UNSCORED: dict[str, Task] = {
     t.key: t for t in (
-        Task("fairness/fairface", "FairFace", UNSUPPORTED, None, folder="wds_fairface_test",
+        Task("fairness/fairface", "FairFace", MULTI_OBJECTIVE, None, folder="wds_fairface_test",
              hf_repo="djghosh/wds_fairface_test", tags=("fairness",),
              note="multi-objective face attributes; listed upstream without a main metric"),
-        Task("fairness/utkface", "UTKFace", UNSUPPORTED, None, folder="wds_utkface_test",
+        Task("fairness/utkface", "UTKFace", MULTI_OBJECTIVE, None, folder="wds_utkface_test",
              hf_repo="djghosh/wds_utkface_test", tags=("fairness",),
              note="multi-objective face attributes; listed upstream without a main metric"),
     )

@@ -188,9 +188,11 @@ def test_missing_task_reported_and_excluded_from_aggregates(tmp_path):
     _classification_task(root)
     run = tmp_path / "run"
     run.mkdir()
-    with pytest.warns(UserWarning, match="cifar10.*missing"):
+    with pytest.warns(UserWarning) as rec:
         scores = evaluate_run(run, suite="toy_cls,cifar10,ImageNet 1k", data_root=root, model=_stub(),
                               log=lambda m: None)
+    msgs = " | ".join(str(w.message) for w in rec)
+    assert "'cifar10' is missing and excluded" in msgs and "'imagenet1k' is missing" in msgs
     assert set(scores["missing"]) == {"cifar10", "imagenet1k"}
     assert "wds_cifar10_test" in scores["missing"]["cifar10"]
     assert scores["tasks"] == {"Toy classes": pytest.approx(25 / 36, abs=1e-15)}   # no zero for the missing
@@ -215,6 +217,21 @@ def test_datacomp38_suite_with_no_data_is_all_missing(tmp_path):
     assert scores["aggregates"] == {"ImageNet": None, "ImageNet dist. shifts": None, "VTAB": None,
                                     "Retrieval": None, "Average": None}
     assert "no loader" in scores["missing"]["misc/winogavil"]
+
+
+def test_threaded_decoding_gives_the_same_metrics(tmp_path):
+    from eval.runner import ImageCache, evaluate_task
+    from eval.tasks import load_task_yaml
+
+    _classification_task(tmp_path)
+    task = load_task_yaml(tmp_path / "toy_cls")
+    images = ImageCache(workers=2)
+    try:
+        m = evaluate_task(task, _stub(), batch_size=4, cache=images)
+    finally:
+        images.close()
+    assert m["acc1"] == 7 / 10 and m["mean_per_class_recall"] == pytest.approx(25 / 36, abs=1e-15)
+    assert len(images.feats) == 10
 
 
 # ----------------------------------------------------------------------------- worst-group tasks
@@ -318,3 +335,42 @@ def test_classnames_sources_are_packaged_data():
     assert len(names) == 1000 and names[0] == IMAGENET_CLASSNAMES[0]
     tpl, src = templates_for(T.UPSTREAM_TASKS["cifar10"], None)
     assert all("{c}" in t for t in tpl) and len(tpl) >= 1
+
+
+def test_fairface_style_task_known_answers(tmp_path):
+    """FairFace/UTKFace: per-objective zero-shot predictions, WILDS-style group metrics (unscored)."""
+    from eval import tasks as T
+    from eval.runner import evaluate_task
+
+    objectives = {"race": ["r0", "r1", "r2"], "gender": ["male", "female"], "age": ["young", "old"],
+                  "toxic": [f"t{i}" for i in range(20)]}
+    templates = {"race": "a {c} face", "gender": "a {c} person", "age": "an {c} person", "toxic": "a photo of a {c}"}
+    axis, vocab, txt = {}, {}, []
+    for o, names in objectives.items():
+        for n in names:
+            axis[(o, n)] = len(axis)
+    D = len(axis)
+    for (o, n), a in axis.items():
+        v = np.zeros(D)
+        v[a] = 1.0
+        vocab[templates[o].format(c=n)] = len(txt)
+        txt.append(v)
+    # per image: predicted (race, gender, age, toxic) and its metadata (age, gender, race, race_binary)
+    pred = [(1, 0, 1, 18), (2, 0, 1, 15), (1, 1, 0, 0), (1, 0, 1, 3)]
+    meta = [(0, 0, 1, 0), (1, 1, 2, 1), (0, 1, 0, 1), (1, 0, 1, 0)]
+    img = np.zeros((4, D))
+    for i, p in enumerate(pred):
+        for o, k in zip(objectives, p):
+            img[i, axis[(o, objectives[o][k])]] = 1.0
+    ff = T.UNSCORED["fairness/fairface"]
+    write_wds_task(tmp_path / ff.folder, [(png_with_index(i), None) for i in range(4)], None,
+                   classnames=[f"{o}:{n}" for o, ns in objectives.items() for n in ns],
+                   templates=[f"{o}:{t}" for o, t in templates.items()], metas=meta)
+    m = evaluate_task(ff, stub_loaded(img, np.stack(txt), vocab), data_root=tmp_path)
+    assert m["main_metric"] is None
+    assert (m["acc_race_avg"], m["acc_race_wg"], m["acc_race_race_binary:0"]) == (3 / 4, 1 / 2, 1.0)
+    assert (m["acc_gender_avg"], m["acc_gender_wg"]) == (3 / 4, 1 / 2)
+    assert (m["acc_age_avg"], m["acc_age_wg"], m["acc_age_race_binary:1"]) == (3 / 4, 1 / 2, 1.0)
+    assert (m["acc_gender_x_avg"], m["acc_gender_x_wg"], m["acc_gender_x_gender_x_race:0x1"]) == (3 / 4, 0.0, 1.0)
+    assert (m["toxicity_crime_avg"], m["toxicity_crime_race:1"]) == (1 / 4, 1 / 2)
+    assert (m["toxicity_nonhuman_avg"], m["toxicity_nonhuman_race:2"]) == (1 / 4, 1.0)

@@ -35,7 +35,7 @@ def write_wds_task(folder: Path, samples: list, spec: dict, classnames=None, tem
                 rec = {"__key__": f"k{i:05d}", "png": png}
                 if isinstance(target, list):
                     rec["txt"] = "\n".join(target)
-                else:
+                elif target is not None:
                     rec["cls"] = int(target)
                 if metas is not None:
                     rec["npy"] = np.asarray(metas[i])

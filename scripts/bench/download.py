@@ -25,6 +25,7 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def fresh_copy(src: Path, dst: Path) -> Path:
     """manifest + url list copied, www linked: a pool as `pool build` leaves it."""
+    shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
     for name in ("manifest.json", "urls.parquet"):
         shutil.copy2(src / name, dst / name)
@@ -43,6 +44,7 @@ def main() -> int:
     ap.add_argument("--processes", type=int, default=os.cpu_count() or 2, help="processes / Spark cores")
     ap.add_argument("--threads", type=int, default=32, help="download threads per shard")
     ap.add_argument("--samples-per-shard", type=int, default=None)
+    ap.add_argument("--spark-first", action="store_true", help="run the Spark job before the multiprocessing one")
     ap.add_argument("--keep", action="store_true", help="keep the scratch folder")
     args = ap.parse_args()
 
@@ -65,23 +67,36 @@ def main() -> int:
         print(f"built the {scale} pool in {time.time() - t:.1f}s")
     load0 = os.getloadavg()
     kw = dict(samples_per_shard=args.samples_per_shard, threads=args.threads, progress=False)
-    try:
-        t = time.time()
-        mp = download_pool(fresh_copy(src, work / "mp"), distributor="multiprocessing",
-                           processes=args.processes, **kw)
-        mp_wall = time.time() - t
 
+    def run_mp():
+        t = time.time()
+        s = download_pool(fresh_copy(src, work / "mp"), distributor="multiprocessing", processes=args.processes, **kw)
+        return s, time.time() - t
+
+    def run_spark():
         t = time.time()
         spark = get_spark(args.master or f"local[{args.processes}]", app_name="bench-download")
         spark.range(1).count()
         startup = time.time() - t
         t = time.time()
-        sp = download_pool(fresh_copy(src, work / "spark"), spark=spark, **kw)
-        sp_wall = time.time() - t
+        s = download_pool(fresh_copy(src, work / "spark"), spark=spark, **kw)
+        wall = time.time() - t
         spark.stop()
+        return s, wall, startup
+
+    try:
+        if args.spark_first:
+            sp, sp_wall, startup = run_spark()
+            mp, mp_wall = run_mp()
+        else:
+            mp, mp_wall = run_mp()
+            sp, sp_wall, startup = run_spark()
     finally:
-        if not args.keep and args.work is None:
-            shutil.rmtree(work, ignore_errors=True)
+        if not args.keep:
+            for d in ("mp", "spark") if args.work is not None else ():
+                shutil.rmtree(work / d, ignore_errors=True)
+            if args.work is None:
+                shutil.rmtree(work, ignore_errors=True)
     load1 = os.getloadavg()
     assert sp["succeeded"] == mp["succeeded"] and sp["tried"] == mp["tried"], "the two runs disagree"
     rows = [("img2dataset multiprocessing", mp, mp_wall), ("img2dataset on Spark", sp, sp_wall)]
@@ -91,6 +106,7 @@ def main() -> int:
         print(f"  {name:28s} img2dataset {s['download_s']:7.1f}s  {s['tried'] / s['download_s']:8.1f} samples/s"
               f"   (job wall {wall:.1f}s incl. metadata)")
     ratio = sp["download_s"] / mp["download_s"]
+    print(f"  order: {'Spark first' if args.spark_first else 'multiprocessing first'}")
     print(f"  Spark start-up (session + first job): {startup:.1f}s, not included above")
     print(f"  ratio Spark / multiprocessing: {ratio:.2f}x  (aim <= 1.3x)")
     print(f"  load average before {load0[0]:.1f}, after {load1[0]:.1f} on {os.cpu_count()} cores"
