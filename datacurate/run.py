@@ -218,7 +218,8 @@ def comparison(lay: RunLayout, recipes: list[str]) -> list[dict]:
         name = _recipe_name(r)
         sub = lay.subset(name)
         scores = _json(lay.run(name) / "scores.json")
-        rows.append({"recipe": name, "size": len(read_subset(sub)) if sub.exists() else None, **scores})
+        rows.append({"recipe": name, "size": len(read_subset(sub)) if sub.exists() else None,
+                     **(scores.get("aggregates") or {})})
     return rows
 
 

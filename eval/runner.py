@@ -255,27 +255,26 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     lm = model
     if todo and lm is None:
         lm = load_run_model(run, device)
+    if todo:   # until this run's scores are written, none claim to be current (`datacurate run` checks it)
+        (run / SCORES).unlink(missing_ok=True)
     timings = {}
-    images = ImageCache(workers=min(8, os.cpu_count() or 1) if str(lm.device).startswith("cuda") else 0) \
-        if todo else None
-    for t in todo:
-        t0 = time.perf_counter()
-        try:
+    on_gpu = lm is not None and str(lm.device).startswith("cuda")
+    images = ImageCache(workers=min(8, os.cpu_count() or 1) if on_gpu else 0)
+    try:
+        for t in todo:
+            t0 = time.perf_counter()
             metrics = evaluate_task(t, lm, data_root, batch_size, images)
-        except BaseException:
-            images.close()
-            raise
-        timings[t.key] = round(time.perf_counter() - t0, 3)
-        done[t.key] = result_line(t.key, t.name, metrics)
-        state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": done[t.key]}
-        write_state(run, state)                 # after every task: an interrupted run keeps what it did
-        lines = {x.key: done[x.key] for x in tasks if x.key in done}
-        write_results(run / RESULTS, lines)
-        mm = metrics["main_metric"]
-        log(f"eval: {t.name}: {t.main_metric} = {'-' if mm is None else f'{mm:.4f}'}  ({timings[t.key]:.1f} s)")
-
-    if images is not None:
+            timings[t.key] = round(time.perf_counter() - t0, 3)
+            done[t.key] = result_line(t.key, t.name, metrics)
+            state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": done[t.key]}
+            write_state(run, state)             # after every task: an interrupted run keeps what it did
+            write_results(run / RESULTS, {x.key: done[x.key] for x in tasks if x.key in done})
+            mm = metrics["main_metric"]
+            log(f"eval: {t.name}: {t.main_metric} = {'-' if mm is None else f'{mm:.4f}'}  "
+                f"({timings[t.key]:.1f} s)")
+    finally:
         images.close()
+
     lines = {x.key: done[x.key] for x in tasks if x.key in done}
     write_results(run / RESULTS, lines)
     scores = make_scores(suite_name, tasks, lines, missing, sha, timings)

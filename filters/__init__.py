@@ -6,6 +6,7 @@ Public API (imported lazily so ``datacurate --help`` stays fast)::
     from filters import filter_pool, load_recipe, list_filters, builtin_recipes
 
     filter_pool(pool, "clip_score_top30", "out/subset.npy", master=None, seed=0) -> dict
+    run_recipe(...)  # the same function, under the name `datacurate run` uses
 """
 from __future__ import annotations
 
@@ -17,7 +18,7 @@ _EXPORTS = {
     "load_recipe": "recipe", "parse_recipe": "recipe", "builtin_recipes": "recipe", "Recipe": "recipe",
     "filter_pool": "runner_local", "LocalExecutor": "runner_local",
     "SparkExecutor": "runner_spark",
-    "run_recipe": "engine",
+    "run_recipe": "runner_local", "evaluate_recipe": "engine",
 }
 
 __all__ = sorted(_EXPORTS)

@@ -134,7 +134,7 @@ def _needs_of(recipe: Recipe) -> tuple[Needs, dict]:
     return total, who
 
 
-def run_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, progress: bool = True) -> RunResult:
+def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, progress: bool = True) -> RunResult:
     """Evaluate ``recipe`` over ``pool`` with ``executor``; the driver-side algorithm both runners share."""
     t0 = time.time()
     pool = Path(pool)

@@ -14,7 +14,7 @@ import sys
 import time
 from pathlib import Path
 
-from .engine import RunResult, run_recipe, to_pairs
+from .engine import RunResult, evaluate_recipe, to_pairs
 from .recipe import Recipe, load_recipe
 
 
@@ -94,7 +94,11 @@ def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, run
         from datacurate.errors import UserError
 
         raise UserError(f"unknown runner {runner!r}; use 'local' or 'spark'")
-    result = run_recipe(pool, rec, executor, seed=seed, progress=progress)
+    result = evaluate_recipe(pool, rec, executor, seed=seed, progress=progress)
     result.pool = str(pool)
     record = write_outputs(Path(out), rec, result, executor.name, seed)
     return record
+
+
+# the name the pipeline (`datacurate run`) calls it by
+run_recipe = filter_pool

@@ -374,3 +374,25 @@ def test_fairface_style_task_known_answers(tmp_path):
     assert (m["acc_gender_x_avg"], m["acc_gender_x_wg"], m["acc_gender_x_gender_x_race:0x1"]) == (3 / 4, 0.0, 1.0)
     assert (m["toxicity_crime_avg"], m["toxicity_crime_race:1"]) == (1 / 4, 1 / 2)
     assert (m["toxicity_nonhuman_avg"], m["toxicity_nonhuman_race:2"]) == (1 / 4, 1.0)
+
+
+def test_interrupted_run_keeps_finished_tasks_and_no_stale_scores(tmp_path):
+    from datacurate.errors import UserError
+    from eval import evaluate_run
+
+    root = tmp_path / "data"
+    _classification_task(root)
+    _retrieval_task(root)
+    write_wds_task(root / "broken", [(png_with_index(0), ["only captions"])],
+                   {"name": "Broken", "type": "zeroshot_classification"}, classnames=CLASSES, templates=TEMPLATES)
+    run = tmp_path / "run"
+    run.mkdir()
+    evaluate_run(run, suite="toy_cls", data_root=root, model=_stub(), log=lambda m: None)
+    assert (run / "scores.json").is_file()
+    with pytest.raises(UserError):
+        evaluate_run(run, suite="toy_cls,toy_ret,broken", data_root=root, model=_stub(), log=lambda m: None)
+    assert not (run / "scores.json").exists()          # no stale scores claim to be current
+    fresh = _stub()
+    scores = evaluate_run(run, suite="toy_cls,toy_ret", data_root=root, model=fresh, log=lambda m: None)
+    assert fresh.model.image_calls == 0                  # toy_ret was kept from the interrupted run
+    assert scores["tasks"]["Toy retrieval"] == 0.625

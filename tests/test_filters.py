@@ -186,30 +186,20 @@ def _png(img) -> bytes:
     return b.getvalue()
 
 
-def test_decontaminate_phash(tmp_path):
-    import pyarrow as pa
-    import pyarrow.parquet as pq
+def _picture(seed: int, size: int = 96):
     from PIL import Image, ImageDraw
 
-    def picture(seed: int, size: int = 96):
-        rng = np.random.default_rng(seed)
-        im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 255, 3)))
-        d = ImageDraw.Draw(im)
-        for _ in range(6):
-            x0, y0 = rng.integers(0, size - 20, 2)
-            d.rectangle([int(x0), int(y0), int(x0) + 20, int(y0) + 30],
-                        fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
-        return im
+    rng = np.random.default_rng(seed)
+    im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(6):
+        x0, y0 = rng.integers(0, size - 20, 2)
+        d.rectangle([int(x0), int(y0), int(x0) + 20, int(y0) + 30], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return im
 
-    evals = [picture(100), picture(101)]
-    (tmp_path / "pool" / "holdout").mkdir(parents=True)
-    pq.write_table(pa.table({"item_id": ["e0", "e1"], "image": [_png(e) for e in evals]}),
-                   tmp_path / "pool" / "holdout" / "eval.parquet")
-    images = [picture(i) for i in range(5)]
-    images[3] = evals[1].resize((150, 150))  # a resized copy of an eval image
-    rows = [row(i) for i in range(5)]
-    pool = write_pool(tmp_path / "pool", rows, per_shard=5)
-    (pool / "shards").mkdir()
+
+def _write_tar(pool: Path, rows, images) -> None:
+    (pool / "shards").mkdir(exist_ok=True)
     with tarfile.open(pool / "shards" / "00000.tar", "w") as tf:
         for r, im in zip(rows, images):
             b = io.BytesIO()
@@ -217,8 +207,37 @@ def test_decontaminate_phash(tmp_path):
             info = tarfile.TarInfo(f"{r['key']}.jpg")
             info.size = len(b.getvalue())
             tf.addfile(info, io.BytesIO(b.getvalue()))
+
+
+def test_decontaminate_phash(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    evals = [_picture(100), _picture(101)]
+    (tmp_path / "pool" / "holdout").mkdir(parents=True)
+    pq.write_table(pa.table({"item_id": ["e0", "e1"], "image": [_png(e) for e in evals]}),
+                   tmp_path / "pool" / "holdout" / "eval.parquet")
+    images = [_picture(i) for i in range(5)]
+    images[3] = evals[1].resize((150, 150))  # a resized copy of an eval image
+    rows = [row(i) for i in range(5)]
+    pool = write_pool(tmp_path / "pool", rows, per_shard=5)
+    _write_tar(pool, rows, images)
     got, _ = run(pool, "steps:\n  - {filter: decontaminate_phash}\n", tmp_path)
     assert kept_idx(rows, got) == [0, 1, 2, 4]
+
+
+def test_phash_dedup_with_and_without_embeddings(tmp_path):
+    images = [_picture(i) for i in range(5)]
+    images[4] = images[1].resize((130, 130)).crop((2, 2, 128, 128))  # a near copy of picture 1
+    embs = [E[i] for i in range(5)]
+    rows = [row(i, emb=e) for i, e in enumerate(embs)]
+    pool = write_pool(tmp_path / "pool", rows, per_shard=5)
+    _write_tar(pool, rows, images)
+    got, _ = run(pool, "steps:\n  - {filter: phash_dedup, model: ''}\n", tmp_path)
+    assert len(got) == 4 and uids_of(rows, [0, 2, 3]) <= got and len(got & uids_of(rows, [1, 4])) == 1
+    # the embeddings say 1 and 4 differ (orthogonal): with the model, both stay
+    got, _ = run(pool, "steps:\n  - {filter: phash_dedup, model: fnet, min_similarity: 0.9}\n", tmp_path, "m")
+    assert got == uids_of(rows, range(5))
 
 
 # ----------------------------------------------------------------------------- recipes
@@ -382,7 +401,7 @@ def test_cli_list_and_run(tmp_path, capsys):
 
     assert main(["filter", "--list"]) == 0
     out = capsys.readouterr().out
-    for name in ("basic", "random", "clip_score", "image_based", "exact_dedup", "near_dedup", "semantic_dedup",
+    for name in ("basic", "random", "clip_score", "image_based", "exact_dedup", "near_dedup", "semantic_dedup", "phash_dedup",
                  "decontaminate", "decontaminate_phash", "laion2b", "text_based", "fnet_score", "no_filter"):
         assert f"\n  {name}  [" in out
     assert "min_side: int (default 200" in out and "clip_score_top30" in out and "image_based_and_clip" in out

@@ -203,10 +203,9 @@ def _scores(run: Path) -> dict:
 
 
 def _main_metric(scores: dict) -> tuple[str, float | None]:
-    for k in ("offline_average", "average", "Average"):
-        if isinstance(scores.get(k), (int, float)):
-            return k, float(scores[k])
-    return "average", None
+    """The suite's average over its scored tasks (scores.json "aggregates"."Average", as upstream)."""
+    value = (scores.get("aggregates") or {}).get("Average")
+    return "Average", float(value) if isinstance(value, (int, float)) else None
 
 
 def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
@@ -225,10 +224,7 @@ def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
                 rec = json.loads(line)
             except ValueError:
                 continue
-            main = rec.get("main_metric")
-            if main is None:
-                metrics = rec.get("metrics") or {}
-                main = next((v for v in metrics.values() if isinstance(v, (int, float))), None)
+            main = (rec.get("metrics") or {}).get("main_metric")  # upstream evaluate.py's field
             task_rows.setdefault(rec.get("dataset", rec.get("key", "?")), {})[r.name] = main
         sc = _scores(r.run)
         metric, value = _main_metric(sc)

@@ -137,3 +137,69 @@ class SemanticDedup(_EmbeddingDedup):
         _, assign = kmeans(x, k, niter=self.niter, seed=self.seed, spherical=True)
         keep = semantic_dedup(x, assign, self.eps)
         self.drop = np.ascontiguousarray(uids[~keep])
+
+
+@register
+class PHashDedup(_DropByUid):
+    """Drop near-duplicate pictures: perceptual hashes within max_distance bits (and, with a model,
+    image embeddings at least min_similarity alike); one row kept per group."""
+
+    name = "phash_dedup"
+    params = (Param("hash", str, "phash", "perceptual hash", choices=("phash", "dhash")),
+              Param("max_distance", int, 12, "Hamming distance (of 64 bits) at which two pictures may be copies; "
+                    "crops, resizes and re-encodings of the offline pool move pHash by 0-16 bits", min=0, max=64),
+              Param("model", str, "fnet", "also require embedding similarity: POOL/metadata/*.npz key {model}_img "
+                    "(empty string: hashes alone)"),
+              Param("min_similarity", float, 0.95, "cosine similarity the embeddings need (with a model)",
+                    min=-1.0, max=1.0))
+
+    def validate(self) -> None:
+        if self.model:
+            _check_model(self)
+
+    def needs(self) -> Needs:
+        return Needs(["uid", "key"], [f"{self.model}_img"] if self.model else [], pixels=True)
+
+    def collect(self, batch: Batch):
+        from ..image_hash import HASHES
+
+        fn = HASHES[self.hash]
+        ok, hashes = [], []
+        for i, img in enumerate(batch.images()):
+            try:
+                hashes.append(fn(img))
+                ok.append(i)
+            except Exception:  # undecodable: nothing to compare
+                continue
+        ok = np.asarray(ok, np.int64)
+        emb = batch.embedding(f"{self.model}_img")[ok] if self.model else None
+        return _uids(batch)[ok], np.asarray(hashes, np.uint64), emb
+
+    def fit(self, parts, ctx: Context) -> None:
+        import faiss
+
+        from ..faiss_ops import group_representatives
+        from ..image_hash import _as_codes
+
+        parts = [p for p in parts if len(p[0])]
+        if not parts:
+            self.drop = np.empty((0, 2), np.uint64)
+            return
+        uids = np.concatenate([p[0] for p in parts])
+        hashes = np.concatenate([p[1] for p in parts])
+        order = _uid_order(uids)
+        uids, hashes = uids[order], hashes[order]
+        index = faiss.IndexBinaryFlat(64)
+        codes = _as_codes(hashes)
+        index.add(codes)
+        lims, _, nbr = index.range_search(codes, self.max_distance + 1)  # binary radius is strict
+        src = np.repeat(np.arange(len(uids), dtype=np.int64), np.diff(lims.astype(np.int64)))
+        dst = nbr.astype(np.int64)
+        sel = dst > src
+        src, dst = src[sel], dst[sel]
+        if self.model and len(src):
+            x = np.concatenate([p[2] for p in parts])[order].astype(np.float32)
+            sim = np.einsum("ij,ij->i", x[src], x[dst])
+            src, dst = src[sim >= self.min_similarity], dst[sim >= self.min_similarity]
+        rep = group_representatives(len(uids), src, dst)
+        self.drop = np.ascontiguousarray(uids[rep != np.arange(len(uids))])

@@ -53,11 +53,27 @@ def contains_any(text: str, phrases: set, longest: int) -> bool:
     return False
 
 
+def imagenet_classnames() -> list[str]:
+    """open_clip's ImageNet-1k class names, read from its data module without importing
+    open_clip (whose package import pulls in torch: ~30 s on a busy 2-core machine)."""
+    import importlib.util
+    import sys
+
+    if "open_clip.zero_shot_metadata" in sys.modules:
+        return list(sys.modules["open_clip.zero_shot_metadata"].IMAGENET_CLASSNAMES)
+    spec = importlib.util.find_spec("open_clip")
+    if spec is None or not spec.submodule_search_locations:
+        raise PoolDataError("vocabulary 'imagenet1k' needs open_clip_torch installed (it ships the class names)")
+    path = Path(list(spec.submodule_search_locations)[0]) / "zero_shot_metadata.py"
+    mod_spec = importlib.util.spec_from_file_location("_datacurate_zero_shot_metadata", path)
+    mod = importlib.util.module_from_spec(mod_spec)
+    mod_spec.loader.exec_module(mod)
+    return list(mod.IMAGENET_CLASSNAMES)
+
+
 def load_vocabulary(vocabulary: str, pool: Path) -> list[str]:
     if vocabulary == "imagenet1k":
-        from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
-
-        return list(IMAGENET_CLASSNAMES)
+        return imagenet_classnames()
     if vocabulary == "eval":
         import pyarrow.parquet as pq
 

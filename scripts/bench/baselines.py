@@ -38,8 +38,9 @@ def _tasks(run: Path) -> dict[str, float]:
     if p.exists():
         for line in p.read_text().splitlines():
             rec = json.loads(line)
-            if isinstance(rec.get("main_metric"), (int, float)):
-                out[rec.get("dataset", rec.get("key"))] = float(rec["main_metric"])
+            main = (rec.get("metrics") or {}).get("main_metric")
+            if isinstance(main, (int, float)):
+                out[rec.get("dataset", rec.get("key"))] = float(main)
     return out
 
 
@@ -57,7 +58,7 @@ def main(argv=None) -> int:
     ap.add_argument("--seeds", type=int, default=3)
     ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scale>)")
     ap.add_argument("--recipes", nargs="+", default=RECIPES)
-    ap.add_argument("--metric", default="offline_average", help="aggregate in scores.json to compare")
+    ap.add_argument("--metric", default="Average", help="aggregate in scores.json's aggregates to compare")
     args = ap.parse_args(argv)
     lay = RunLayout(args.out or ROOT / "runs" / args.scale)
     stages = pool_stages(lay, args.scale, 0, None)
@@ -69,7 +70,7 @@ def main(argv=None) -> int:
     rows = []
     for r in args.recipes:
         runs = [lay.run(r, s) for s in range(args.seeds)]
-        vals = np.array([_scores(p).get(args.metric, np.nan) for p in runs], dtype=float)
+        vals = np.array([(_scores(p).get("aggregates") or {}).get(args.metric, np.nan) for p in runs], dtype=float)
         tasks = [_tasks(p) for p in runs]
         names = sorted(set().union(*tasks))
         per_task = {t: (float(np.mean([x[t] for x in tasks if t in x])), float(np.std([x[t] for x in tasks if t in x])))

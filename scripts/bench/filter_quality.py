@@ -33,10 +33,12 @@ DEFAULT_RECIPES = [
     "no_filter", "random_30", "basic_offline", "text_based_offline", "clip_score_top30", "image_based",
     "image_based_and_clip", "dedup_clip", "semdedup_clip", "decontaminate_dedup_clip",
     # single filters, to see what each catches on its own
-    "step:exact_dedup", "step:near_dedup", "step:semantic_dedup", "step:decontaminate", "step:decontaminate_phash",
+    "step:exact_dedup", "step:phash_dedup", "step:near_dedup", "step:semantic_dedup", "step:decontaminate",
+    "step:decontaminate_phash",
 ]
 SINGLE = {
     "exact_dedup": "{filter: exact_dedup}",
+    "phash_dedup": "{filter: phash_dedup, model: fnet}",
     "near_dedup": "{filter: near_dedup, model: fnet, threshold: 0.95}",
     "semantic_dedup": "{filter: semantic_dedup, model: fnet, clusters: 20, eps: 0.05}",
     "decontaminate": "{filter: decontaminate, model: fnet, target: eval}",

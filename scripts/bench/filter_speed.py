@@ -89,6 +89,35 @@ def generate(pool: Path, rows: int, shard_rows: int, dim: int, seed: int = 0) ->
              item_id=np.asarray([f"e{i}" for i in range(8)]))
 
 
+def _hwm_mb(pid: int) -> float:
+    try:
+        for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    except OSError:
+        pass
+    return 0.0
+
+
+def _spark_peak_mb(spark) -> float:
+    """Peak RSS of the Spark JVM plus the sum of its Python workers' peaks (Linux /proc)."""
+    proc = getattr(spark.sparkContext._gateway, "proc", None)
+    if proc is None:
+        return 0.0
+    parents = {}
+    for d in Path("/proc").iterdir():
+        if d.name.isdigit():
+            try:
+                parents[int(d.name)] = int((d / "stat").read_text().rsplit(")", 1)[1].split()[1])
+            except (OSError, IndexError, ValueError):
+                pass
+    tree, frontier = set(), {proc.pid}
+    while frontier:
+        tree |= frontier
+        frontier = {p for p, pp in parents.items() if pp in frontier and p not in tree}
+    return sum(_hwm_mb(p) for p in tree)
+
+
 def one(pool: str, name: str, runner: str, out: str) -> None:
     """Child process: run one recipe, print a JSON line with its time and this process's peak RSS."""
     from datacurate.env import apply_offline_env
@@ -108,9 +137,10 @@ def one(pool: str, name: str, runner: str, out: str) -> None:
     rec = filter_pool(pool, recipe, out, runner=runner, spark=spark, progress=False)
     dt = time.time() - t0
     self_rss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 1024
+    kids_rss = 0.0
     if spark is not None:
+        kids_rss = _spark_peak_mb(spark)
         spark.stop()
-    kids_rss = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 1024
     print(json.dumps({"filter": name, "runner": runner, "seconds": dt, "kept": rec["kept"],
                       "rows": rec["pool_rows"], "peak_mb": self_rss, "child_peak_mb": kids_rss}))
 
@@ -173,7 +203,7 @@ def main() -> int:
                   f"{r['rows'] / r['seconds']:>10.0f} {ratio:>6.1f} {r['peak_mb']:>8.0f} {r['child_peak_mb']:>8.0f}",
                   flush=True)
     print(f"load average at end: {os.getloadavg()[0]:.2f}; peak MB = the driver process's max RSS; "
-          "child MB = the largest child's (the Spark JVM)")
+          "child MB = the Spark JVM's peak plus its Python workers' peaks")
     return 0
 
 

@@ -45,6 +45,14 @@ def steady_rate(log: Path) -> float | None:
     return (pts[-1][1] - pts[0][1]) / (pts[-1][0] - pts[0][0])
 
 
+def cpu_seconds() -> float:
+    """User+system CPU time of this process and its waited-for children (the trainer, its loaders)."""
+    import resource
+
+    me, kids = resource.getrusage(resource.RUSAGE_SELF), resource.getrusage(resource.RUSAGE_CHILDREN)
+    return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
+
+
 def run_direct(argv: list[str]) -> float:
     """`open_clip_train.main.main(argv)` in a fresh process (our model config registered first)."""
     from datacurate.env import child_env
@@ -89,21 +97,27 @@ def main() -> int:
         data = make_training_data(tmp / "data", n_samples=args.data_samples, shard_size=256)
         times = {"ours": [], "direct": []}
         rates = {"ours": [], "direct": []}
+        per_cpu = {"ours": [], "direct": []}
         for i in range(args.repeats):
             order = ["direct", "ours"] if i % 2 == 0 else ["ours", "direct"]
             for side in order:
                 out = tmp / f"{side}_{i}"
+                if side == "direct":   # same arguments as ours (planning is not timed for it)
+                    argv = plan_training(recipe.scale, data, out, recipe=recipe, device="cpu", workers=args.workers,
+                                         progress=False).argv
+                cpu0 = cpu_seconds()
                 if side == "ours":
                     wall = run_ours(recipe, data, out, args.workers)
                 else:
-                    plan = plan_training(recipe.scale, data, out, recipe=recipe, device="cpu", workers=args.workers,
-                                         progress=False)
-                    wall = run_direct(plan.argv)
+                    wall = run_direct(argv)
+                cpu = cpu_seconds() - cpu0
                 seen = samples_seen_from_log(out / "out.log")
                 times[side].append(seen / wall)
+                per_cpu[side].append(seen / cpu)
                 rates[side].append(steady_rate(out / "out.log"))
                 print(f"  {side:6s} run {i}: {seen:,} samples in {wall:.1f}s end to end = {seen / wall:.1f} samples/s; "
-                      f"steady {rates[side][-1] or float('nan'):.1f} samples/s", flush=True)
+                      f"steady {rates[side][-1] or float('nan'):.1f} samples/s; "
+                      f"{cpu:.0f} CPU-s = {seen / cpu:.1f} samples per CPU-second", flush=True)
                 for ck in (out / "checkpoints").glob("*.pt"):
                     ck.unlink()
     ours, direct = max(times["ours"]), max(times["direct"])
@@ -113,6 +127,9 @@ def main() -> int:
     print(f"datacurate train      : {ours:8.1f} samples/s (end to end)")
     print(f"open_clip_train.main  : {direct:8.1f} samples/s (end to end)")
     print(f"ratio ours/direct     : {ours / direct:8.3f}   (aim >= 0.95)")
+    cpu_ours, cpu_direct = max(per_cpu["ours"]), max(per_cpu["direct"])
+    print(f"samples per CPU-second: ours {cpu_ours:.1f}, direct {cpu_direct:.1f}, ratio {cpu_ours / cpu_direct:.3f} "
+          "(insensitive to other processes sharing the cores)")
     print(f"{args.scale} steady rate      : {steady_ours:8.1f} samples/s (from OpenCLIP's log; aim >= 250 for tiny)")
     est = full.samples_seen / steady_ours if steady_ours == steady_ours else float("nan")
     print(f"a full {args.scale} run ({full.samples_seen:,} samples) would take about {est / 60:.1f} min "
