@@ -22,7 +22,7 @@ import numpy as np
 
 from datacurate.errors import UserError
 
-from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_device
+from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_device, pick_threads
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 HOLDOUT_SETS = ("eval", "trusted")
@@ -393,6 +393,10 @@ def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: st
     pending = [s for s in shards if states[s] != "done"]
     holdout_todo = holdout and _holdout_pending(pool, spec, force, fp)
     dev = pick_device(device) if (pending or holdout_todo) and (spark is None or device != "auto") else device
+    if spark is None and (pending or holdout_todo) and not str(dev).startswith("cuda"):
+        import torch
+
+        torch.set_num_threads(pick_threads())
     t0 = time.time()
     if spark is not None and pending:
         results = _spark_embed(spark, pool, spec, pending, dev, batch_size, force, fp)

@@ -19,7 +19,7 @@ import numpy as np
 
 from datacurate.errors import UserError
 
-from .models import FILTER_NET_CHECKPOINT, FILTER_NET_INFO, FILTER_NET_NAME
+from .models import FILTER_NET_CHECKPOINT, FILTER_NET_INFO, FILTER_NET_NAME, pick_threads
 
 DEFAULT_MODEL = "TinyCLIP-ViT-64"
 
@@ -70,8 +70,7 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     out = Path(out)
     src, table = _trusted_table(Path(pool))
     register_model_configs()
-    if threads:
-        torch.set_num_threads(threads)
+    torch.set_num_threads(pick_threads(threads))
     torch.manual_seed(seed)
     rng = random.Random(seed)
     net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)

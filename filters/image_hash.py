@@ -50,10 +50,11 @@ def _bits_to_u64(bits: np.ndarray) -> np.uint64:
     return np.uint64(int.from_bytes(np.packbits(flat).tobytes(), "big"))
 
 
-def dhash(image, hash_size: int = 8) -> np.uint64:
+def dhash(image) -> np.uint64:
     """64-bit difference hash: is each pixel brighter than its right neighbour (9x8 thumbnail)."""
     from PIL import Image
 
+    hash_size = 8
     g = to_gray(image).resize((hash_size + 1, hash_size), Image.Resampling.LANCZOS)
     a = np.asarray(g, dtype=np.float32)
     return _bits_to_u64(a[:, 1:] > a[:, :-1])
@@ -71,15 +72,14 @@ def _dct_matrix(n: int) -> np.ndarray:
 _DCT32 = _dct_matrix(32)
 
 
-def phash(image, hash_size: int = 8, highfreq_factor: int = 4) -> np.uint64:
+def phash(image) -> np.uint64:
     """64-bit perceptual hash: the 8x8 lowest DCT frequencies of a 32x32 thumbnail vs their median."""
     from PIL import Image
 
-    n = hash_size * highfreq_factor
+    hash_size, n = 8, 32
     g = to_gray(image).resize((n, n), Image.Resampling.LANCZOS)
     a = np.asarray(g, dtype=np.float64)
-    c = _DCT32 if n == 32 else _dct_matrix(n)
-    low = (c @ a @ c.T)[:hash_size, :hash_size]
+    low = (_DCT32 @ a @ _DCT32.T)[:hash_size, :hash_size]
     return _bits_to_u64(low > np.median(low))
 
 

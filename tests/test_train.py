@@ -263,3 +263,16 @@ def test_killed_run_resumed_to_the_same_samples_seen(micro_run):
     assert (run / "checkpoints" / "epoch_2.pt").is_file()
     state = json.loads((run / "train_state.json").read_text())
     assert state["attempts"][-1]["from_checkpoint"] == 1
+
+
+def test_checkpoint_epoch_is_read_without_torch_and_bad_ones_are_named(micro_run, tmp_path):
+    from datacurate.errors import UserError
+    from training.launch import checkpoint_epoch
+
+    ck = micro_run[0] / "checkpoints"
+    assert checkpoint_epoch(ck / "epoch_1.pt") == 1 and checkpoint_epoch(ck / "epoch_latest.pt") == 2
+    assert checkpoint_epoch(tmp_path / "absent.pt") is None
+    bad = tmp_path / "epoch_latest.pt"
+    bad.write_bytes((ck / "epoch_1.pt").read_bytes()[:4096])
+    with pytest.raises(UserError, match="epoch_latest.pt: cannot read the checkpoint"):
+        checkpoint_epoch(bad)

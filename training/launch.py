@@ -126,16 +126,58 @@ def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str 
     return plan
 
 
+class _CheckpointPeek:
+    """Read a torch checkpoint's plain fields (``epoch``) without importing torch.
+
+    A checkpoint is a zip whose ``data.pkl`` refers to tensor storages by persistent id
+    and rebuilds tensors with ``torch._utils`` functions; here every torch object becomes
+    ``None``, so only the plain values (ints, strings, dicts) come back. Importing torch in
+    the launcher would cost seconds of CPU that the trainer needs.
+    """
+
+    @staticmethod
+    def load(path: Path):
+        import pickle
+        import zipfile
+
+        class _Stub:
+            def __init__(self, *a, **k):
+                pass
+
+            def __call__(self, *a, **k):
+                return None
+
+            def __setstate__(self, state):
+                pass
+
+        class _Unpickler(pickle.Unpickler):
+            def find_class(self, module, name):
+                if module == "collections" and name == "OrderedDict":
+                    import collections
+
+                    return collections.OrderedDict
+                if module.split(".")[0] in ("torch", "numpy", "_codecs"):
+                    return _Stub()
+                raise pickle.UnpicklingError(f"unexpected {module}.{name} in a training checkpoint")
+
+            def persistent_load(self, pid):
+                return None
+
+        with zipfile.ZipFile(path) as zf:
+            name = next(n for n in zf.namelist() if n.endswith("/data.pkl") or n == "data.pkl")
+            with zf.open(name) as f:
+                return _Unpickler(f).load()
+
+
 def checkpoint_epoch(path: Path) -> int | None:
     """The number of finished checkpoint intervals a training checkpoint records (None: none there)."""
     if not path.is_file():
         return None
-    import torch
-
     try:
-        ck = torch.load(path, map_location="cpu", mmap=True, weights_only=True)
+        ck = _CheckpointPeek.load(path)
     except Exception as e:  # a checkpoint we cannot read is not one to resume from
-        raise UserError(f"{path}: cannot read the checkpoint ({e}); move it away to restart") from None
+        raise UserError(f"{path}: cannot read the checkpoint ({type(e).__name__}: {e}); "
+                        "move it away to restart") from None
     return int(ck.get("epoch", 0)) if isinstance(ck, dict) else None
 
 

@@ -140,8 +140,12 @@ def score_section(pool: Path, img_dir: Path, column: str = "clip_fnet_similarity
         gt = pq.read_table(gt_path, columns=["uid", "defect"]).to_pydict()
         defect = dict(zip(gt["uid"], gt["defect"]))
         labels = np.asarray([defect.get(u, "?") for u in meta.column("uid").to_pylist()])
-        for name in sorted(set(labels)):
-            groups[name] = scores[labels == name]
+        # the caption defects a CLIP score is meant to catch, apart; the rest together
+        shown = {"none": "clean", "swapped_caption": "swapped caption", "boilerplate": "boilerplate",
+                 "foreign_language": "foreign language"}
+        for name, label in shown.items():
+            groups[label] = scores[labels == name]
+        groups["other defects"] = scores[~np.isin(labels, list(shown))]
     else:
         groups["all"] = scores
     plots.score_histogram(groups, cut, f"{column} by injected defect (top {top_fraction:.0%} cut)",

@@ -69,7 +69,8 @@ def score_histogram(scores_by_group: dict[str, np.ndarray], threshold: float | N
     bins = np.linspace(float(np.nanmin(allv)), float(np.nanmax(allv)) + 1e-6, 50)
     for name, v in scores_by_group.items():
         if len(v):
-            ax.hist(np.asarray(v, dtype=float), bins=bins, alpha=0.55, label=f"{name} ({len(v):,})", density=True)
+            ax.hist(np.asarray(v, dtype=float), bins=bins, histtype="step", linewidth=1.6,
+                    label=f"{name} ({len(v):,})", density=True)
     if threshold is not None:
         ax.axvline(threshold, color="k", linestyle="--", label=f"cut {threshold:.3f}")
     ax.set_xlabel("score")

@@ -10,6 +10,7 @@ Spark job on local[2]. Ratios to the reference show the pipeline's overhead.
 from __future__ import annotations
 
 import argparse
+import os
 import shutil
 import sys
 import tempfile
@@ -36,9 +37,10 @@ def main() -> int:
     from datacurate.env import apply_offline_env
     from embed_pool_maker import make_pool, make_random_net
     from filters.embed import embed_pool, get_model
-    from filters.models import parse_model
+    from filters.models import parse_model, pick_threads
 
     apply_offline_env()
+    torch.set_num_threads(pick_threads())  # the same thread count for the reference and for embed
     tmp = Path(tempfile.mkdtemp(prefix="embed_speed_"))
     try:
         pool = make_pool(tmp / "pool", shards=args.shards, per_shard=args.per_shard)
@@ -72,7 +74,8 @@ def main() -> int:
             spark.stop()
 
         print(f"\nTinyCLIP-ViT-64, {n} samples in {args.shards} shards, batch {args.batch_size}, "
-              f"{torch.get_num_threads()} torch threads")
+              f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
+              f"on {os.cpu_count()} cores")
         print(f"{'path':50s} {'samples/s':>10s} {'x reference':>12s}")
         for name, rate in rows:
             print(f"{name:50s} {rate:10.0f} {rate / ref:12.2f}")
