@@ -129,7 +129,7 @@ def main() -> int:
     print(f"ratio ours/direct     : {ours / direct:8.3f}   (aim >= 0.95)")
     cpu_ours, cpu_direct = max(per_cpu["ours"]), max(per_cpu["direct"])
     print(f"samples per CPU-second: ours {cpu_ours:.1f}, direct {cpu_direct:.1f}, ratio {cpu_ours / cpu_direct:.3f} "
-          "(insensitive to other processes sharing the cores)")
+          "(less sensitive to other processes sharing the cores, not immune: threads spin when starved)")
     print(f"{args.scale} steady rate      : {steady_ours:8.1f} samples/s (from OpenCLIP's log; aim >= 250 for tiny)")
     est = full.samples_seen / steady_ours if steady_ours == steady_ours else float("nan")
     print(f"a full {args.scale} run ({full.samples_seen:,} samples) would take about {est / 60:.1f} min "
