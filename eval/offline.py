@@ -20,6 +20,7 @@ import shutil
 from pathlib import Path
 
 from datacurate.errors import UserError
+from datacurate.images import to_rgb
 
 from .tasks import CLASSIFICATION, RETRIEVAL
 
@@ -63,12 +64,8 @@ def _white_png(data: bytes, where: str) -> bytes:
         img.load()
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{where}: the image is not a readable PNG ({e})") from None
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        bg = Image.new("RGBA", img.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(bg, img)
     out = io.BytesIO()
-    img.convert("RGB").save(out, format="PNG")
+    to_rgb(img).save(out, format="PNG")
     return out.getvalue()
 
 

@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from datacurate.errors import UserError
+from datacurate.images import to_rgb  # noqa: F401  (re-exported: tests and filters use embed.to_rgb)
 
 from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_device, pick_threads
 
@@ -57,17 +58,6 @@ def holdout_npz_path(pool: Path, which: str, name: str) -> Path:
 
 
 # ----------------------------------------------------------------------------- small pieces
-
-def to_rgb(img, background=(255, 255, 255)):
-    """RGB image; transparent pixels are laid over ``background`` (not left as their hidden colour)."""
-    from PIL import Image
-
-    if img.mode in ("RGBA", "LA") or (img.mode == "P" and "transparency" in img.info):
-        img = img.convert("RGBA")
-        base = Image.new("RGBA", img.size, tuple(background) + (255,))
-        return Image.alpha_composite(base, img).convert("RGB")
-    return img.convert("RGB")
-
 
 def _npz_keys(path: Path) -> dict[str, int]:
     """{key: rows} of an npz file, {} when it does not exist or is unreadable."""

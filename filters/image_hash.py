@@ -15,6 +15,7 @@ from typing import Iterable
 import numpy as np
 
 from datacurate.errors import UserError
+from datacurate.images import has_alpha, to_rgb
 
 HASH_BITS = 64
 # Default Hamming radius for "same picture" with pHash: re-encoding and resizing move a
@@ -36,11 +37,7 @@ def to_gray(image, name: str = "image"):
         img.load()
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{name}: cannot decode image ({e})") from e
-    if img.mode in ("RGBA", "LA", "PA") or (img.mode == "P" and "transparency" in img.info):
-        rgba = img.convert("RGBA")
-        white = Image.new("RGBA", rgba.size, (255, 255, 255, 255))
-        img = Image.alpha_composite(white, rgba)
-    return img.convert("L")
+    return to_rgb(img).convert("L") if has_alpha(img) else img.convert("L")
 
 
 def _bits_to_u64(bits: np.ndarray) -> np.uint64:

@@ -95,19 +95,10 @@ COLOURS = {"red": (220, 30, 30), "green": (30, 170, 40), "blue": (30, 60, 220), 
 
 
 def draw_shape(colour: str, shape: str, size: int = 48):
-    from PIL import Image, ImageDraw
+    """A transparent RGBA picture of a coloured shape (the embed tests' drawing)."""
+    from embed_pool_maker import draw_item
 
-    img = Image.new("RGBA", (size, size), (0, 0, 0, 0))
-    d = ImageDraw.Draw(img)
-    c = COLOURS[colour] + (255,)
-    m = size // 8
-    if shape == "circle":
-        d.ellipse([m, m, size - m, size - m], fill=c)
-    elif shape == "square":
-        d.rectangle([m, m, size - m, size - m], fill=c)
-    else:
-        d.polygon([(size // 2, m), (size - m, size - m), (m, size - m)], fill=c)
-    return img
+    return draw_item(colour, shape, size=size, rgba=True)
 
 
 def write_eval_parquet(pool: Path) -> Path:
