@@ -19,6 +19,7 @@ import os
 import shutil
 from pathlib import Path
 
+from datacurate.atomic import replace_dir
 from datacurate.errors import UserError
 from datacurate.images import to_rgb
 
@@ -121,14 +122,7 @@ def _write_task(dst: Path, key: str, spec: dict, samples: list[tuple], classname
     (tmp / "task.yaml").write_text(yaml.safe_dump(meta, sort_keys=False), encoding="utf-8")
     (tmp / "source.json").write_text(json.dumps({"fingerprint": fingerprint, "items": len(samples),
                                                  "builder_version": BUILDER_VERSION}) + "\n")
-    if dst.exists():
-        old = dst.with_name(f".{dst.name}.old")
-        shutil.rmtree(old, ignore_errors=True)
-        os.replace(dst, old)
-        os.replace(tmp, dst)
-        shutil.rmtree(old, ignore_errors=True)
-    else:
-        os.replace(tmp, dst)
+    replace_dir(tmp, dst)
 
 
 class _Nothing:

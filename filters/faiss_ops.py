@@ -215,6 +215,17 @@ def fit_kmeans(
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
 
 
+def _search_top1(index, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:
+    """(nearest id int64, its score float32) for every row of ``x``, searched in batches."""
+    ids = np.empty(len(x), dtype=np.int64)
+    scores = np.empty(len(x), dtype=np.float32)
+    for start, block in iter_batches(x, batch_size):
+        D, I = index.search(block, 1)
+        ids[start : start + len(block)] = I[:, 0]
+        scores[start : start + len(block)] = D[:, 0]
+    return ids, scores
+
+
 def assign_to_centroids(
     x: np.ndarray,
     centroids: np.ndarray,
@@ -234,12 +245,7 @@ def assign_to_centroids(
         )
     index = flat_index(centroids.shape[1], metric)
     index.add(_f32(centroids))
-    assign = np.empty(len(x), dtype=np.int64)
-    score = np.empty(len(x), dtype=np.float32)
-    for start, block in iter_batches(x, batch_size):
-        D, I = index.search(block, 1)
-        assign[start : start + len(block)] = I[:, 0]
-        score[start : start + len(block)] = D[:, 0]
+    assign, score = _search_top1(index, x, batch_size)
     return assign, score
 
 
@@ -467,12 +473,7 @@ def nearest_eval(
     index = flat_index(x_eval.shape[1], "ip")
     for _, block in iter_batches(x_eval, batch_size):
         index.add(block)
-    sim = np.empty(len(x_pool), dtype=np.float32)
-    idx = np.empty(len(x_pool), dtype=np.int64)
-    for start, block in iter_batches(x_pool, batch_size):
-        D, I = index.search(block, 1)
-        sim[start : start + len(block)] = D[:, 0]
-        idx[start : start + len(block)] = I[:, 0]
+    idx, sim = _search_top1(index, x_pool, batch_size)
     return sim, idx
 
 

@@ -17,6 +17,7 @@ import sys
 import time
 from pathlib import Path
 
+from ..atomic import replace_dir
 from ..errors import UserError
 
 BUILDER_VERSION = "1"
@@ -289,13 +290,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
                       "eval": "holdout/eval.parquet", "trusted": "holdout/trusted.parquet"},
         }
         (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
-        if out.exists():
-            trash = out.parent / f".{out.name}.old-{os.getpid()}"
-            os.replace(out, trash)
-            os.replace(tmp, out)
-            shutil.rmtree(trash, ignore_errors=True)
-        else:
-            os.replace(tmp, out)
+        replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)
         raise

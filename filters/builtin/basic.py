@@ -33,6 +33,21 @@ def language_ok(f, texts: list[str]) -> np.ndarray:
     return is_language(texts, f.language, f.lang_backend)
 
 
+def _english_where_kept(f, texts: list[str], keep: np.ndarray) -> np.ndarray:
+    """Run language id only on rows the other rules kept (it is the slow part)."""
+    idx = np.flatnonzero(keep)
+    if len(idx) and f.english:
+        keep[idx] = language_ok(f, [texts[i] for i in idx])
+    return keep
+
+
+def caption_keep(f, texts: list[str], english: bool = True) -> np.ndarray:
+    """Upstream's caption rules: enough words and characters (and English unless ``english`` is False)."""
+    words, chars = words_and_chars(texts)
+    keep = (words >= f.min_words) & (chars >= f.min_chars)
+    return _english_where_kept(f, texts, keep) if english else keep
+
+
 @register
 class NoFilter(Filter):
     """Keep everything (upstream baseline `no_filter`)."""
@@ -92,18 +107,14 @@ class Basic(Filter):
 
     def __call__(self, batch: Batch) -> np.ndarray:
         texts = batch.texts()
-        words, chars = words_and_chars(texts)
-        keep = (words >= self.min_words) & (chars >= self.min_chars)
+        keep = caption_keep(self, texts, english=False)
         w = batch.column("original_width").astype(np.float64)
         h = batch.column("original_height").astype(np.float64)
         lo, hi = np.minimum(w, h), np.maximum(w, h)
         with np.errstate(divide="ignore", invalid="ignore"):
             aspect = np.where(lo > 0, hi / lo, np.inf)
         keep &= (lo >= self.min_side) & (aspect <= self.max_aspect)
-        idx = np.flatnonzero(keep)  # language id only where it can still matter
-        if len(idx) and self.english:
-            keep[idx] = language_ok(self, [texts[i] for i in idx])
-        return keep
+        return _english_where_kept(self, texts, keep)
 
 
 @register
@@ -122,13 +133,7 @@ class Caption(Filter):
         return Needs(["text"])
 
     def __call__(self, batch: Batch) -> np.ndarray:
-        texts = batch.texts()
-        words, chars = words_and_chars(texts)
-        keep = (words >= self.min_words) & (chars >= self.min_chars)
-        idx = np.flatnonzero(keep)
-        if len(idx) and self.english:
-            keep[idx] = language_ok(self, [texts[i] for i in idx])
-        return keep
+        return caption_keep(self, batch.texts())
 
 
 @register

@@ -1,0 +1,19 @@
+"""Swap a finished folder into place, so readers never see a half-written one."""
+from __future__ import annotations
+
+import os
+import shutil
+from pathlib import Path
+
+
+def replace_dir(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
+    """Move the complete folder ``tmp`` to ``dst``, replacing an older ``dst`` in two renames."""
+    tmp, dst = Path(tmp), Path(dst)
+    if not dst.exists():
+        os.replace(tmp, dst)
+        return
+    trash = dst.with_name(f".{dst.name}.old-{os.getpid()}")
+    shutil.rmtree(trash, ignore_errors=True)
+    os.replace(dst, trash)
+    os.replace(tmp, dst)
+    shutil.rmtree(trash, ignore_errors=True)
