@@ -44,7 +44,7 @@ SCALES: dict[str, Scale] = {
         precision="fp32", image_size=64, upstream=False, where="tests, CI (CPU)",
     ),
     "tiny": Scale(
-        name="tiny", pool_size=20_000, samples_seen=131_072, model="TinyCLIP-ViT-64",
+        name="tiny", pool_size=20_000, samples_seen=65_536, model="TinyCLIP-ViT-64",
         batch_size=256, learning_rate=1e-3, warmup=50, num_checkpoints=4,
         precision="fp32", image_size=64, upstream=False, where="make demo, 2 CPU cores",
     ),

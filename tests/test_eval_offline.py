@@ -27,7 +27,7 @@ def test_offline_evalsets_layout_and_rebuild(tmp_path):
     tasks = find_user_tasks(root)
     assert set(tasks) == {"emoji_group", "emoji_subgroup", "emoji_name"}
     g = root / "emoji_group"
-    assert (g / "classnames.txt").read_text().splitlines() == ["angular and shapes", "round and shapes"]
+    assert (g / "classnames.txt").read_text().splitlines() == ["angular & shapes", "round & shapes"]
     assert (g / "test" / "nshards.txt").read_text().strip() == "1"
     assert yaml.safe_load((g / "task.yaml").read_text())["random_score"] == 0.5
     assert (root / "emoji_subgroup" / "classnames.txt").read_text().splitlines() == [

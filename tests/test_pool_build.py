@@ -157,7 +157,7 @@ def test_no_holdout_image_in_pool_except_planted_overlap(pool, rows):
         hits = [held[k] for k in keys if k in held]
         if r["defect"] == "eval_overlap":
             overlap_hits += bool(hits)
-            assert all(h == ("eval", r["item_id"]) for h in hits)
+            assert all(h == ("eval", r["item_id"]) for h in hits), (r["item_id"], hits)
         else:
             assert not hits, f"{r['url']}: holdout image {hits} in the pool but not marked eval_overlap"
             concept = r["item_id"].split(":")[0]

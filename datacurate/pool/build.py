@@ -20,7 +20,7 @@ from pathlib import Path
 from ..atomic import replace_dir
 from ..errors import UserError
 
-BUILDER_VERSION = "1"
+BUILDER_VERSION = "2"
 URL_BASE = "http://offline.datacurate/"
 # pool concepts kept per scale (None: all); eval and trusted splits never depend on the scale
 POOL_CONCEPTS = {"micro": 300, "tiny": None}

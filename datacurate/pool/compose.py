@@ -149,7 +149,8 @@ def _plain_templates(rng, ctx):
     t = _tag(rng, ctx, 2)
     out = [lab, f"{lab} emoji", f"{lab} icon", lab[:1].upper() + lab[1:], f"a {lab} sticker",
            f"{lab} in {ctx['style']} style", f"{ctx['style']} {lab} emoji",
-           f"{group_title(ctx['group'])}: {lab}"]
+           f"{group_title(ctx['group'])}: {lab}", f"{lab}, a {group_title(ctx['group'])} emoji",
+           f"{group_title(ctx['group'])} emoji {lab}"]
     if t:
         out += [f"{lab} emoji, {t[0]}", f"{group_title(ctx['group'])}: {lab}, {t[0]}",
                 f"{lab} ({', '.join(t)})", f"emoji of {lab} - {t[0]}"]

@@ -6,11 +6,13 @@ one seed. The pool side may be subsampled (``micro``) to keep a few samples per 
 """
 from __future__ import annotations
 
+import hashlib
 import random
+from functools import lru_cache
 
 from .defects import DUPLICATES, Spec
 
-SPLIT_FRACTIONS = {"eval": 0.2, "trusted": 0.1}     # the rest is the pool side
+SPLIT_FRACTIONS = {"eval": 0.2, "trusted": 0.2}     # the rest is the pool side
 
 
 def split_concepts(concepts: list, seed: int, pool_concepts: int | None = None) -> dict:
@@ -29,6 +31,17 @@ def split_concepts(concepts: list, seed: int, pool_concepts: int | None = None) 
         out["trusted"] += cs[n_eval:n_eval + n_trusted]
         out["pool"].append(cs[n_eval + n_trusted:])
         pool_total += len(cs) - n_eval - n_trusted
+    # some concepts share their art pixel for pixel (Twemoji draws several families alike;
+    # Norway's flag is Svalbard's): such a concept leaves the later split, so that no
+    # held-out image is also a trusted or pool image
+    taken: set = set()
+    for key in ("eval", "trusted"):
+        kept = [c for c in out[key] if not (_art_keys(c) & taken)]
+        for c in kept:
+            taken |= _art_keys(c)
+        out[key] = kept
+    out["pool"] = [[c for c in cs if not (_art_keys(c) & taken)] for cs in out["pool"]]
+    pool_total = sum(len(cs) for cs in out["pool"])
     pool = []
     for cs in out["pool"]:
         if pool_concepts is not None and pool_concepts < pool_total:
@@ -36,6 +49,19 @@ def split_concepts(concepts: list, seed: int, pool_concepts: int | None = None) 
         pool += cs
     out["pool"] = pool
     return {k: sorted(v, key=lambda c: c.id) for k, v in out.items()}
+
+
+def _art_keys(concept) -> frozenset:
+    """sha256 of the RGBA pixels of every rendition of a concept (cached per file)."""
+    return frozenset(_pixel_hash(r.path) for r in concept.renditions)
+
+
+@lru_cache(maxsize=None)
+def _pixel_hash(path: str) -> str:
+    from PIL import Image
+
+    with Image.open(path) as im:
+        return hashlib.sha256(im.convert("RGBA").tobytes()).hexdigest()
 
 
 def _pick_rendition(rng: random.Random, concept):
