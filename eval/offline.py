@@ -7,8 +7,9 @@ then runs them as the upstream tasks. Images are alpha-composited on white, as
 img2dataset does with the pool's images, so evaluation sees what training saw.
 
 Tasks (``OFFLINE_TASKS``): the emoji's group and subgroup by zero-shot classification
-(class names as the captions write them: "food-drink" -> "food & drink"), and retrieval between each
-image and its real captions (the English caption and the emoji's name).
+(class names as the captions write them: "food-drink" -> "food & drink"), the emoji itself
+among all held-out emoji by its CLDR name, and retrieval between each image and its real
+captions (the English caption and the emoji's name).
 """
 from __future__ import annotations
 
@@ -25,7 +26,7 @@ from datacurate.images import to_rgb
 
 from .tasks import CLASSIFICATION, RETRIEVAL
 
-BUILDER_VERSION = 2
+BUILDER_VERSION = 3
 UNAVAILABLE = "unavailable.txt"   # a task folder without data says why in this file
 COLUMNS = ("item_id", "image", "text", "name", "group", "subgroup")
 # Prompts in the words the pool's web-style captions use ("food & drink: red apple", "red apple,
@@ -39,6 +40,9 @@ OFFLINE_TASKS: dict[str, dict] = {
     "emoji_subgroup": {"name": "Emoji subgroup", "type": CLASSIFICATION, "main_metric": "acc1",
                        "column": "subgroup"},
     "emoji_name": {"name": "Emoji caption retrieval", "type": RETRIEVAL, "main_metric": "mean_recall@1"},
+    # which held-out emoji is this, among all of them by name: the ImageNet of the suite
+    # (fine-grained object names, where group and subgroup are coarse categories)
+    "emoji_concept": {"name": "Emoji concept", "type": CLASSIFICATION, "main_metric": "acc1", "column": "name"},
 }
 
 
@@ -174,7 +178,7 @@ def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path
             col = spec["column"]
             labels = sorted({str(r[col]) for r in rows})
             index = {lab: i for i, lab in enumerate(labels)}
-            readable = readable_group if col == "group" else readable_subgroup
+            readable = {"group": readable_group, "subgroup": readable_subgroup}.get(col, str)
             names = [readable(lab) for lab in labels]
             if len(set(names)) != len(names):     # two slugs read the same: keep the slugs
                 names = labels

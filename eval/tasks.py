@@ -147,7 +147,7 @@ UPSTREAM_GROUPS: dict[str, list[str]] = {
 UPSTREAM_IMAGENET = "ImageNet 1k"
 
 # the offline suite: what eval.offline writes under POOL/evalsets (each folder has a task.yaml)
-OFFLINE_TASK_KEYS = ("emoji_group", "emoji_subgroup", "emoji_name")
+OFFLINE_TASK_KEYS = ("emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name")
 
 
 def default_data_root() -> Path:

@@ -25,7 +25,7 @@ def test_offline_evalsets_layout_and_rebuild(tmp_path):
     write_eval_parquet(pool)
     root = build_offline_evalsets(pool)
     tasks = find_user_tasks(root)
-    assert set(tasks) == {"emoji_group", "emoji_subgroup", "emoji_name"}
+    assert set(tasks) == {"emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name"}
     g = root / "emoji_group"
     assert (g / "classnames.txt").read_text().splitlines() == ["angular & shapes", "round & shapes"]
     assert (g / "test" / "nshards.txt").read_text().strip() == "1"
@@ -103,7 +103,7 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     r = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in (run / "eval_results.jsonl").read_text().splitlines()]
-    assert [x["key"] for x in lines] == ["emoji_group", "emoji_subgroup", "emoji_name"]
+    assert [x["key"] for x in lines] == ["emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name"]
     for x in lines:
         assert set(x) == {"key", "dataset", "metrics"}
         assert 0.0 <= x["metrics"]["main_metric"] <= 1.0
@@ -111,7 +111,7 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     assert scores["suite"] == "offline" and scores["complete"]
     assert set(scores["aggregates"]) == {"Classification", "Retrieval", "Average"}
     assert scores["chance"] == {"Emoji group": 0.5, "Emoji subgroup": pytest.approx(1 / 3, abs=1e-6),
-                                "Emoji caption retrieval": 1 / 12}
+                                "Emoji concept": pytest.approx(1 / 12, abs=1e-6), "Emoji caption retrieval": 1 / 12}
     assert "chance" in r.stdout and "Emoji subgroup" in r.stdout
     # the leaderboard recomputes the same aggregates from the results file
     from leaderboard import validate as V
@@ -121,7 +121,7 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     # second run: nothing evaluated again
     r2 = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), "--json", cwd=ROOT)
     assert r2.returncode == 0, r2.stderr
-    assert "3 already done for this checkpoint, 0 to evaluate" in r2.stderr
+    assert "4 already done for this checkpoint, 0 to evaluate" in r2.stderr
     assert json.loads(r2.stdout)["tasks"] == scores["tasks"]
 
 
