@@ -4,7 +4,8 @@ Shares one pool, filtering network and embeddings (a `datacurate run` folder) am
 recipes; each recipe's subset is made once and trained with seeds 0..S-1. Prints mean ±
 standard deviation of the offline average and of each task, the gap of the best recipe
 to no filtering and to a random subset of the same size in units of the seed spread,
-and writes the table and a size-against-score plot into DIR/baselines.html.
+and writes the table and a size-against-score plot into the run's report (DIR/report.html,
+its last section; DIR/baselines.json holds the numbers).
 
     .venv/bin/python scripts/bench/baselines.py --scale tiny --seeds 3 --out runs/tiny
     .venv/bin/python scripts/bench/baselines.py --scale micro --seeds 2 --out /tmp/micro --recipes no_filter random_30
@@ -49,7 +50,7 @@ def main(argv=None) -> int:
 
     apply_offline_env()
     from datacurate.report import plots
-    from datacurate.report.html import _table
+    from datacurate.report.html import RecipeRun, _table, write_report
     from datacurate.run import RunLayout, execute_stages, pool_stages, recipe_stages
     from datacurate.uids import read_subset
 
@@ -100,14 +101,25 @@ def main(argv=None) -> int:
                 verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({gap / spread:+.1f} x the larger seed std; "
                                f"{'more' if gap > 2 * spread else 'NOT more'} than 2 std)")
     print("\n".join(verdict))
+    (lay.out / "report").mkdir(parents=True, exist_ok=True)
     plots.recipe_comparison(rows, args.metric, lay.out / "report" / "baselines.png")
-    page = (f"<!doctype html><meta charset='utf-8'><title>baselines</title><h1>Baseline study ({args.scale}, "
-            f"{args.seeds} seeds)</h1>" + _table(header, table) + "<p>" + "<br>".join(verdict) + "</p>"
-            '<img src="report/baselines.png" alt="subset size against score">')
-    (lay.out / "baselines.html").write_text(page)
-    (lay.out / "baselines.json").write_text(json.dumps(rows, indent=2))
-    print(f"table and plot: {lay.out / 'baselines.html'}")
+    section = (f"<h2>Baseline study ({args.scale}, {args.seeds} seeds, same samples seen)</h2>"
+               + _table(header, table) + "<p>" + "<br>".join(verdict) + "</p>"
+               '<img src="report/baselines.png" alt="subset size against score">')
+    _write_atomic(lay.out / "baselines.json", json.dumps(rows, indent=2))
+    # the run's report gains the study (every recipe, every seed) as its last section
+    recipes = [RecipeRun(r, lay.subset(r), lay.run(r, 0), [lay.run(r, s) for s in range(1, args.seeds)])
+               for r in args.recipes]
+    page = write_report(lay.out, lay.pool, recipes, title=f"datacurate run: {args.scale} scale, baseline study",
+                        extra_html=section)
+    print(f"table and plot: {page}")
     return 0
+
+
+def _write_atomic(path: Path, text: str) -> None:
+    tmp = path.with_name(f".{path.name}.tmp")
+    tmp.write_text(text)
+    tmp.replace(path)
 
 
 if __name__ == "__main__":
