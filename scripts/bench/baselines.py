@@ -100,6 +100,7 @@ def main(argv=None) -> int:
                 spread = max(best[args.metric + "_std"], by[ref][args.metric + "_std"], 1e-9)
                 verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({gap / spread:+.1f} x the larger seed std; "
                                f"{'more' if gap > 2 * spread else 'NOT more'} than 2 std)")
+    verdict += _task_verdicts(rows, tasks)
     print("\n".join(verdict))
     (lay.out / "report").mkdir(parents=True, exist_ok=True)
     plots.recipe_comparison(rows, args.metric, lay.out / "report" / "baselines.png")
@@ -114,6 +115,29 @@ def main(argv=None) -> int:
                         extra_html=section)
     print(f"table and plot: {page}")
     return 0
+
+
+def _task_verdicts(rows: list[dict], tasks: list[str]) -> list[str]:
+    """Per task: the gap of the best filtering recipe to no filter and to random, in seed stds.
+
+    The offline average can hide a filter's effect behind one noisy task; this says which
+    tasks the filters move beyond the seed spread.
+    """
+    out = []
+    by = {r["recipe"]: r for r in rows}
+    for t in tasks:
+        cands = [r for r in rows if r["recipe"] not in ("no_filter", "random_30") and t in r["tasks"]]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: r["tasks"][t][0])
+        parts = []
+        for ref in ("no_filter", "random_30"):
+            if ref in by and t in by[ref]["tasks"]:
+                gap = best["tasks"][t][0] - by[ref]["tasks"][t][0]
+                spread = max(best["tasks"][t][1], by[ref]["tasks"][t][1], 1e-9)
+                parts.append(f"vs {ref} {gap:+.4f} ({gap / spread:+.1f} std)")
+        out.append(f"  {t}: best {best['recipe']} {', '.join(parts)}")
+    return ["per task:"] + out if out else []
 
 
 def _write_atomic(path: Path, text: str) -> None:
