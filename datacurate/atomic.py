@@ -1,9 +1,17 @@
-"""Swap a finished folder into place, so readers never see a half-written one."""
+"""Write a file or swap a finished folder into place, so readers never see a half-written one."""
 from __future__ import annotations
 
 import os
 import shutil
 from pathlib import Path
+
+
+def write_text_atomic(path: str | os.PathLike, text: str) -> None:
+    """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp.write_text(text)
+    os.replace(tmp, path)
 
 
 def replace_dir(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:

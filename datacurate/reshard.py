@@ -19,6 +19,7 @@ import tarfile
 import time
 from pathlib import Path
 
+from .atomic import write_text_atomic
 from .errors import UserError
 
 MAX_SHARD_SIZE = 1000   # default samples per output shard (upstream's resharder writes 10,000)
@@ -117,9 +118,7 @@ def _select(spark, pool: Path, subset_hex: list[str], work: Path) -> list[tuple]
 
 
 def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2) + "\n")
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
 
 
 def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.PathLike,

@@ -20,12 +20,12 @@ from __future__ import annotations
 
 import argparse
 import json
-import os
 import time
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Callable
 
+from .atomic import write_text_atomic
 from .errors import UserError
 
 DEFAULT_RECIPES = ["no_filter", "dedup_clip"]
@@ -106,9 +106,7 @@ def _json(path: Path) -> dict:
 
 def _write_json(path: Path, obj) -> None:
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> list[Stage]:

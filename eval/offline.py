@@ -49,10 +49,12 @@ OFFLINE_TASKS: dict[str, dict] = {
 def readable_group(label: str) -> str:
     """Emojibase group slug -> its title as the web writes it: 'food-drink' -> 'food & drink'.
 
-    The same words the pool's captions use (``datacurate.pool.compose.group_title``): a
-    class name the training captions never say cannot be matched zero-shot.
+    The pool builder's own ``group_title``, so the class names are the words the captions
+    use: a class name the training captions never say cannot be matched zero-shot.
     """
-    return " & ".join(p for p in str(label).split("-") if p)
+    from datacurate.pool.compose import group_title
+
+    return group_title(label)
 
 
 def readable_subgroup(label: str) -> str:

@@ -22,6 +22,7 @@ from collections import deque
 from dataclasses import dataclass, field
 from pathlib import Path
 
+from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 
 from .data_check import DataSummary, check_training_data
@@ -208,9 +209,7 @@ def _versions() -> dict:
 
 
 def _write_json(path: Path, obj: dict) -> None:
-    tmp = path.with_name(f"{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps(obj, indent=2))
 
 
 def read_info(run: str | Path) -> dict | None:

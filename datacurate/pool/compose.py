@@ -135,8 +135,8 @@ def encode(img, fmt: str, quality: int = 85) -> bytes:
 # ----------------------------------------------------------------------------- captions
 
 def group_title(group: str) -> str:
-    """emojibase group key -> words (smileys-emotion -> smileys & emotion)."""
-    return " & ".join(group.split("-"))
+    """emojibase group key -> words (smileys-emotion -> smileys & emotion), as the web titles it."""
+    return " & ".join(p for p in str(group).split("-") if p)
 
 
 def _tag(rng, ctx, k=1):
@@ -145,14 +145,13 @@ def _tag(rng, ctx, k=1):
 
 
 def _plain_templates(rng, ctx):
-    lab = ctx["label"]
+    lab, g = ctx["label"], group_title(ctx["group"])
     t = _tag(rng, ctx, 2)
     out = [lab, f"{lab} emoji", f"{lab} icon", lab[:1].upper() + lab[1:], f"a {lab} sticker",
            f"{lab} in {ctx['style']} style", f"{ctx['style']} {lab} emoji",
-           f"{group_title(ctx['group'])}: {lab}", f"{lab}, a {group_title(ctx['group'])} emoji",
-           f"{group_title(ctx['group'])} emoji {lab}"]
+           f"{g}: {lab}", f"{lab}, a {g} emoji", f"{g} emoji {lab}"]
     if t:
-        out += [f"{lab} emoji, {t[0]}", f"{group_title(ctx['group'])}: {lab}, {t[0]}",
+        out += [f"{lab} emoji, {t[0]}", f"{g}: {lab}, {t[0]}",
                 f"{lab} ({', '.join(t)})", f"emoji of {lab} - {t[0]}"]
     return out
 

@@ -21,7 +21,6 @@ def split_concepts(concepts: list, seed: int, pool_concepts: int | None = None) 
     for c in concepts:
         by_group.setdefault(c.group, []).append(c)
     out = {"pool": [], "trusted": [], "eval": []}
-    pool_total = 0
     for g in sorted(by_group):
         cs = sorted(by_group[g], key=lambda c: c.id)
         random.Random(f"datacurate-split/{seed}/{g}").shuffle(cs)
@@ -30,7 +29,6 @@ def split_concepts(concepts: list, seed: int, pool_concepts: int | None = None) 
         out["eval"] += cs[:n_eval]
         out["trusted"] += cs[n_eval:n_eval + n_trusted]
         out["pool"].append(cs[n_eval + n_trusted:])
-        pool_total += len(cs) - n_eval - n_trusted
     # some concepts share their art pixel for pixel (Twemoji draws several families alike;
     # Norway's flag is Svalbard's): such a concept leaves the later split, so that no
     # held-out image is also a trusted or pool image

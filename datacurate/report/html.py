@@ -8,13 +8,13 @@ from __future__ import annotations
 
 import html
 import json
-import os
 import tarfile
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import numpy as np
 
+from ..atomic import write_text_atomic
 from . import plots
 from .training_log import parse_training_log
 
@@ -273,7 +273,5 @@ def write_report(out_dir: Path, pool: Path, recipes: list[RecipeRun], title: str
             f"<style>{STYLE}</style></head><body><h1>{_esc(title)}</h1>"
             + "\n".join(s for s in sections if s) + "</body></html>")
     path = out_dir / "report.html"
-    tmp = path.with_name(".report.html.tmp")
-    tmp.write_text(page)
-    os.replace(tmp, path)
+    write_text_atomic(path, page)
     return path

@@ -49,6 +49,7 @@ def main(argv=None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
+    from datacurate.atomic import write_text_atomic
     from datacurate.report import plots
     from datacurate.report.html import RecipeRun, _table, write_report
     from datacurate.run import RunLayout, execute_stages, pool_stages, recipe_stages
@@ -96,14 +97,14 @@ def main(argv=None) -> int:
     if best:
         for ref in ("no_filter", "random_30"):
             if ref in by:
-                gap = best[args.metric] - by[ref][args.metric]
-                spread = max(best[args.metric + "_std"], by[ref][args.metric + "_std"], 1e-9)
+                m = args.metric
+                gap, in_std = _gap((best[m], best[m + "_std"]), (by[ref][m], by[ref][m + "_std"]))
                 # np.std (population, ddof=0) as printed in the table; the sample std (ddof=1) of
                 # S seeds is sqrt(S/(S-1)) larger and is given too, for a stricter reading
                 k = np.sqrt(args.seeds / (args.seeds - 1)) if args.seeds > 1 else 1.0
-                verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({gap / spread:+.1f} x the larger seed std; "
-                               f"{'more' if gap > 2 * spread else 'NOT more'} than 2 std; "
-                               f"{gap / (spread * k):+.1f} x with the sample std, ddof=1)")
+                verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({in_std:+.1f} x the larger seed std; "
+                               f"{'more' if in_std > 2 else 'NOT more'} than 2 std; "
+                               f"{in_std / k:+.1f} x with the sample std, ddof=1)")
     verdict += _task_verdicts(rows, tasks)
     print("\n".join(verdict))
     (lay.out / "report").mkdir(parents=True, exist_ok=True)
@@ -111,7 +112,7 @@ def main(argv=None) -> int:
     section = (f"<h2>Baseline study ({args.scale}, {args.seeds} seeds, same samples seen)</h2>"
                + _table(header, table) + "<p>" + "<br>".join(verdict) + "</p>"
                '<img src="report/baselines.png" alt="subset size against score">')
-    _write_atomic(lay.out / "baselines.json", json.dumps(rows, indent=2))
+    write_text_atomic(lay.out / "baselines.json", json.dumps(rows, indent=2))
     # the run's report gains the study (every recipe, every seed) as its last section
     order = sorted(args.recipes, key=lambda r: (r != "no_filter", best is None or r != best["recipe"]))
     recipes = [RecipeRun(r, lay.subset(r), lay.run(r, 0), [lay.run(r, s) for s in range(1, args.seeds)])
@@ -120,6 +121,12 @@ def main(argv=None) -> int:
                         extra_html=section)
     print(f"table and plot: {page}")
     return 0
+
+
+def _gap(best: tuple[float, float], ref: tuple[float, float]) -> tuple[float, float]:
+    """(difference of the means, that difference in units of the larger of the two seed stds)."""
+    gap = best[0] - ref[0]
+    return gap, gap / max(best[1], ref[1], 1e-9)
 
 
 def _task_verdicts(rows: list[dict], tasks: list[str]) -> list[str]:
@@ -138,17 +145,10 @@ def _task_verdicts(rows: list[dict], tasks: list[str]) -> list[str]:
         parts = []
         for ref in ("no_filter", "random_30"):
             if ref in by and t in by[ref]["tasks"]:
-                gap = best["tasks"][t][0] - by[ref]["tasks"][t][0]
-                spread = max(best["tasks"][t][1], by[ref]["tasks"][t][1], 1e-9)
-                parts.append(f"vs {ref} {gap:+.4f} ({gap / spread:+.1f} std)")
+                gap, in_std = _gap(best["tasks"][t], by[ref]["tasks"][t])
+                parts.append(f"vs {ref} {gap:+.4f} ({in_std:+.1f} std)")
         out.append(f"  {t}: best {best['recipe']} {', '.join(parts)}")
     return ["per task:"] + out if out else []
-
-
-def _write_atomic(path: Path, text: str) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(text)
-    tmp.replace(path)
 
 
 if __name__ == "__main__":
