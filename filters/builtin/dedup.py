@@ -142,15 +142,18 @@ class SemanticDedup(_EmbeddingDedup):
 @register
 class PHashDedup(_DropByUid):
     """Drop near-duplicate pictures: perceptual hashes within max_distance bits (and, with a model,
-    image embeddings at least min_similarity alike); one row kept per group."""
+    image embeddings at least min_similarity alike), confirmed on the pixels; one row kept per group."""
 
     name = "phash_dedup"
     params = (Param("hash", str, "phash", "perceptual hash", choices=("phash", "dhash")),
-              Param("max_distance", int, 12, "Hamming distance (of 64 bits) at which two pictures may be copies; "
-                    "crops, resizes and re-encodings of the offline pool move pHash by 0-16 bits", min=0, max=64),
+              Param("max_distance", int, 18, "Hamming distance (of 64 bits) at which two pictures may be copies; "
+                    "crops, resizes and re-encodings of the offline pool move pHash by 0-20 bits", min=0, max=64),
               Param("model", str, "fnet", "also require embedding similarity: POOL/metadata/*.npz key {model}_img "
                     "(empty string: hashes alone)"),
-              Param("min_similarity", float, 0.95, "cosine similarity the embeddings need (with a model)",
+              Param("min_similarity", float, 0.9, "cosine similarity the embeddings need (with a model)",
+                    min=-1.0, max=1.0),
+              Param("min_alignment", float, 0.9, "pixel check: correlation the centre of one picture needs, slid "
+                    "over the other at the scales their sizes allow (filters/image_align.py); -1: no pixel check",
                     min=-1.0, max=1.0))
 
     def validate(self) -> None:
@@ -173,7 +176,8 @@ class PHashDedup(_DropByUid):
                 continue
         ok = np.asarray(ok, np.int64)
         emb = batch.embedding(f"{self.model}_img")[ok] if self.model else None
-        return _uids(batch)[ok], np.asarray(hashes, np.uint64), emb
+        keys = [str(k) for k in np.asarray(batch.table.column("key").to_pylist(), dtype=object)[ok]]
+        return _uids(batch)[ok], np.asarray(hashes, np.uint64), emb, (str(batch.tar_path), batch.shard, keys)
 
     def fit(self, parts, ctx: Context) -> None:
         import faiss
@@ -187,8 +191,10 @@ class PHashDedup(_DropByUid):
             return
         uids = np.concatenate([p[0] for p in parts])
         hashes = np.concatenate([p[1] for p in parts])
+        where = [(tar, shard, k) for p in parts for tar, shard, keys in [p[3]] for k in keys]
         order = _uid_order(uids)
         uids, hashes = uids[order], hashes[order]
+        where = [where[i] for i in order]
         index = faiss.IndexBinaryFlat(64)
         codes = _as_codes(hashes)
         index.add(codes)
@@ -201,5 +207,34 @@ class PHashDedup(_DropByUid):
             x = np.concatenate([p[2] for p in parts])[order].astype(np.float32)
             sim = np.einsum("ij,ij->i", x[src], x[dst])
             src, dst = src[sim >= self.min_similarity], dst[sim >= self.min_similarity]
+        if self.min_alignment > -1 and len(src):
+            ok = _pixel_check(src, dst, where, self.min_alignment)
+            ctx.notes[f"{self.name}.pairs"] = {"candidates": int(len(src)), "confirmed": int(ok.sum())}
+            src, dst = src[ok], dst[ok]
         rep = group_representatives(len(uids), src, dst)
         self.drop = np.ascontiguousarray(uids[rep != np.arange(len(uids))])
+
+
+def _pixel_check(src: np.ndarray, dst: np.ndarray, where: list, min_alignment: float) -> np.ndarray:
+    """Which candidate pairs (row indices into ``where``: (tar, shard, key)) are the same picture."""
+    from pathlib import Path
+
+    from tqdm import tqdm
+
+    from ..embed import read_tar_images
+    from ..image_align import Thumb, alignment_score
+
+    rows = np.unique(np.concatenate([src, dst]))
+    by_tar: dict = {}
+    for r in rows.tolist():
+        tar, shard, key = where[r]
+        by_tar.setdefault((tar, shard), []).append((r, key))
+    thumbs = {}
+    for (tar, shard), items in by_tar.items():  # one read per shard, small thumbnails kept
+        blobs = read_tar_images(Path(tar), [k for _, k in items], shard)
+        for r, k in items:
+            thumbs[r] = Thumb(blobs[k])
+    pairs = tqdm(zip(src.tolist(), dst.tolist()), total=len(src), desc="phash_dedup pixel check",
+                 unit="pair", mininterval=2.0, leave=False)
+    return np.fromiter((alignment_score(thumbs[a], thumbs[b]) >= min_alignment for a, b in pairs),
+                       dtype=bool, count=len(src))
