@@ -55,3 +55,67 @@ def test_spark_matches_local(tmp_path, spark):
     for label in ("basic", "exact_dedup", "near_dedup", "clip_score", "image_based", "random"):
         rows_in, k = kept[label]
         assert k < rows_in, label
+
+
+PIXEL_RECIPE = """
+name: pixels_spark_vs_local
+steps:
+  - {filter: phash_dedup, model: fnet}
+  - {filter: decontaminate_phash}
+"""
+
+
+def _scene(rng, size=120):
+    from PIL import Image, ImageDraw
+
+    im = Image.new("RGB", (size, size), tuple(int(c) for c in rng.integers(0, 255, 3)))
+    d = ImageDraw.Draw(im)
+    for _ in range(5):
+        x, y = (int(v) for v in rng.integers(0, size - 30, 2))
+        d.ellipse([x, y, x + 30, y + 24], fill=tuple(int(c) for c in rng.integers(0, 255, 3)))
+    return im
+
+
+def test_spark_matches_local_on_pixel_filters(tmp_path, spark):
+    """Pixel-reading global and row-local filters (pHash dedup with its pixel check, pHash
+    decontamination) read each shard's tar on the executors and give the local subset."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    rng = np.random.default_rng(5)
+    pics = [_scene(rng) for _ in range(14)]
+    evals = [_scene(rng) for _ in range(2)]
+    w, h = pics[2].size
+    pics += [pics[2].crop((6, 0, w, h - 4)).resize((100, 96)),   # near copies, across shards
+             pics[7].resize((150, 150)),
+             evals[0].resize((90, 90))]                             # a planted eval image
+    embs = [rng.normal(size=8) for _ in pics]
+    embs[14], embs[15] = embs[2] + 1e-3, embs[7] + 1e-3
+    rows = [row(i, emb=e) for i, e in enumerate(embs)]
+    pool = write_pool(tmp_path / "pool", rows, per_shard=5)
+    (pool / "shards").mkdir()
+    for s in range(0, len(rows), 5):
+        with tarfile.open(pool / "shards" / f"{s // 5:05d}.tar", "w") as tf:
+            for r, im in zip(rows[s:s + 5], pics[s:s + 5]):
+                b = io.BytesIO()
+                im.save(b, format="JPEG", quality=85)
+                info = tarfile.TarInfo(f"{r['key']}.jpg")
+                info.size = len(b.getvalue())
+                tf.addfile(info, io.BytesIO(b.getvalue()))
+    (pool / "holdout").mkdir()
+    png = []
+    for e in evals:
+        b = io.BytesIO()
+        e.save(b, format="PNG")
+        png.append(b.getvalue())
+    pq.write_table(pa.table({"item_id": ["e0", "e1"], "image": png}), pool / "holdout" / "eval.parquet")
+    local, rec_local = run(pool, PIXEL_RECIPE, tmp_path, "local", runner="local")
+    on_spark, _ = run(pool, PIXEL_RECIPE, tmp_path, "spark", runner="spark", spark=spark)
+    assert on_spark == local
+    dropped = {i for i, r in enumerate(rows) if r["uid"] not in local}
+    # one of each near-copy pair and the planted eval image go; nothing else
+    assert len(dropped & {2, 14}) == 1 and len(dropped & {7, 15}) == 1 and 16 in dropped
+    assert len(dropped) == 3, sorted(dropped)

@@ -208,6 +208,21 @@ def test_clean_captions_are_true(rows, labels):
     assert checked_colour >= 10
 
 
+def test_breadcrumb_captions_name_the_true_subgroup(rows):
+    """Some captions carry an emoji site's category path; it names the item's own group and subgroup
+    (the words the emoji_subgroup task's class names use)."""
+    from datacurate.pool.compose import group_title, subgroup_title
+
+    clean = [r for r in rows if r["defect"] == "none"]
+    crumbs = [r for r in clean if " / " in r["text"] or " | " in r["text"] or r["text"].endswith(" emoji")
+              and subgroup_title(r["subgroup"]) in r["text"]]
+    assert 0.05 * len(clean) <= len(crumbs) <= 0.3 * len(clean), (len(crumbs), len(clean))
+    for r in crumbs:
+        assert subgroup_title(r["subgroup"]) in r["text"], (r["text"], r["subgroup"])
+        if " / " in r["text"] or " | " in r["text"]:
+            assert group_title(r["group"]) in r["text"], (r["text"], r["group"])
+
+
 def test_caption_defects_labelled(rows, labels, catalog):
     boiler_words = {b.split("{")[0].lower() for b in BOILERPLATE}
     for r in rows:
