@@ -58,8 +58,10 @@ def readable_group(label: str) -> str:
 
 
 def readable_subgroup(label: str) -> str:
-    """Emojibase subgroup slug -> words: 'food-fruit' -> 'food fruit'."""
-    return " ".join(p for p in str(label).split("-") if p)
+    """Emojibase subgroup slug -> words: 'food-fruit' -> 'food fruit' (the pool captions' own words)."""
+    from datacurate.pool.compose import subgroup_title
+
+    return subgroup_title(label)
 
 
 def _fingerprint(parquet: Path) -> str:

@@ -20,7 +20,7 @@ from pathlib import Path
 from ..atomic import replace_dir
 from ..errors import UserError
 
-BUILDER_VERSION = "2"
+BUILDER_VERSION = "3"
 URL_BASE = "http://offline.datacurate/"
 # pool concepts kept per scale (None: all); eval and trusted splits never depend on the scale
 POOL_CONCEPTS = {"micro": 300, "tiny": None}
@@ -140,7 +140,8 @@ def _holdout_table(concepts, seed: int):
             with open(r.path, "rb") as f:
                 data = f.read()
             rng = random.Random(f"datacurate-holdout/{seed}/{r.item_id}")
-            ctx = {"label": r.label, "tags": r.tags, "group": c.group, "style": STYLE_OF[r.source]}
+            ctx = {"label": r.label, "tags": r.tags, "group": c.group, "subgroup": c.subgroup,
+                   "style": STYLE_OF[r.source]}
             for k, v in (("item_id", r.item_id), ("image", data), ("text", caption(rng, ctx, False)),
                          ("name", r.label), ("group", c.group), ("subgroup", c.subgroup), ("source", r.source)):
                 cols[k].append(v)

@@ -139,6 +139,11 @@ def group_title(group: str) -> str:
     return " & ".join(p for p in str(group).split("-") if p)
 
 
+def subgroup_title(subgroup: str) -> str:
+    """emojibase subgroup key -> words (animal-mammal -> animal mammal), as emoji sites' breadcrumbs show it."""
+    return " ".join(p for p in str(subgroup).split("-") if p)
+
+
 def _tag(rng, ctx, k=1):
     tags = list(ctx.get("tags") or ())
     return rng.sample(tags, min(k, len(tags))) if tags else []
@@ -173,11 +178,25 @@ def _background_templates(ctx):
     return []
 
 
+def _breadcrumb_templates(ctx):
+    """Captions in the form of an emoji site's category path (group / subgroup / name)."""
+    if not ctx.get("subgroup"):
+        return []
+    lab, g, sg = ctx["label"], group_title(ctx["group"]), subgroup_title(ctx["subgroup"])
+    return [f"{g} / {sg} / {lab}", f"{sg} emoji: {lab}", f"{lab} | {sg} | {g}", f"{lab} - {sg} emoji"]
+
+
+BREADCRUMB_RATE = 0.2   # of the captions not about the background
+
+
 def caption(rng: random.Random, ctx: dict, with_background: bool = True) -> str:
     """An English caption that is true of the picture described by ``ctx``."""
     bg = _background_templates(ctx) if with_background else []
     if bg and rng.random() < 0.35:
         return rng.choice(bg)
+    crumbs = _breadcrumb_templates(ctx)
+    if crumbs and rng.random() < BREADCRUMB_RATE:
+        return rng.choice(crumbs)
     return rng.choice(_plain_templates(rng, ctx))
 
 

@@ -56,7 +56,7 @@ class Spec:
         return random.Random(f"datacurate-pool/{self.seed}/{self.index}/{salt}")
 
     def context(self) -> dict:
-        return {"label": self.label, "tags": self.tags, "group": self.group,
+        return {"label": self.label, "tags": self.tags, "group": self.group, "subgroup": self.subgroup,
                 "style": compose.STYLE_OF[self.source]}
 
 

@@ -93,7 +93,8 @@ def _other(rng, c, pool):
             r = _pick_rendition(rng, o)
             from .compose import STYLE_OF
 
-            return {"label": r.label, "tags": tuple(r.tags), "group": o.group, "style": STYLE_OF[r.source],
+            return {"label": r.label, "tags": tuple(r.tags), "group": o.group, "subgroup": o.subgroup,
+                    "style": STYLE_OF[r.source],
                     "item_id": r.item_id}
     raise RuntimeError(f"no concept to swap a caption with for {c.id}")
 
