@@ -10,6 +10,11 @@ Looked up in this order, the first that has them wins (the source is returned to
    templates fall back to its ``imagenet1k`` entry, as clip_benchmark's builder does);
 4. open_clip's ``zero_shot_metadata`` (``IMAGENET_CLASSNAMES``, ``OPENAI_IMAGENET_TEMPLATES``)
    for the 1000-class ImageNet tasks.
+
+Optionally a task folder has ``subclasses.json`` (``{"subclasses": [[name, ...], ...]}``, one list
+per class name): a class then scores as the best of its own name and its subclasses' names,
+as CHiLS does (Novack et al., "CHiLS: Zero-Shot Image Classification with Hierarchical Label
+Sets", ICML 2023). The offline suite's group and subgroup tasks use it; upstream's tasks do not.
 """
 from __future__ import annotations
 
@@ -24,6 +29,7 @@ from .tasks import Task
 
 CLASSNAMES_TXT = "classnames.txt"
 TEMPLATES_TXT = "zeroshot_classification_templates.txt"
+SUBCLASSES_JSON = "subclasses.json"
 IMAGENET_1000 = ("imagenet1k", "imagenetv2", "imagenet_sketch")
 
 
@@ -98,3 +104,23 @@ def templates_for(task: Task, folder: Optional[Path]) -> tuple[list[str], str]:
             if k in cb:
                 return list(cb[k]), f"clip_benchmark en_zeroshot_classification_templates.json[{k!r}]"
     return _open_clip_templates(), "open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES"
+
+
+def subclasses_for(folder: Optional[Path], n_classes: int) -> Optional[list[list[str]]]:
+    """The folder's ``subclasses.json`` (one list of names per class), or None when it has none."""
+    if folder is None or not (folder / SUBCLASSES_JSON).is_file():
+        return None
+    path = folder / SUBCLASSES_JSON
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except json.JSONDecodeError as e:
+        raise UserError(f"{path}: not valid JSON ({e})") from None
+    subs = got.get("subclasses") if isinstance(got, dict) else None
+    if not isinstance(subs, list) or len(subs) != n_classes:
+        found = f"{len(subs)} lists" if isinstance(subs, list) else type(subs).__name__
+        raise UserError(f"{path}: 'subclasses' must hold one list of names per class name "
+                        f"({n_classes}), found {found}")
+    for i, names in enumerate(subs):
+        if not isinstance(names, list) or not all(isinstance(n, str) and n.strip() for n in names):
+            raise UserError(f"{path}: subclasses[{i}] must be a list of non-empty strings")
+    return [[n.strip() for n in names] for names in subs]

@@ -10,6 +10,7 @@ Layout (clip_benchmark ``datasets/builder.py: build_wds_dataset``)::
         classnames.txt               one class name per line
         zeroshot_classification_templates.txt   one template per line, {c} = class name
         dataset_type.txt             "retrieval" for retrieval tasks (else classification)
+        subclasses.json              optional: names scored with each class (eval/classnames.py)
 """
 from __future__ import annotations
 
@@ -77,6 +78,9 @@ def data_fingerprint(task: Task, data_root=None) -> str:
     parts = [(p.name, p.stat().st_size) for p in shard_paths(folder)]
     src = folder / "source.json"
     extra = src.read_text(encoding="utf-8") if src.is_file() else ""
+    sub = folder / "subclasses.json"
+    if sub.is_file():
+        extra += sub.read_text(encoding="utf-8")
     return hashlib.sha256(json.dumps([parts, extra, task.classnames, task.templates]).encode()).hexdigest()[:16]
 
 

@@ -28,6 +28,20 @@ def class_embeddings(encode_text: Callable, tokenizer: Callable, classnames: Seq
     return F.normalize(e, dim=-1).T.contiguous()
 
 
+def hierarchical_logits(class_logits, sub_logits, members):
+    """(N, C) logits where class c scores the best of its own logit and its subclasses' (CHiLS).
+
+    ``members[c]``: indices into the columns of ``sub_logits`` (N, S) that belong to class c.
+    """
+    import torch
+
+    out = class_logits.clone()
+    for c, idx in enumerate(members):
+        if len(idx):
+            out[:, c] = torch.maximum(out[:, c], sub_logits[:, list(idx)].max(dim=1).values)
+    return out
+
+
 def _fraction(hits) -> float:
     """Exact hits/total as a Python float (a float32 mean would round the last digits)."""
     return int(hits.sum()) / int(hits.numel())

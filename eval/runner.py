@@ -11,7 +11,7 @@ from typing import Optional
 from datacurate.errors import UserError
 
 from . import metrics as M
-from .classnames import classnames_for, templates_for
+from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
 from .results import (RESULTS, SCORES, aggregate, atomic_write_text, read_state, result_line,
                       write_results, write_state)
@@ -45,6 +45,7 @@ class ImageCache:
     def __init__(self, max_items: int = 200_000, workers: int = 0):
         self.max_items = max_items
         self.feats: dict[bytes, object] = {}
+        self.text: dict[tuple, object] = {}   # (class names, templates) -> class embeddings
         self.pool = None
         if workers > 0:   # decode + preprocess in threads (PIL releases the GIL): keeps a GPU fed
             from concurrent.futures import ThreadPoolExecutor
@@ -54,6 +55,15 @@ class ImageCache:
     def close(self) -> None:
         if self.pool is not None:
             self.pool.shutdown()
+
+    def class_weights(self, lm, names, templates) -> "torch.Tensor":
+        """(D, C) prompt-ensembled class embeddings, kept for the run: the offline group and
+        subgroup tasks share their ~1,000 member names."""
+        key = (tuple(names), tuple(templates))
+        if key not in self.text:
+            self.text[key] = M.class_embeddings(lm.model.encode_text, lm.tokenizer, list(names), list(templates),
+                                                lm.device).cpu()
+        return self.text[key]
 
     def encode(self, lm, batch) -> "torch.Tensor":
         """batch: (image bytes, where, ...) tuples -> (B, D) normalised features on CPU."""
@@ -89,12 +99,21 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     cache = cache or ImageCache()
     classnames, _ = classnames_for(task, folder)
     templates, _ = templates_for(task, folder)
-    W = M.class_embeddings(lm.model.encode_text, lm.tokenizer, classnames, templates, lm.device).cpu()
+    W = cache.class_weights(lm, classnames, templates)
+    subclasses = subclasses_for(folder, len(classnames))
+    if subclasses:
+        names = sorted({n for group in subclasses for n in group})
+        col = {n: i for i, n in enumerate(names)}
+        members = [[col[n] for n in group] for group in subclasses]
+        Wsub = cache.class_weights(lm, names, templates)
     logits, targets, metas = [], [], []
     with _bar(task.name) as bar:
         for batch in _batches(iter_samples(task, folder), batch_size):
             feats = cache.encode(lm, batch)
-            logits.append(100.0 * feats @ W)
+            out = 100.0 * feats @ W
+            if subclasses:
+                out = M.hierarchical_logits(out, 100.0 * feats @ Wsub, members)
+            logits.append(out)
             targets.extend(b[2] for b in batch)
             metas.extend(b[3] for b in batch)
             bar.update(len(batch))

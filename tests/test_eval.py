@@ -396,3 +396,42 @@ def test_interrupted_run_keeps_finished_tasks_and_no_stale_scores(tmp_path):
     scores = evaluate_run(run, suite="toy_cls,toy_ret", data_root=root, model=fresh, log=lambda m: None)
     assert fresh.model.image_calls == 0                  # toy_ret was kept from the interrupted run
     assert scores["tasks"]["Toy retrieval"] == 0.625
+
+
+def test_hierarchical_logits_take_the_best_of_class_and_subclasses():
+    import torch
+
+    from eval import metrics as M
+
+    cls = torch.tensor([[1.0, 2.0], [3.0, 0.0]])
+    sub = torch.tensor([[5.0, 0.0, 1.0], [0.0, 0.0, 4.0]])
+    out = M.hierarchical_logits(cls, sub, [[0], [1, 2]])
+    assert out.tolist() == [[5.0, 2.0], [3.0, 4.0]]
+    assert cls.tolist() == [[1.0, 2.0], [3.0, 0.0]]                 # the input is left as it was
+    assert M.hierarchical_logits(cls, sub, [[], []]).tolist() == cls.tolist()
+
+
+def _subclass_stub():
+    """alpha, beta: class prompts on axes 0 and 1; gamma (alpha's subclass) on axis 2.
+    Image 0 (an alpha) leans to beta's axis more than alpha's, but most to gamma's."""
+    img = np.array([[0.2, 0.5, 1.0, 0.0], [0.0, 1.0, 0.0, 0.0]])
+    txt = np.eye(4)[:3]
+    return stub_loaded(img, txt, {"alpha": 0, "beta": 1, "gamma": 2})
+
+
+def test_subclasses_json_scores_a_class_by_its_members(tmp_path):
+    from datacurate.errors import UserError
+    from eval.runner import evaluate_task
+    from eval.tasks import find_user_tasks
+
+    folder = tmp_path / "data" / "toy_sub"
+    write_wds_task(folder, [(png_with_index(0), 0), (png_with_index(1), 1)],
+                   {"name": "Toy subclasses", "type": "zeroshot_classification"},
+                   classnames=["alpha", "beta"], templates=["{c}"])
+    task = find_user_tasks(tmp_path / "data")["toy_sub"]
+    assert evaluate_task(task, _subclass_stub(), data_root=tmp_path / "data")["acc1"] == 0.5
+    (folder / "subclasses.json").write_text(json.dumps({"subclasses": [["gamma"], []]}))
+    assert evaluate_task(task, _subclass_stub(), data_root=tmp_path / "data")["acc1"] == 1.0
+    (folder / "subclasses.json").write_text(json.dumps({"subclasses": [["gamma"]]}))
+    with pytest.raises(UserError, match=r"subclasses.json: 'subclasses' must hold one list of names per class name \(2\), found 1 lists"):
+        evaluate_task(task, _subclass_stub(), data_root=tmp_path / "data")

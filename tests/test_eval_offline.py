@@ -138,3 +138,31 @@ def test_cli_list_and_errors(tmp_path):
     assert [ln for ln in r.stdout.splitlines() if ln.startswith("cifar10 ")][0].rstrip().endswith("missing")
     r = _cli("--run", str(tmp_path / "norun"), cwd=ROOT)
     assert r.returncode == 2 and "norun" in r.stderr
+
+
+def test_group_and_subgroup_tasks_carry_member_names_from_the_taxonomy_without_eval_names(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from eval.offline import build_offline_evalsets
+
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    # the shapes' taxonomy: seen (pool/trusted) members, and the eval items themselves
+    tax = {"name": ["red circle", "dot", "ring", "box", "wedge", "grey wedge"],
+           "group": ["round-shapes", "round-shapes", "round-shapes", "angular-shapes", "angular-shapes", "angular-shapes"],
+           "subgroup": ["shape-circle", "shape-circle", "shape-circle", "shape-square", "shape-triangle",
+                        "shape-triangle"],
+           "split": ["eval", "pool", "trusted", "pool", "pool", "trusted"]}
+    pq.write_table(pa.table(tax), pool / "holdout" / "taxonomy.parquet")
+    root = build_offline_evalsets(pool)
+    group = json.loads((root / "emoji_group" / "subclasses.json").read_text())["subclasses"]
+    assert group == [["box", "grey wedge", "wedge"], ["dot", "ring"]]     # angular, round; no eval name
+    sub = json.loads((root / "emoji_subgroup" / "subclasses.json").read_text())["subclasses"]
+    assert sub == [["dot", "ring"], ["box"], ["grey wedge", "wedge"]]
+    assert not (root / "emoji_concept" / "subclasses.json").exists()
+    # a changed taxonomy rebuilds the tasks
+    tax["split"][1] = "eval"
+    pq.write_table(pa.table(tax), pool / "holdout" / "taxonomy.parquet")
+    build_offline_evalsets(pool)
+    assert json.loads((root / "emoji_subgroup" / "subclasses.json").read_text())["subclasses"][0] == ["ring"]

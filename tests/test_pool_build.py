@@ -104,6 +104,14 @@ def test_layout_and_columns_match_formats(pool):
         im = _decode(first["image"])
         assert im.format == "PNG" and first["name"] and first["source"] in ("google", "twitter")
         assert len(set(t.column("item_id").to_pylist())) == t.num_rows
+    tax = pq.read_table(pool / "holdout" / "taxonomy.parquet")
+    assert tax.column_names == ["name", "group", "subgroup", "split"]
+    split_of = {}
+    for name, split in zip(tax.column("name").to_pylist(), tax.column("split").to_pylist()):
+        split_of.setdefault(split, set()).add(name)
+    assert set(split_of) == {"pool", "trusted", "eval"}
+    assert split_of["eval"] == set(pq.read_table(pool / "holdout" / "eval.parquet").column("name").to_pylist())
+    assert split_of["trusted"] == set(pq.read_table(pool / "holdout" / "trusted.parquet").column("name").to_pylist())
 
 
 def test_uids_unique_valid_and_urls_under_base(rows):

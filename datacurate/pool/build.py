@@ -151,6 +151,23 @@ def _holdout_table(concepts, seed: int):
     return pa.table(cols, schema=schema)
 
 
+def taxonomy_table(splits):
+    """Every concept's name with its group, subgroup and split: the emoji taxonomy as the builder split it.
+
+    The offline evaluation scores a group or subgroup by its member emoji's names as well as its
+    own (CHiLS); it takes the members from here, never from the ``eval`` split.
+    """
+    import pyarrow as pa
+
+    cols = {k: [] for k in ("name", "group", "subgroup", "split")}
+    for which in ("pool", "trusted", "eval"):
+        for c in splits[which]:
+            for name in sorted({r.label for r in c.renditions if r.base}):
+                for k, v in (("name", name), ("group", c.group), ("subgroup", c.subgroup), ("split", which)):
+                    cols[k].append(v)
+    return pa.table(cols, schema=pa.schema([(k, pa.string()) for k in cols]))
+
+
 def _write_parquet(table, path: Path) -> None:
     import pyarrow.parquet as pq
 
@@ -264,6 +281,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
             t = _holdout_table(splits[which], seed)
             _write_parquet(t, tmp / "holdout" / f"{which}.parquet")
             held[which] = t.num_rows
+        _write_parquet(taxonomy_table(splits), tmp / "holdout" / "taxonomy.parquet")
 
         import skimage
 
