@@ -186,9 +186,18 @@ def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: st
     return (stages if subset_stages else []) + [
         Stage(f"train [{tag}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
               f"the fixed {scale} recipe with open_clip_train"),
-        Stage(f"eval [{tag}]", lambda: (run / "scores.json").exists(), do_eval,
+        Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
               "the offline zero-shot suite"),
     ]
+
+
+def _scored_on_current_suite(run: Path, pool: Path) -> bool:
+    """RUN/scores.json exists and was scored on the offline suite as it is now built from POOL
+    (a new eval.parquet, taxonomy or suite version means scoring again; unchanged tasks are reused)."""
+    from eval.offline import suite_fingerprint
+
+    scores = _json(run / "scores.json")
+    return bool(scores) and scores.get("offline_fingerprint") == suite_fingerprint(pool)
 
 
 def execute_stages(stages: list[Stage]) -> dict[str, float]:

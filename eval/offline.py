@@ -181,6 +181,20 @@ class _Nothing:
         return False
 
 
+def suite_fingerprint(pool: str | os.PathLike) -> str | None:
+    """What the offline tasks are built from (eval.parquet, taxonomy, builder version), or, for a
+    pool copied without its holdout/, the built tasks' own record; None when neither exists.
+    A run's scores.json keeps the one it was scored on, so a changed suite is scored again."""
+    pool = Path(pool)
+    parquet = pool / "holdout" / "eval.parquet"
+    if parquet.is_file():
+        return _fingerprint(parquet)
+    try:
+        return json.loads((pool / "evalsets" / next(iter(OFFLINE_TASKS)) / "source.json").read_text())["fingerprint"]
+    except (OSError, ValueError, KeyError):
+        return None
+
+
 def _is_current(dst: Path, fingerprint: str) -> bool:
     try:
         return json.loads((dst / "source.json").read_text())["fingerprint"] == fingerprint \

@@ -297,6 +297,10 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     lines = {x.key: done[x.key] for x in tasks if x.key in done}
     write_results(run / RESULTS, lines)
     scores = make_scores(suite_name, tasks, lines, missing, sha, timings)
+    if suite_name == "offline" and pool is not None:
+        from .offline import suite_fingerprint
+
+        scores["offline_fingerprint"] = suite_fingerprint(pool)
     import json
 
     atomic_write_text(run / SCORES, json.dumps(scores, indent=1) + "\n")

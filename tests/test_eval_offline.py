@@ -166,3 +166,24 @@ def test_group_and_subgroup_tasks_carry_member_names_from_the_taxonomy_without_e
     pq.write_table(pa.table(tax), pool / "holdout" / "taxonomy.parquet")
     build_offline_evalsets(pool)
     assert json.loads((root / "emoji_subgroup" / "subclasses.json").read_text())["subclasses"][0] == ["ring"]
+
+
+def test_a_run_scored_on_an_older_suite_is_scored_again(tmp_path):
+    """`datacurate run` re-scores a run when the offline suite it was scored on has changed."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datacurate.run import _scored_on_current_suite
+    from eval.offline import suite_fingerprint
+
+    pool, run = tmp_path / "pool", tmp_path / "run"
+    write_eval_parquet(pool)
+    run.mkdir()
+    assert not _scored_on_current_suite(run, pool)                       # never scored
+    (run / "scores.json").write_text(json.dumps({"offline_fingerprint": suite_fingerprint(pool)}))
+    assert _scored_on_current_suite(run, pool)
+    pq.write_table(pa.table({"name": ["dot"], "group": ["round-shapes"], "subgroup": ["shape-circle"],
+                             "split": ["pool"]}), pool / "holdout" / "taxonomy.parquet")
+    assert not _scored_on_current_suite(run, pool)                       # the taxonomy changed
+    (run / "scores.json").write_text(json.dumps({"suite": "offline"}))   # scored before fingerprints
+    assert not _scored_on_current_suite(run, pool)
