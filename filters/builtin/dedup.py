@@ -141,8 +141,10 @@ class SemanticDedup(_EmbeddingDedup):
 
 @register
 class PHashDedup(_DropByUid):
-    """Drop near-duplicate pictures: perceptual hashes within max_distance bits (and, with a model,
-    image embeddings at least min_similarity alike), confirmed on the pixels; one row kept per group."""
+    """Drop near-duplicate pictures (pHash close, embeddings alike, pixels aligned); one row kept per group.
+
+    Pairs within ``max_distance`` bits (and, with a model, ``min_similarity`` alike) are
+    candidates; the pixel check (``min_alignment``) confirms them."""
 
     name = "phash_dedup"
     params = (Param("hash", str, "phash", "perceptual hash", choices=("phash", "dhash")),
