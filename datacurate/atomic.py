@@ -10,8 +10,15 @@ def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
     path = Path(path)
     tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text)
+    tmp.write_text(text, encoding="utf-8")
     os.replace(tmp, path)
+
+
+def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> None:
+    """``obj`` as indented JSON (with a final newline), written as :func:`write_text_atomic` does."""
+    import json
+
+    write_text_atomic(path, json.dumps(obj, indent=indent) + "\n")
 
 
 def replace_dir(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:

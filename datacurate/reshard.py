@@ -19,7 +19,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from .atomic import write_text_atomic
+from .atomic import write_json_atomic
 from .errors import UserError
 
 MAX_SHARD_SIZE = 1000   # default samples per output shard (upstream's resharder writes 10,000)
@@ -117,10 +117,6 @@ def _select(spark, pool: Path, subset_hex: list[str], work: Path) -> list[tuple]
             for r in rows]
 
 
-def _write_json_atomic(path: Path, obj) -> None:
-    write_text_atomic(path, json.dumps(obj, indent=2) + "\n")
-
-
 def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.PathLike,
             shard_size: int | None = None, spark=None, master: str | None = None,
             progress: bool = True) -> dict:
@@ -156,7 +152,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
             return report
     work.mkdir(parents=True, exist_ok=True)
     shards_out.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(plan_path, plan)
+    write_json_atomic(plan_path, plan)
 
     startup = None
     if spark is None:
@@ -202,8 +198,8 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
     for stale in sorted(shards_out.glob("*.tar")):
         if stale.name not in sizes:
             raise ReshardError(f"{stale}: not part of this reshard (another shard size?); remove {out}")
-    _write_json_atomic(out / "sizes.json", sizes)
-    _write_json_atomic(shards_out / "sizes.json", sizes)  # where open_clip looks: beside the tars
+    write_json_atomic(out / "sizes.json", sizes)
+    write_json_atomic(shards_out / "sizes.json", sizes)  # where open_clip looks: beside the tars
     report = {
         "subset": str(subset), "subset_fingerprint": fp, "subset_size": len(subset_hex),
         "found": found, "missing": missing, "duplicates_in_pool": duplicates,
@@ -212,7 +208,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
         "wall_time_s": round(time.time() - t0, 3),
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
     }
-    _write_json_atomic(report_path, report)
+    write_json_atomic(report_path, report)
     (work / "subset_uids.parquet").unlink(missing_ok=True)
     return report
 

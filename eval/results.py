@@ -21,18 +21,12 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 
 RESULTS = "eval_results.jsonl"
 SCORES = "scores.json"
 STATE = "eval_state.json"
-
-
-def atomic_write_text(path: Path, text: str) -> None:
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.tmp{os.getpid()}")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
 
 
 def _clean(v):
@@ -73,7 +67,7 @@ def read_results(path: str | os.PathLike) -> dict[str, dict]:
 def write_results(path: str | os.PathLike, lines: dict[str, dict]) -> None:
     """All lines, one per task, written under a temporary name and renamed (never half-written)."""
     text = "".join(json.dumps(row) + "\n" for row in lines.values())
-    atomic_write_text(Path(path), text)
+    write_text_atomic(path, text)
 
 
 def read_state(run: Path) -> dict:
@@ -90,7 +84,7 @@ def read_state(run: Path) -> dict:
 
 
 def write_state(run: Path, state: dict) -> None:
-    atomic_write_text(Path(run) / STATE, json.dumps(state, indent=1) + "\n")
+    write_text_atomic(Path(run) / STATE, json.dumps(state, indent=1) + "\n")
 
 
 def aggregate(results: dict[str, float], imagenet: Optional[str], groups: dict[str, list[str]]) -> dict:

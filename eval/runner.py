@@ -8,14 +8,16 @@ import warnings
 from pathlib import Path
 from typing import Optional
 
+from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 
 from . import metrics as M
 from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
-from .results import (RESULTS, SCORES, aggregate, atomic_write_text, read_state, result_line,
+from .results import (RESULTS, SCORES, aggregate, read_state, result_line,
                       write_results, write_state)
-from .tasks import CLASSIFICATION, MULTI_OBJECTIVE, RETRIEVAL, Task, resolve_suite, suite_groups, task_dir
+from .tasks import (CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
+                    task_dir)
 
 DEFAULT_BATCH = 64
 
@@ -297,13 +299,13 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     lines = {x.key: done[x.key] for x in tasks if x.key in done}
     write_results(run / RESULTS, lines)
     scores = make_scores(suite_name, tasks, lines, missing, sha, timings)
-    if suite_name == "offline" and pool is not None:
+    if suite_name == OFFLINE and pool is not None:
         from .offline import suite_fingerprint
 
         scores["offline_fingerprint"] = suite_fingerprint(pool)
     import json
 
-    atomic_write_text(run / SCORES, json.dumps(scores, indent=1) + "\n")
+    write_text_atomic(run / SCORES, json.dumps(scores, indent=1) + "\n")
     return scores
 
 

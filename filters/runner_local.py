@@ -8,11 +8,12 @@ under a temporary name first.
 from __future__ import annotations
 
 import json
-import os
 import platform
 import sys
 import time
 from pathlib import Path
+
+from datacurate.atomic import write_text_atomic
 
 from .engine import RunResult, evaluate_recipe, to_pairs
 from .recipe import Recipe, load_recipe
@@ -69,9 +70,7 @@ def write_outputs(out: Path, recipe: Recipe, result: RunResult, runner: str, see
         "python": platform.python_version(),
     }
     jp = json_path_for(out)
-    tmp = jp.with_name(f".{jp.name}.tmp")
-    tmp.write_text(json.dumps(record, indent=2))
-    os.replace(tmp, jp)
+    write_text_atomic(jp, json.dumps(record, indent=2))
     return record
 
 

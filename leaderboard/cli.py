@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import argparse
 
+from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 
 DEFAULT_DB = "leaderboard.sqlite"
@@ -159,7 +160,6 @@ def _export(args) -> int:
     import csv
     import io
     import json
-    import os
     from pathlib import Path
 
     from .db import open_db
@@ -178,8 +178,6 @@ def _export(args) -> int:
     for r in rows:
         w.writerow({**r, **r["aggregates"]})
     for name, text in (("leaderboard.csv", buf.getvalue()), ("leaderboard.json", json.dumps(rows, indent=1))):
-        tmp = out / (name + ".tmp")
-        tmp.write_text(text, encoding="utf-8")
-        os.replace(tmp, out / name)
+        write_text_atomic(out / name, text)
     print(f"wrote {len(rows)} submission(s) to {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")
     return 0

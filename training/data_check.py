@@ -18,6 +18,7 @@ import tarfile
 from dataclasses import asdict, dataclass
 from pathlib import Path
 
+from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")   # what open_clip_train's loader renames to "image"
@@ -160,7 +161,5 @@ def check_training_data(data: str | Path, cache: Path | None = None, progress: b
                           data_fingerprint=h.hexdigest())
     if cache is not None:
         cache.parent.mkdir(parents=True, exist_ok=True)
-        tmp = cache.with_name(f"{cache.name}.{os.getpid()}.tmp")
-        tmp.write_text(json.dumps({"stamp": stamp, "summary": summary.as_dict()}, indent=1))
-        os.replace(tmp, cache)
+        write_text_atomic(cache, json.dumps({"stamp": stamp, "summary": summary.as_dict()}, indent=1))
     return summary

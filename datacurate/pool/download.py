@@ -21,6 +21,7 @@ import threading
 import time
 from pathlib import Path
 
+from ..atomic import write_json_atomic
 from ..errors import UserError
 
 SHARD_DIGITS = 5  # NNNNN.tar (docs/formats.md); upstream DataComp uses oom_shard_count=8
@@ -200,13 +201,7 @@ def _check_settings(pool: Path, settings: dict) -> None:
         raise DownloadError(f"{pool}/shards holds shards from an unknown run ({path} is missing); "
                             "remove the shards folder to download again")
     path.parent.mkdir(parents=True, exist_ok=True)
-    _write_json_atomic(path, settings)
-
-
-def _write_json_atomic(path: Path, obj) -> None:
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(obj, indent=2, sort_keys=False) + "\n")
-    os.replace(tmp, path)
+    write_json_atomic(path, settings)
 
 
 class FileCountProgress:
@@ -476,7 +471,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     if summary["tried"] != table.num_rows:
         raise RuntimeError(f"{pool}/shards hold {summary['tried']} samples but {urls_path} has "
                            f"{table.num_rows}; remove {pool}/shards and {pool}/metadata and download again")
-    _write_json_atomic(summary_path, summary)
+    write_json_atomic(summary_path, summary)
     return summary
 
 
