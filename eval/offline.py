@@ -234,11 +234,14 @@ def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path
             if len(set(names)) != len(names):     # two slugs read the same: keep the slugs
                 names = labels
             samples = [(png, index[str(r[col])]) for png, r in zip(pngs, rows)]
-            members = _members(parquet, col) if col in ("group", "subgroup") else None
-            if col in ("group", "subgroup") and members is None:
-                print(f"warning: {parquet.with_name(TAXONOMY)} missing: {key} scores class names alone",
-                      file=sys.stderr)
-            subclasses = [members.get(lab, []) for lab in labels] if members else None
+            subclasses = None
+            if col in ("group", "subgroup"):
+                members = _members(parquet, col)
+                if members is None:
+                    print(f"warning: {parquet.with_name(TAXONOMY)} missing: {key} scores class names alone",
+                          file=sys.stderr)
+                elif members:
+                    subclasses = [members.get(lab, []) for lab in labels]
             if len(labels) < 2:      # nothing to tell apart: the task is written without data
                 samples = []
                 reason = f"{parquet}: only one {col} ({labels[0]!r}) among the held-out items"

@@ -178,7 +178,7 @@ class PHashDedup(_DropByUid):
                 continue
         ok = np.asarray(ok, np.int64)
         emb = batch.embedding(f"{self.model}_img")[ok] if self.model else None
-        keys = [str(k) for k in np.asarray(batch.table.column("key").to_pylist(), dtype=object)[ok]]
+        keys = [str(k) for k in batch.column("key")[ok]]
         return _uids(batch)[ok], np.asarray(hashes, np.uint64), emb, (str(batch.tar_path), batch.shard, keys)
 
     def fit(self, parts, ctx: Context) -> None:
