@@ -34,7 +34,7 @@ DEFAULT_RECIPES = [
     "image_based_and_clip", "dedup_clip", "semdedup_clip", "decontaminate_dedup_clip",
     # single filters, to see what each catches on its own
     "step:exact_dedup", "step:phash_dedup", "step:near_dedup", "step:semantic_dedup", "step:decontaminate",
-    "step:decontaminate_phash",
+    "step:decontaminate_phash", "step:decontaminate_local",
 ]
 SINGLE = {
     "exact_dedup": "{filter: exact_dedup}",
@@ -43,6 +43,7 @@ SINGLE = {
     "semantic_dedup": "{filter: semantic_dedup, model: fnet, clusters: 20, eps: 0.05}",
     "decontaminate": "{filter: decontaminate, model: fnet, target: eval}",
     "decontaminate_phash": "{filter: decontaminate_phash, target: eval}",
+    "decontaminate_local": "{filter: decontaminate_local, target: eval}",
 }
 DEFECTS = ["swapped_caption", "boilerplate", "foreign_language", "exact_duplicate", "near_duplicate",
            "tiny_image", "extreme_aspect", "eval_overlap", "broken_url", "undecodable"]

@@ -1,0 +1,527 @@
+"""A copy detector for eval images pasted into new scenes: local features, then a pixel check.
+
+A perceptual hash sees the whole picture, so an eval image pasted at 40-85% of a new
+canvas, on a new background, at a random place, is invisible to it. Here each eval image
+(an RGBA emoji: its alpha says which pixels are the art) gives SIFT keypoints of the art
+laid on plain black and on plain white (so that its outline gives features of either
+contrast, whatever the background is). For a pool image:
+
+1. *candidates*: its SIFT descriptors search all eval descriptors in one faiss index; the
+   neighbours within Lowe's ratio of the nearest vote for their eval images (an ambiguous
+   descriptor's vote is split); eval images are ranked by their most matches agreeing on
+   one scale and position (a coarse Hough grid), so that a textured background's
+   scattered matches do not outrank a small copy's few consistent ones;
+2. *placement*: for the best candidates, every descriptor match proposes a scale
+   (ratio of keypoint sizes) and a position (paste is axis-aligned: no rotation); the
+   proposal most other matches agree with wins (a Hough-style vote);
+3. *pixel check*: the eval image is resized to that scale (PIL bicubic, as a paste is) and
+   slid over a few pixels and sizes around the proposal (masked ``cv2.matchTemplate`` on
+   the art's opaque pixels); the
+   best placement must reproduce the art everywhere: split into a grid of cells, every
+   cell must have few pixels off by more than a JPEG's error. A picture of another
+   emoji on the same background (or of the same shapes with other colours, or an arrow
+   pointing elsewhere) fails the check in some cell.
+
+Two more stages catch what local features miss:
+
+0. *whole picture*: a picture of the eval image's own shape (square here) is compared as a
+   32 x 32 thumbnail with every eval image laid on white (the file itself, or the art
+   flattened and resized: a pHash of a mostly-white picture flips bits too easily);
+4. *search*: when no placement passes, the best few candidates are searched exhaustively,
+   every size and place (a quarter-resolution pass, then full resolution around its best
+   three), for the place where the art's opaque pixels agree (``search_error``) and the
+   picture just outside the art's outline differs from the art's edge (``min_contrast``):
+   flat art (a plain orange diamond) otherwise "matches" any plain region of its colour.
+
+Eval descriptors and templates are numpy arrays (picklable: a Spark executor gets them
+with the filter); the faiss index is rebuilt lazily in each process.
+"""
+from __future__ import annotations
+
+import io
+from dataclasses import dataclass
+
+import numpy as np
+
+from datacurate.errors import UserError
+
+RATIO = 0.8            # Lowe's ratio test (SIFT paper): nearest vs neighbours of other eval images
+BACKGROUNDS = (0, 255)  # eval art laid on these greys for its keypoints (outline contrast of either sign)
+EVAL_UPSCALES = (2,)
+OPAQUE = 0.9           # art pixels judged: at least this opaque (edges mix with an unknown background)
+MAX_MATCHES = 64       # matches of one candidate used to propose placements
+PAD = 16               # eval pixels of plain background added around the art  # eval art is small (64 px): detect on it enlarged (finer keypoints for pasted-up copies)
+
+
+_INDEXES: dict = {}  # fingerprint -> faiss index, per process (Spark workers unpickle the filter per task)
+
+
+@dataclass
+class MatchParams:
+    """Knobs of the detector (defaults tuned on the offline tiny pool; see scripts/bench/filter_quality.py)."""
+
+    work_side: int = 256       # pool images larger than this are shrunk first (pixels)
+    min_side: int = 16         # pasted copies smaller than this (pixels, in the work image) are not sought
+    max_keypoints: int = 0     # SIFT keypoints kept per pool image (strongest first; 0: all)
+    neighbours: int = 16       # faiss neighbours per pool descriptor
+    candidates: int = 16       # eval images placed and pixel-checked per pool image
+    search: int = 3            # pixel check slides the template +- this many pixels and sizes
+    pixel_tol: float = 56.0    # a pixel is "off" when a channel differs by more than this (0-255)
+    max_off: float = 0.15      # ... and a cell fails when more than this fraction of its pixels are off
+    grid: int = 4              # cells per side of the grid the art is split into
+    min_cell_pixels: int = 6   # cells with fewer art pixels than this are not judged
+    min_pixels: int = 40       # placements with fewer opaque art pixels than this are not judged
+    max_mean_error: float = 24.0  # mean max-channel difference over the art allowed for a copy
+    quick_error: float = 80.0  # placements whose unrefined mean difference is above this are not refined
+    whole_error: float = 10.0  # whole-picture copy: RMS difference of 32 x 32 thumbnails at most this
+    deep: int = 3              # best candidates searched exhaustively when no placement passes (0: none)
+    search_error: float = 15.0  # searched copy: RMS difference over the art's opaque pixels at most this
+    min_contrast: float = 25.0  # ... and the picture around the outline differs from the art's edge by this
+
+
+@dataclass
+class Match:
+    """Where eval image ``eval_index`` sits in a pool image, and how well its pixels agree."""
+
+    eval_index: int
+    x: int
+    y: int
+    side: int          # pasted width in work-image pixels
+    worst_cell: float  # largest fraction of off pixels in a grid cell (0 = every pixel agrees)
+    mean_error: float  # mean max-channel absolute difference over the art's pixels
+    votes: float
+    how: str = "features"  # "whole" (thumbnail), "features" (placed by matches) or "search" (exhaustive)
+    contrast: float = 0.0  # search: RMS difference between the art's edge colours and the picture around it
+
+
+def _rank(m: Match) -> tuple:
+    return (max(m.worst_cell, 0.02), m.mean_error)
+
+
+def _rgba(data, name: str) -> np.ndarray:
+    from PIL import Image, UnidentifiedImageError
+
+    try:
+        img = Image.open(io.BytesIO(data)) if isinstance(data, (bytes, bytearray, memoryview)) else data
+        img.load()
+    except (UnidentifiedImageError, OSError) as e:
+        raise UserError(f"{name}: cannot decode image ({e})") from e
+    return np.asarray(img.convert("RGBA"))
+
+
+def _on_white(rgba: np.ndarray) -> np.ndarray:
+    """RGB with transparent pixels laid on white, as every stage of the project flattens art."""
+    if rgba.shape[2] == 3 or rgba[..., 3].min() == 255:
+        return np.ascontiguousarray(rgba[..., :3])
+    a = rgba[..., 3:].astype(np.float32) / 255.0
+    return np.clip(rgba[..., :3] * a + 255.0 * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+
+
+def _thumb(rgba: np.ndarray) -> np.ndarray:
+    """A 32 x 32 thumbnail (flattened on white, box-averaged) as a float vector."""
+    import cv2
+
+    return cv2.resize(_on_white(rgba).astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA).ravel()
+
+
+CONTRAST_CAP = 60.0  # outline contrast beyond this is no more evidence (keeps one term from swamping the other)
+
+
+def _fit_map(img: np.ndarray, art) -> tuple[np.ndarray, np.ndarray, np.ndarray] | None:
+    """(score, error, contrast) maps of the RGBA PIL image ``art`` at every place in ``img``.
+
+    error: RMS difference over the art's opaque pixels. contrast: RMS difference between the
+    picture on a band just outside the art's outline and the art's own colours carried out
+    onto that band (capped). score = error - contrast / 2: low where the art is reproduced
+    *and* stands out, so a plain region of the art's colour does not win the search.
+    """
+    import cv2
+
+    a = np.asarray(art, np.float32)
+    if a.shape[0] > img.shape[0] or a.shape[1] > img.shape[1]:
+        return None
+    on = (a[..., 3] >= 250).astype(np.float32)
+    if on.sum() < 8:
+        return None
+    k = 3 + 2 * int(np.ceil(2 * a.shape[0] / 64))  # the band: past the art's soft (resampled) edge
+    band = (cv2.dilate(on, np.ones((k, k), np.uint8)) > 0) & (a[..., 3] <= 20)
+    near = cv2.boxFilter(a[..., :3] * on[..., None], -1, (k, k), normalize=False)
+    near /= np.maximum(cv2.boxFilter(on, -1, (k, k), normalize=False), 1e-6)[..., None]
+
+    def rms(tpl, mask):
+        r = cv2.matchTemplate(img, np.ascontiguousarray(tpl, np.float32), cv2.TM_SQDIFF,
+                              mask=np.ascontiguousarray(np.repeat(mask[..., None], 3, axis=2), np.float32))
+        return np.sqrt(np.maximum(np.nan_to_num(r, nan=1e12), 0) / (3 * mask.sum()))
+
+    err = rms(a[..., :3], on)
+    contrast = np.minimum(rms(np.where(band[..., None], near, 0), band.astype(np.float32)), CONTRAST_CAP) \
+        if band.sum() >= 8 else np.zeros_like(err)
+    return err - 0.5 * contrast, err, contrast
+
+
+def _luma(rgb: np.ndarray) -> np.ndarray:
+    import cv2
+
+    return cv2.cvtColor(np.ascontiguousarray(rgb, dtype=np.uint8), cv2.COLOR_RGB2GRAY)
+
+
+def _root_sift(d: np.ndarray) -> np.ndarray:
+    """RootSIFT (Arandjelovic & Zisserman 2012): L1-normalise, square root; L2 then compares like Hellinger."""
+    d = d.astype(np.float32)
+    d /= d.sum(axis=1, keepdims=True) + 1e-7
+    return np.sqrt(d)
+
+
+def _sift(max_keypoints: int = 0):
+    import cv2
+
+    return cv2.SIFT_create(nfeatures=max_keypoints)
+
+
+class EvalIndex:
+    """Eval images ready to be found in pool images (build once, call ``find`` per image)."""
+
+    def __init__(self, images: list, params: MatchParams | None = None, names: list[str] | None = None):
+        import cv2
+
+        self.params = params or MatchParams()
+        if not images:
+            raise UserError("image copy detection needs at least one eval image")
+        sift = _sift()
+        self.templates: list[np.ndarray] = []
+        desc, owner, pts, sizes = [], [], [], []
+        for i, data in enumerate(images):
+            a = _rgba(data, names[i] if names else f"eval image {i}")
+            self.templates.append(a)
+            af = a.astype(np.float32)
+            alpha = af[..., 3:] / 255.0
+            for up, bg in ((u, b) for u in EVAL_UPSCALES for b in BACKGROUNDS):
+                # no mask: the art alone on a plain grey has no other features, and the outline's
+                # own keypoints (centred just off the art) are kept; padded so the edges count too
+                rgb = np.pad(af[..., :3] * alpha + bg * (1.0 - alpha), ((PAD, PAD), (PAD, PAD), (0, 0)),
+                             constant_values=bg)
+                big = cv2.resize(rgb, None, fx=up, fy=up, interpolation=cv2.INTER_CUBIC)
+                kp, d = sift.detectAndCompute(_luma(np.clip(big, 0, 255)), None)
+                if d is None:
+                    continue
+                desc.append(_root_sift(d))
+                owner.append(np.full(len(kp), i, np.int32))
+                pts.append(np.array([k.pt for k in kp], np.float32) / up - PAD)
+                sizes.append(np.array([k.size for k in kp], np.float32) / up)
+        if not desc:
+            raise UserError("no eval image gives any local feature (all blank?)")
+        self.desc = np.ascontiguousarray(np.concatenate(desc))
+        self.owner = np.concatenate(owner)
+        self.pts = np.concatenate(pts)
+        self.sizes = np.concatenate(sizes)
+        self.widths = np.array([t.shape[1] for t in self.templates], np.float64)
+        self.thumbs = np.stack([_thumb(t) for t in self.templates])
+        self.aspects = np.array([t.shape[1] / t.shape[0] for t in self.templates], np.float64)
+        self._index = None
+
+    def __getstate__(self):
+        s = dict(self.__dict__)
+        s["_index"] = None  # faiss indexes do not pickle; rebuilt where used
+        return s
+
+    @property
+    def index(self):
+        if self._index is None:
+            key = self.fingerprint()
+            self._index = _INDEXES.get(key)
+        if self._index is None:
+            import faiss
+
+            n, d = self.desc.shape
+            if n < 20_000:
+                index = faiss.IndexFlatL2(d)
+            else:  # a graph index: no training, ~1 ms per hundred queries
+                index = faiss.IndexHNSWFlat(d, 32)
+                index.hnsw.efConstruction = 64
+                index.hnsw.efSearch = 40
+            index.add(self.desc)
+            self._index = _INDEXES[self.fingerprint()] = index
+        return self._index
+
+    def fingerprint(self) -> str:
+        """What the descriptors are (a process reuses one faiss index for equal eval sets)."""
+        import hashlib
+
+        if not getattr(self, "_fingerprint", None):
+            h = hashlib.blake2b(self.desc.tobytes(), digest_size=16)
+            h.update(self.owner.tobytes())
+            self._fingerprint = h.hexdigest()
+        return self._fingerprint
+
+    # ------------------------------------------------------------------ per pool image
+    def find(self, image) -> Match | None:
+        """The best-verified eval image inside ``image`` (PIL image or bytes), or None."""
+        import cv2
+
+        p = self.params
+        rgba = _rgba(image, "image")
+        h, w = rgba.shape[:2]
+        if min(h, w) < p.min_side:
+            return None
+        whole = self._whole(rgba)
+        if whole is not None:
+            return whole
+        rgb = _on_white(rgba)
+        f = min(1.0, p.work_side / max(h, w))
+        if f < 1.0:
+            rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
+        kp, d = _sift(p.max_keypoints).detectAndCompute(_luma(rgb), None)
+        if d is None or len(kp) == 0:
+            return None
+        q = _root_sift(d)
+        qpts = np.array([k.pt for k in kp], np.float32)
+        qsizes = np.array([k.size for k in kp], np.float32)
+        dist, nn = self.index.search(q, p.neighbours)
+        valid = nn >= 0
+        own = np.where(valid, self.owner[np.maximum(nn, 0)], -1)
+        close = valid & (dist <= dist[:, :1] / (RATIO * RATIO))
+        ranked = self._rank_candidates(own, close, qpts, qsizes, nn, rgb.shape[:2])
+        best: Match | None = None
+        for e, support, v in ranked[:p.candidates]:
+            rows, cols = np.nonzero(close & (own == e))
+            j = nn[rows, cols]
+            m = self._verify(rgb, e, qpts[rows], qsizes[rows], self.pts[j], self.sizes[j], v)
+            if m is not None and (best is None or _rank(m) < _rank(best)):
+                best = m
+        if self.is_copy(best):
+            return best
+        for e, _, v in ranked[:p.deep]:
+            m = self._search(rgb, e, v)
+            if self.is_copy(m):
+                return m
+        return best
+
+    def _whole(self, rgba: np.ndarray) -> Match | None:
+        """The eval image whose thumbnail the whole picture reproduces, if any."""
+        h, w = rgba.shape[:2]
+        same_shape = np.abs(np.log((w / h) / self.aspects)) <= 0.02
+        if not same_shape.any():
+            return None
+        err = np.sqrt(((self.thumbs - _thumb(rgba)[None]) ** 2).mean(axis=1))
+        err[~same_shape] = np.inf
+        e = int(np.argmin(err))
+        if err[e] > self.params.whole_error:
+            return None
+        return Match(e, 0, 0, w, 0.0, float(err[e]), 0.0, how="whole")
+
+    def _search(self, rgb: np.ndarray, e: int, votes: float, coarse: int = 4) -> Match | None:
+        """Every size and place of eval image ``e`` in ``rgb``: the best by art agreement and outline contrast."""
+        import cv2
+        from PIL import Image
+
+        p = self.params
+        h, w = rgb.shape[:2]
+        art = Image.fromarray(self.templates[e])
+        img = rgb.astype(np.float32)
+        small = cv2.resize(img, (w // coarse, h // coarse), interpolation=cv2.INTER_AREA)
+        rough = []
+        for t in range(max(6, p.min_side // coarse), min(h, w) // coarse + 1):
+            r = _fit_map(small, art.resize((t, t), Image.BOX))
+            if r is not None:
+                j = np.unravel_index(int(np.argmin(r[0])), r[0].shape)
+                rough.append((float(r[0][j]), t, j[1], j[0]))
+        best = None
+        for _, t, x, y in sorted(rough)[:3]:
+            for side in range(max(p.min_side, (t - 1) * coarse), min(h, w, (t + 1) * coarse) + 1):
+                x0, y0 = max(0, (x - 1) * coarse - 1), max(0, (y - 1) * coarse - 1)
+                x1, y1 = min(w, (x + 1) * coarse + side + 1), min(h, (y + 1) * coarse + side + 1)
+                if x1 - x0 < side or y1 - y0 < side:
+                    continue
+                r = _fit_map(img[y0:y1, x0:x1], art.resize((side, side), Image.BICUBIC))
+                if r is None:
+                    continue
+                j = np.unravel_index(int(np.argmin(r[0])), r[0].shape)
+                if best is None or r[0][j] < best[0]:
+                    best = (float(r[0][j]), float(r[1][j]), float(r[2][j]), side, x0 + int(j[1]), y0 + int(j[0]))
+        if best is None:
+            return None
+        _, err, contrast, side, x, y = best
+        return Match(e, x, y, side, 0.0, err, float(votes), how="search", contrast=contrast)
+
+    def _rank_candidates(self, own, close, qpts, qsizes, nn, shape) -> list[tuple[int, float, float]]:
+        """(eval index, geometric support, votes), best first.
+
+        Votes: a descriptor whose close neighbours name one eval image gives it 1, an ambiguous
+        one splits its vote. Support: the most matches of one eval image that agree on a single
+        scale and position (a coarse Hough grid, two offsets), so that a textured background's
+        many scattered matches do not outrank a small pasted copy's few consistent ones.
+        """
+        r, c = np.nonzero(close)
+        o = own[r, c]
+        if len(o) == 0:
+            return []
+        weight = 1.0 / np.bincount(r, minlength=len(close))[r]  # an ambiguous descriptor's vote is split
+        share = np.bincount(o, weights=weight, minlength=len(self.templates))
+        j = nn[r, c]
+        sc = qsizes[r] / np.maximum(self.sizes[j], 1e-3)
+        t = qpts[r] - sc[:, None] * self.pts[j]
+        pasted = sc * self.widths[o]
+        fits = (pasted >= self.params.min_side) & (pasted <= 1.1 * max(shape))  # a copy that fits the image
+        r, o, sc, t, weight = r[fits], o[fits], sc[fits], t[fits], weight[fits]
+        support = np.zeros(len(self.templates))
+        for off in (0.0, 0.5):
+            bs = np.floor(np.log2(sc) / 0.4 + off)
+            cell = np.maximum(3.0, 2.0 ** ((bs + 0.5 - off) * 0.4) * self.widths[o] / 4)
+            bx, by = np.floor(t[:, 0] / cell + off), np.floor(t[:, 1] / cell + off)
+            key = np.stack([o, bs, bx, by, r], axis=1)
+            key, first = np.unique(key, axis=0, return_index=True)  # a query keypoint counts once per bin
+            bins, inv = np.unique(key[:, :4], axis=0, return_inverse=True)
+            n = np.bincount(inv.ravel(), weights=weight[first])
+            np.maximum.at(support, bins[:, 0].astype(np.int64), n)
+        cand = np.nonzero(share > 0)[0]
+        order = sorted(cand.tolist(), key=lambda e: (-support[e], -share[e], e))
+        return [(e, float(support[e]), float(share[e])) for e in order]
+
+    def _placements(self, e: int, qp, qs, ep, es, shape) -> list[tuple[float, float, float]]:
+        """(scale, tx, ty) proposals, best supported first: pool = scale * eval + t."""
+        pasted = qs / np.maximum(es, 1e-3) * self.widths[e]
+        fits = (pasted >= self.params.min_side) & (pasted <= 1.1 * max(shape))
+        qp, qs, ep, es = qp[fits], qs[fits], ep[fits], es[fits]
+        if len(qs) > MAX_MATCHES:  # a textured background: keep the matches of the most similar sizes
+            keep = np.argsort(np.abs(np.log(qs / np.maximum(es, 1e-3)) - np.median(np.log(qs / np.maximum(es, 1e-3)))),
+                              kind="stable")[:MAX_MATCHES]
+            qp, qs, ep, es = qp[keep], qs[keep], ep[keep], es[keep]
+        s = qs / np.maximum(es, 1e-3)
+        t = qp - s[:, None] * ep
+        side = self.templates[e].shape[1]
+        n = len(s)
+        support = np.zeros(n)
+        for i in range(n):
+            tol = max(2.0, 0.08 * s[i] * side)
+            ok = (np.abs(np.log(s / s[i])) < 0.25) & (np.hypot(*(t - t[i]).T) < tol)
+            support[i] = ok.sum()
+        out = []
+        for i in np.argsort(-support, kind="stable"):
+            tol = max(2.0, 0.08 * s[i] * side)
+            ok = (np.abs(np.log(s / s[i])) < 0.25) & (np.hypot(*(t - t[i]).T) < tol)
+            if ok.sum() >= 2:  # least squares on the agreeing matches
+                a = np.zeros((2 * ok.sum(), 3))
+                a[0::2, 0], a[0::2, 1] = ep[ok, 0], 1
+                a[1::2, 0], a[1::2, 2] = ep[ok, 1], 1
+                sol = np.linalg.lstsq(a, qp[ok].reshape(-1), rcond=None)[0]
+                cand = (float(sol[0]), float(sol[1]), float(sol[2]))
+                if not (0.5 * s[i] < cand[0] < 2 * s[i]):
+                    cand = (float(s[i]), float(t[i, 0]), float(t[i, 1]))
+            else:
+                cand = (float(s[i]), float(t[i, 0]), float(t[i, 1]))
+            if all(abs(np.log(cand[0] / o[0])) > 0.05 or np.hypot(cand[1] - o[1], cand[2] - o[2]) > 2 for o in out):
+                out.append(cand)
+            if len(out) >= 3:
+                break
+        return out
+
+    def _verify(self, rgb, e, qp, qs, ep, es, votes) -> Match | None:
+        """Pixel-check the placements of eval image ``e`` its matches propose; the best or None."""
+        p = self.params
+        quick = []
+        for scale, tx, ty in self._placements(e, qp, qs, ep, es, rgb.shape[:2]):
+            err = self._quick_error(rgb, e, scale, tx, ty)
+            if err is not None and err <= p.quick_error:
+                quick.append((err, scale, tx, ty))
+        best = None
+        for _, scale, tx, ty in sorted(quick)[:2]:
+            m = self._pixel_check(rgb, e, scale, tx, ty, votes)
+            if m is not None and (best is None or _rank(m) < _rank(best)):
+                best = m
+        return best
+
+    def _quick_error(self, rgb, e, scale, tx, ty) -> float | None:
+        """Mean colour difference of the art laid where proposed (no search): a cheap first sieve."""
+        import cv2
+
+        tpl = self.templates[e]
+        th, tw = tpl.shape[:2]
+        side, sh = int(round(scale * tw)), int(round(scale * th))
+        h, w = rgb.shape[:2]
+        if side < self.params.min_side or side > w or sh > h:
+            return None
+        x, y = min(max(0, int(round(tx))), w - side), min(max(0, int(round(ty))), h - sh)
+        r = cv2.resize(tpl, (side, sh), interpolation=cv2.INTER_AREA if side < tw else cv2.INTER_LINEAR)
+        on = r[..., 3] >= 128
+        if on.sum() < self.params.min_pixels:
+            return None
+        d = np.abs(rgb[y:y + sh, x:x + side].astype(np.int16) - r[..., :3].astype(np.int16)).max(axis=2)
+        return float(d[on].mean())
+
+    def _pixel_check(self, rgb, e, scale, tx, ty, votes) -> Match | None:
+        """Slide the art (resized like the paste) over nearby places and sizes; judge the best fit."""
+        import cv2
+        from PIL import Image
+
+        p = self.params
+        tpl = self.templates[e]
+        th, tw = tpl.shape[:2]
+        h, w = rgb.shape[:2]
+        img = rgb.astype(np.float32)
+        fit = None
+        for side in range(int(round(scale * tw)) - p.search, int(round(scale * tw)) + p.search + 1):
+            sh = max(1, round(side * th / tw))
+            if side < p.min_side or side > w or sh > h:
+                continue
+            r = np.asarray(Image.fromarray(tpl).resize((side, sh), Image.BICUBIC), np.float32)
+            on = r[..., 3] >= 255 * OPAQUE
+            if on.sum() < max(p.min_pixels, 0.5 * (r[..., 3] >= 128).sum()):
+                continue  # thin art at this size: too few solid pixels to tell it from a plain patch
+            cx = tx + scale * tw / 2 - side / 2  # a size change keeps the proposed centre
+            cy = ty + scale * th / 2 - sh / 2
+            x0, y0 = max(0, int(np.floor(cx)) - p.search), max(0, int(np.floor(cy)) - p.search)
+            x1, y1 = min(w - side, int(np.ceil(cx)) + p.search), min(h - sh, int(np.ceil(cy)) + p.search)
+            if x1 < x0 or y1 < y0:
+                continue
+            mask = np.repeat(on[..., None], 3, axis=2).astype(np.float32)
+            res = cv2.matchTemplate(img[y0:y1 + sh, x0:x1 + side], np.ascontiguousarray(r[..., :3]),
+                                    cv2.TM_SQDIFF, mask=mask)
+            res = np.nan_to_num(res, nan=np.inf) / on.sum()
+            yy, xx = np.unravel_index(int(np.argmin(res)), res.shape)
+            if fit is None or res[yy, xx] < fit[0]:
+                fit = (float(res[yy, xx]), x0 + int(xx), y0 + int(yy), side, sh, r)
+        if fit is None:
+            return None
+        _, x, y, side, sh, r = fit
+        worst, mean = self._judge(img[y:y + sh, x:x + side], r)
+        return Match(e, x, y, side, worst, mean, float(votes))
+
+    def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float]:
+        """(worst grid cell's fraction of off pixels, mean error) of the art ``r`` (RGBA) over ``patch``.
+
+        The art is laid over the patch itself (its transparent parts show the patch), both are
+        blurred a little (JPEG's ringing and a half-pixel shift are not differences), and
+        the art's pixels are compared.
+        """
+        import cv2
+
+        p = self.params
+        alpha = r[..., 3:] / 255.0
+        laid = alpha * r[..., :3] + (1.0 - alpha) * patch
+        err = np.abs(cv2.GaussianBlur(laid, (3, 3), 0.8) - cv2.GaussianBlur(patch, (3, 3), 0.8)).max(axis=2)
+        on = alpha[..., 0] >= OPAQUE
+        off = (err > p.pixel_tol) & on
+        g, (sh, side) = p.grid, on.shape
+        ys = np.linspace(0, sh, g + 1).round().astype(int)
+        xs = np.linspace(0, side, g + 1).round().astype(int)
+        worst, judged = 0.0, 0
+        least = max(p.min_cell_pixels, 0.3 * on.sum() / (g * g))  # a cell with a sliver of art is too noisy
+        for a in range(g):
+            for b in range(g):
+                n_on = int(on[ys[a]:ys[a + 1], xs[b]:xs[b + 1]].sum())
+                if n_on >= least:
+                    judged += n_on
+                    worst = max(worst, off[ys[a]:ys[a + 1], xs[b]:xs[b + 1]].sum() / n_on)
+        if judged < 0.5 * on.sum():  # art too scattered for the grid: judge it as one cell
+            worst = off.sum() / max(1, on.sum())
+        return float(worst), float(err[on].mean()) if on.any() else 255.0
+
+    def is_copy(self, m: Match | None) -> bool:
+        p = self.params
+        if m is None:
+            return False
+        if m.how == "whole":
+            return m.mean_error <= p.whole_error
+        if m.how == "search":
+            return m.mean_error <= p.search_error and m.contrast >= p.min_contrast
+        return m.worst_cell <= p.max_off and m.mean_error <= p.max_mean_error

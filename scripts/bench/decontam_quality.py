@@ -1,0 +1,81 @@
+"""How well `decontaminate_local` finds the eval images planted in an offline pool, and what it costs.
+
+Runs the detector (filters/image_match.py) on every pool row the builder planted as an
+eval-set copy (ground_truth.parquet, defect ``eval_overlap``) and on a random sample of the
+other rows, and prints recall (by how the copy was found), the false-positive rate on the
+sample and the time per image. The full-pool figures come from ``filter_quality.py``
+(``step:decontaminate_local``); this is the quick look, minutes instead of most of an hour.
+
+    .venv/bin/python scripts/bench/decontam_quality.py --pool runs/tiny/pool --sample 1000
+"""
+from __future__ import annotations
+
+import argparse
+import io
+import random
+import tarfile
+import time
+from collections import Counter
+from pathlib import Path
+
+import pyarrow.parquet as pq
+
+
+def pool_images(pool: Path, uids: set[str]) -> dict[str, bytes]:
+    """Image bytes of the given uids, read from the pool's shards."""
+    key_to_uid = {}
+    for p in sorted((pool / "metadata").glob("*.parquet")):
+        t = pq.read_table(p, columns=["uid", "key"]).to_pydict()
+        key_to_uid.update({k: u for k, u in zip(t["key"], t["uid"]) if u in uids})
+    out = {}
+    for tp in sorted((pool / "shards").glob("*.tar")):
+        with tarfile.open(tp) as tf:
+            for m in tf:
+                key, _, ext = m.name.partition(".")
+                if ext in ("jpg", "jpeg", "png", "webp") and key in key_to_uid:
+                    out[key_to_uid[key]] = tf.extractfile(m).read()
+    return out
+
+
+def main(argv=None) -> None:
+    from PIL import Image
+
+    from filters.builtin.targets import load_target_images
+    from filters.image_match import EvalIndex
+
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--pool", required=True, type=Path, help="an offline pool with ground_truth.parquet")
+    ap.add_argument("--sample", type=int, default=1000, help="other rows checked for false positives")
+    ap.add_argument("--seed", type=int, default=0)
+    a = ap.parse_args(argv)
+
+    gt = pq.read_table(a.pool / "ground_truth.parquet", columns=["uid", "defect"]).to_pydict()
+    planted = [u for u, d in zip(gt["uid"], gt["defect"]) if d == "eval_overlap"]
+    others = [u for u, d in zip(gt["uid"], gt["defect"]) if d not in ("eval_overlap", "broken_url", "undecodable")]
+    sample = random.Random(a.seed).sample(others, min(a.sample, len(others)))
+    images = pool_images(a.pool, set(planted) | set(sample))
+    t0 = time.perf_counter()
+    index = EvalIndex(load_target_images(a.pool, "eval"))
+    print(f"eval index: {len(index.templates)} images, {len(index.desc)} descriptors, {time.perf_counter() - t0:.1f} s")
+
+    def run(uids):
+        found, t = [], time.perf_counter()
+        for u in uids:
+            if u not in images:
+                continue
+            m = index.find(Image.open(io.BytesIO(images[u])))
+            found.append(m.how if index.is_copy(m) else None)
+        return found, (time.perf_counter() - t) / max(1, len(found))
+
+    hits, t_planted = run(planted)
+    fps, t_other = run(sample)
+    n_hit = sum(h is not None for h in hits)
+    n_fp = sum(f is not None for f in fps)
+    print(f"planted eval copies: {n_hit}/{len(hits)} found (recall {n_hit / max(1, len(hits)):.3f}), "
+          f"by {dict(Counter(h for h in hits if h))}; {1000 * t_planted:.0f} ms/image")
+    print(f"other rows: {n_fp}/{len(fps)} flagged (false-positive rate {n_fp / max(1, len(fps)):.4f}), "
+          f"by {dict(Counter(f for f in fps if f))}; {1000 * t_other:.0f} ms/image")
+
+
+if __name__ == "__main__":
+    main()
