@@ -44,13 +44,14 @@ from dataclasses import dataclass
 import numpy as np
 
 from datacurate.errors import UserError
+from datacurate.images import to_rgb
 
 RATIO = 0.8            # Lowe's ratio test (SIFT paper): nearest vs neighbours of other eval images
 BACKGROUNDS = (0, 255)  # eval art laid on these greys for its keypoints (outline contrast of either sign)
-EVAL_UPSCALES = (2,)
+EVAL_UPSCALES = (2,)   # eval art is small (64 px): detect on it enlarged (finer keypoints for pasted-up copies)
 OPAQUE = 0.9           # art pixels judged: at least this opaque (edges mix with an unknown background)
 MAX_MATCHES = 64       # matches of one candidate used to propose placements
-PAD = 16               # eval pixels of plain background added around the art  # eval art is small (64 px): detect on it enlarged (finer keypoints for pasted-up copies)
+PAD = 16               # eval pixels of plain background added around the art
 
 
 _INDEXES: dict = {}  # fingerprint -> faiss index, per process (Spark workers unpickle the filter per task)
@@ -98,7 +99,8 @@ def _rank(m: Match) -> tuple:
     return (max(m.worst_cell, 0.02), m.mean_error)
 
 
-def _rgba(data, name: str) -> np.ndarray:
+def _open(data, name: str):
+    """A loaded PIL image from bytes or a PIL image; a clear error naming ``name`` otherwise."""
     from PIL import Image, UnidentifiedImageError
 
     try:
@@ -106,22 +108,18 @@ def _rgba(data, name: str) -> np.ndarray:
         img.load()
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{name}: cannot decode image ({e})") from e
-    return np.asarray(img.convert("RGBA"))
+    return img
 
 
-def _on_white(rgba: np.ndarray) -> np.ndarray:
-    """RGB with transparent pixels laid on white, as every stage of the project flattens art."""
-    if rgba.shape[2] == 3 or rgba[..., 3].min() == 255:
-        return np.ascontiguousarray(rgba[..., :3])
-    a = rgba[..., 3:].astype(np.float32) / 255.0
-    return np.clip(rgba[..., :3] * a + 255.0 * (1.0 - a) + 0.5, 0, 255).astype(np.uint8)
+def _rgba(data, name: str) -> np.ndarray:
+    return np.asarray(_open(data, name).convert("RGBA"))
 
 
-def _thumb(rgba: np.ndarray) -> np.ndarray:
-    """A 32 x 32 thumbnail (flattened on white, box-averaged) as a float vector."""
+def _thumb(rgb: np.ndarray) -> np.ndarray:
+    """A 32 x 32 thumbnail (box-averaged) of an RGB picture as a float vector."""
     import cv2
 
-    return cv2.resize(_on_white(rgba).astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA).ravel()
+    return cv2.resize(rgb.astype(np.float32), (32, 32), interpolation=cv2.INTER_AREA).ravel()
 
 
 CONTRAST_CAP = 60.0  # outline contrast beyond this is no more evidence (keeps one term from swamping the other)
@@ -183,6 +181,7 @@ class EvalIndex:
 
     def __init__(self, images: list, params: MatchParams | None = None, names: list[str] | None = None):
         import cv2
+        from PIL import Image
 
         self.params = params or MatchParams()
         if not images:
@@ -215,7 +214,7 @@ class EvalIndex:
         self.pts = np.concatenate(pts)
         self.sizes = np.concatenate(sizes)
         self.widths = np.array([t.shape[1] for t in self.templates], np.float64)
-        self.thumbs = np.stack([_thumb(t) for t in self.templates])
+        self.thumbs = np.stack([_thumb(np.asarray(to_rgb(Image.fromarray(t)))) for t in self.templates])
         self.aspects = np.array([t.shape[1] / t.shape[0] for t in self.templates], np.float64)
         self._index = None
 
@@ -259,14 +258,13 @@ class EvalIndex:
         import cv2
 
         p = self.params
-        rgba = _rgba(image, "image")
-        h, w = rgba.shape[:2]
+        rgb = np.asarray(to_rgb(_open(image, "image")))
+        h, w = rgb.shape[:2]
         if min(h, w) < p.min_side:
             return None
-        whole = self._whole(rgba)
+        whole = self._whole(rgb)
         if whole is not None:
             return whole
-        rgb = _on_white(rgba)
         f = min(1.0, p.work_side / max(h, w))
         if f < 1.0:
             rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
@@ -296,13 +294,13 @@ class EvalIndex:
                 return m
         return best
 
-    def _whole(self, rgba: np.ndarray) -> Match | None:
-        """The eval image whose thumbnail the whole picture reproduces, if any."""
-        h, w = rgba.shape[:2]
+    def _whole(self, rgb: np.ndarray) -> Match | None:
+        """The eval image whose thumbnail the whole picture (laid on white) reproduces, if any."""
+        h, w = rgb.shape[:2]
         same_shape = np.abs(np.log((w / h) / self.aspects)) <= 0.02
         if not same_shape.any():
             return None
-        err = np.sqrt(((self.thumbs - _thumb(rgba)[None]) ** 2).mean(axis=1))
+        err = np.sqrt(((self.thumbs - _thumb(rgb)[None]) ** 2).mean(axis=1))
         err[~same_shape] = np.inf
         e = int(np.argmin(err))
         if err[e] > self.params.whole_error:

@@ -12,6 +12,7 @@ import pyarrow.parquet as pq
 import pytest
 
 from datacurate.errors import UserError
+from datacurate.pool import compose
 from test_filters_helpers import row, run, write_pool
 
 N_EVAL, N_OTHER = 24, 12
@@ -19,9 +20,7 @@ BACKGROUNDS = ("solid", "gradient", "noise", "photo")
 
 
 def _jpeg(img, quality: int = 75) -> bytes:
-    b = io.BytesIO()
-    img.convert("RGB").save(b, format="JPEG", quality=quality)
-    return b.getvalue()
+    return compose.encode(img, "JPEG", quality)  # the pool builder's own encoder
 
 
 @pytest.fixture(scope="module")
@@ -47,8 +46,6 @@ def index(art):
 def _scene(path: str, seed: int, bg: str):
     """The pool builder's own paste: random canvas, the art at 40-85% of the short side, random place."""
     from PIL import Image
-
-    from datacurate.pool import compose
 
     rng = random.Random(seed)
     w, h = compose.canvas_size(rng)
@@ -170,7 +167,6 @@ def test_micro_pool_every_planted_eval_image_is_dropped(micro_pool_built, tmp_pa
 
 def _planted_kind(uid: str, n: int = 1000, seed: int = 0) -> str:
     """'file' | 'flattened' | 'scene': replays the draws of datacurate.pool.defects.render for this sample."""
-    from datacurate.pool import compose
     from datacurate.pool.build import BUILDER_VERSION
     from datacurate.uids import make_uid
 

@@ -10,6 +10,7 @@ from __future__ import annotations
 import numpy as np
 
 from ..api import Batch, Context, Filter, Needs, Param
+from ..image_match import MatchParams
 from ..registry import register
 from .clip import _check_model
 from .targets import load_target_embeddings, load_target_images
@@ -80,6 +81,9 @@ class DecontaminatePHash(Filter):
         return keep
 
 
+_DETECTOR = MatchParams()  # the detector's defaults are the filter's
+
+
 @register
 class DecontaminateLocal(Filter):
     """Drop rows whose image contains an eval image, even pasted small onto a new background."""
@@ -88,33 +92,33 @@ class DecontaminateLocal(Filter):
     source = "local features (SIFT, Lowe 2004) + faiss + a masked pixel check; see filters/image_match.py"
     params = (Param("target", str, "eval", "held-out split whose images to find: POOL/holdout/{target}.parquet",
                     choices=("eval", "trusted")),
-              Param("max_off", float, 0.15, "a copy: in every grid cell of the art at most this fraction of "
-                    "pixels differ by more than pixel_tol", min=0.0, max=1.0),
-              Param("pixel_tol", float, 56.0, "per-pixel colour difference (0-255) still counted as equal "
-                    "(JPEG re-encoding moves flat art by < 20)", min=0.0, max=255.0),
-              Param("max_mean_error", float, 24.0, "a copy: mean colour difference over the art at most this",
+              Param("max_off", float, _DETECTOR.max_off, "a copy: in every grid cell of the art at most this "
+                    "fraction of pixels differ by more than pixel_tol", min=0.0, max=1.0),
+              Param("pixel_tol", float, _DETECTOR.pixel_tol, "per-pixel colour difference (0-255) still counted "
+                    "as equal (JPEG re-encoding moves flat art by < 20)", min=0.0, max=255.0),
+              Param("max_mean_error", float, _DETECTOR.max_mean_error, "a copy: mean colour difference over the "
+                    "art at most this", min=0.0, max=255.0),
+              Param("min_side", int, _DETECTOR.min_side, "smallest pasted copy sought (pixels)", min=4),
+              Param("candidates", int, _DETECTOR.candidates, "eval images pixel-checked per pool image",
+                    min=1, max=200),
+              Param("deep", int, _DETECTOR.deep, "best candidates searched at every size and place when no "
+                    "placement passes (0: off)", min=0, max=50),
+              Param("search_error", float, _DETECTOR.search_error, "searched copy: RMS colour difference over the "
+                    "art's opaque pixels at most this (planted copies: <= 15; look-alike emoji: 11-24)",
                     min=0.0, max=255.0),
-              Param("min_side", int, 16, "smallest pasted copy sought (pixels)", min=4),
-              Param("candidates", int, 16, "eval images pixel-checked per pool image", min=1, max=200),
-              Param("deep", int, 3, "best candidates searched at every size and place when no placement passes "
-                    "(0: off)", min=0, max=50),
-              Param("search_error", float, 15.0, "searched copy: RMS colour difference over the art's opaque "
-                    "pixels at most this (planted copies: <= 15; look-alike emoji: 11-24)", min=0.0, max=255.0),
-              Param("min_contrast", float, 25.0, "searched copy: the picture around the art's outline differs from "
-                    "the art's edge by at least this (a plain region of the art's colour: ~0)", min=0.0, max=255.0),
-              Param("whole_error", float, 10.0, "whole-picture copy: RMS difference of 32 x 32 thumbnails (laid on "
-                    "white) at most this", min=0.0, max=255.0))
+              Param("min_contrast", float, _DETECTOR.min_contrast, "searched copy: the picture around the art's "
+                    "outline differs from the art's edge by at least this (a plain region of the art's colour: ~0)",
+                    min=0.0, max=255.0),
+              Param("whole_error", float, _DETECTOR.whole_error, "whole-picture copy: RMS difference of 32 x 32 "
+                    "thumbnails (laid on white) at most this", min=0.0, max=255.0))
 
     def needs(self) -> Needs:
         return Needs(["key"], pixels=True)
 
     def setup(self, ctx: Context) -> None:
-        from ..image_match import EvalIndex, MatchParams
+        from ..image_match import EvalIndex
 
-        params = MatchParams(max_off=self.max_off, pixel_tol=self.pixel_tol, max_mean_error=self.max_mean_error,
-                             min_side=self.min_side, candidates=self.candidates, deep=self.deep,
-                             search_error=self.search_error, min_contrast=self.min_contrast,
-                             whole_error=self.whole_error)
+        params = MatchParams(**{p.name: getattr(self, p.name) for p in self.params if p.name != "target"})
         self.index = EvalIndex(load_target_images(ctx.pool, self.target), params)
 
     def __call__(self, batch: Batch) -> np.ndarray:

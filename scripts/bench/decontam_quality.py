@@ -13,7 +13,6 @@ from __future__ import annotations
 import argparse
 import io
 import random
-import tarfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -22,23 +21,23 @@ import pyarrow.parquet as pq
 
 
 def pool_images(pool: Path, uids: set[str]) -> dict[str, bytes]:
-    """Image bytes of the given uids, read from the pool's shards."""
-    key_to_uid = {}
-    for p in sorted((pool / "metadata").glob("*.parquet")):
-        t = pq.read_table(p, columns=["uid", "key"]).to_pydict()
-        key_to_uid.update({k: u for k, u in zip(t["key"], t["uid"]) if u in uids})
+    """Image bytes of the given uids, read from the pool's shards (one pass over each tar)."""
+    from filters.embed import read_tar_images
+    from filters.pool_reader import list_shards, metadata_dir
+
     out = {}
-    for tp in sorted((pool / "shards").glob("*.tar")):
-        with tarfile.open(tp) as tf:
-            for m in tf:
-                key, _, ext = m.name.partition(".")
-                if ext in ("jpg", "jpeg", "png", "webp") and key in key_to_uid:
-                    out[key_to_uid[key]] = tf.extractfile(m).read()
+    for shard in list_shards(pool):
+        t = pq.read_table(metadata_dir(pool) / f"{shard.name}.parquet", columns=["uid", "key"]).to_pydict()
+        keys = {k: u for k, u in zip(t["key"], t["uid"]) if u in uids}
+        if keys:
+            blobs = read_tar_images(pool / "shards" / f"{shard.name}.tar", list(keys), shard.name)
+            out.update({keys[k]: b for k, b in blobs.items()})
     return out
 
 
 def main(argv=None) -> None:
     from PIL import Image
+    from tqdm import tqdm
 
     from filters.builtin.targets import load_target_images
     from filters.image_match import EvalIndex
@@ -49,7 +48,10 @@ def main(argv=None) -> None:
     ap.add_argument("--seed", type=int, default=0)
     a = ap.parse_args(argv)
 
-    gt = pq.read_table(a.pool / "ground_truth.parquet", columns=["uid", "defect"]).to_pydict()
+    truth = a.pool / "ground_truth.parquet"
+    if not truth.is_file():
+        raise SystemExit(f"{truth}: no ground truth (only an offline pool built by `datacurate pool build` has one)")
+    gt = pq.read_table(truth, columns=["uid", "defect"]).to_pydict()
     planted = [u for u, d in zip(gt["uid"], gt["defect"]) if d == "eval_overlap"]
     others = [u for u, d in zip(gt["uid"], gt["defect"]) if d not in ("eval_overlap", "broken_url", "undecodable")]
     sample = random.Random(a.seed).sample(others, min(a.sample, len(others)))
@@ -58,17 +60,17 @@ def main(argv=None) -> None:
     index = EvalIndex(load_target_images(a.pool, "eval"))
     print(f"eval index: {len(index.templates)} images, {len(index.desc)} descriptors, {time.perf_counter() - t0:.1f} s")
 
-    def run(uids):
+    def run(uids, what):
         found, t = [], time.perf_counter()
-        for u in uids:
+        for u in tqdm(uids, desc=what, unit="img"):
             if u not in images:
                 continue
             m = index.find(Image.open(io.BytesIO(images[u])))
             found.append(m.how if index.is_copy(m) else None)
         return found, (time.perf_counter() - t) / max(1, len(found))
 
-    hits, t_planted = run(planted)
-    fps, t_other = run(sample)
+    hits, t_planted = run(planted, "planted copies")
+    fps, t_other = run(sample, "other rows")
     n_hit = sum(h is not None for h in hits)
     n_fp = sum(f is not None for f in fps)
     print(f"planted eval copies: {n_hit}/{len(hits)} found (recall {n_hit / max(1, len(hits)):.3f}), "
