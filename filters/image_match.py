@@ -22,16 +22,26 @@ contrast, whatever the background is). For a pool image:
    emoji on the same background (or of the same shapes with other colours, or an arrow
    pointing elsewhere) fails the check in some cell.
 
-Two more stages catch what local features miss:
+Three more stages catch what local features miss:
 
 0. *whole picture*: a picture of the eval image's own shape (square here) is compared as a
    32 x 32 thumbnail with every eval image laid on white (the file itself, or the art
    flattened and resized: a pHash of a mostly-white picture flips bits too easily);
-4. *search*: when no placement passes, the best few candidates are searched exhaustively,
+4. *regions*: flat art (a plain bell, a drop, a striped flag) on a textured or graded
+   background gives SIFT no keypoint to match, but each of its large flat-colour regions
+   survives the paste whole. A colour lookup table names the picture's pixels by the art
+   colours they are near; a connected region of one colour whose box aspect and outline
+   (a 16 x 16 mask) agree with an art region of that colour says where the whole art
+   would sit, and the art is fitted there (+- 3 pixels and sizes) and judged as a search;
+5. *search* (off by default: ``deep``): the best few candidates searched exhaustively,
    every size and place (a quarter-resolution pass, then full resolution around its best
    three), for the place where the art's opaque pixels agree (``search_error``) and the
    picture just outside the art's outline differs from the art's edge (``min_contrast``):
    flat art (a plain orange diamond) otherwise "matches" any plain region of its colour.
+
+Every pasted copy must also agree *everywhere*: the mean difference over every window of
+an eighth of the art's side stays under ``max_local_error``. A look-alike emoji (a clock
+at another hour, keycap 6 for keycap 0) differs in one spot that a mean over the art dilutes.
 
 Eval descriptors and templates are numpy arrays (picklable: a Spark executor gets them
 with the filter); the faiss index is rebuilt lazily in each process.
@@ -52,6 +62,12 @@ EVAL_UPSCALES = (2,)   # eval art is small (64 px): detect on it enlarged (finer
 OPAQUE = 0.9           # art pixels judged: at least this opaque (edges mix with an unknown background)
 MAX_MATCHES = 64       # matches of one candidate used to propose placements
 PAD = 16               # eval pixels of plain background added around the art
+REGION_TOL = 28        # region stage: a pixel belongs to a flat colour when no channel is further than this
+REGION_GROUP = 12      # ... art colours closer than this share one lookup colour
+REGION_MIN_FRAC = 0.12  # ... an art region must cover at least this fraction of the art's opaque pixels
+REGION_SHAPE = 16      # ... region outlines are compared as masks of this many cells a side
+REGION_IOU = 0.6       # ... a pool region proposes a placement when its mask overlaps the art region's this much
+REGION_ASPECT = 0.2    # ... and its box's aspect ratio is within this (log) of the art region's
 
 
 _INDEXES: dict = {}  # fingerprint -> faiss index, per process (Spark workers unpickle the filter per task)
@@ -62,7 +78,8 @@ class MatchParams:
     """Knobs of the detector (defaults tuned on the offline tiny pool; see scripts/bench/filter_quality.py)."""
 
     work_side: int = 256       # pool images larger than this are shrunk first (pixels)
-    min_side: int = 16         # pasted copies smaller than this (pixels, in the work image) are not sought
+    min_side: int = 32         # pasted copies smaller than this (pixels, in the work image) are not sought: a
+                               # plain shape (a circle, a flag) that small fits too many places by chance
     max_keypoints: int = 0     # SIFT keypoints kept per pool image (strongest first; 0: all)
     neighbours: int = 16       # faiss neighbours per pool descriptor
     candidates: int = 16       # eval images placed and pixel-checked per pool image
@@ -75,9 +92,16 @@ class MatchParams:
     max_mean_error: float = 24.0  # mean max-channel difference over the art allowed for a copy
     quick_error: float = 80.0  # placements whose unrefined mean difference is above this are not refined
     whole_error: float = 10.0  # whole-picture copy: RMS difference of 32 x 32 thumbnails at most this
-    deep: int = 3              # best candidates searched exhaustively when no placement passes (0: none)
+    deep: int = 0              # best candidates searched exhaustively when no placement passes (0: none; the
+                               # region stage finds what it found on the tiny pool, in a third of the time)
     search_error: float = 15.0  # searched copy: RMS difference over the art's opaque pixels at most this
     min_contrast: float = 25.0  # ... and the picture around the outline differs from the art's edge by this
+    sift_contrast: float = 0.02  # SIFT's contrastThreshold on pool images (OpenCV's default 0.04 misses faint outlines)
+    regions: int = 6           # flat-colour region placements checked per pool image (0: no region stage)
+    max_local_error: float = 56.0  # any copy: mean max-channel difference over every window of 1/8 the art's side
+                                   # at most this (a look-alike - another clock time, keycap digit - differs in one spot)
+    region_error: float = 20.0  # region copy: RMS difference over the art's opaque pixels at most this (its
+                                # outline already agrees, so the colours may be as far as a low-quality JPEG's)
 
 
 @dataclass
@@ -93,6 +117,7 @@ class Match:
     votes: float
     how: str = "features"  # "whole" (thumbnail), "features" (placed by matches) or "search" (exhaustive)
     contrast: float = 0.0  # search: RMS difference between the art's edge colours and the picture around it
+    local_error: float = 0.0  # the worst mean difference over a window of 1/8 the art's side (see MatchParams)
 
 
 def _rank(m: Match) -> tuple:
@@ -157,6 +182,22 @@ def _fit_map(img: np.ndarray, art) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     return err - 0.5 * contrast, err, contrast
 
 
+def _fit_in(img: np.ndarray, art, side: int, sh: int, x0: int, y0: int, x1: int, y1: int):
+    """(score, error, contrast, side, x, y) of the art resized to ``side`` x ``sh`` at its best place
+    inside the window [x0, x1) x [y0, y1) of ``img`` (clipped to the picture), or None."""
+    from PIL import Image
+
+    h, w = img.shape[:2]
+    x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
+    if side < 1 or x1 - x0 < side or y1 - y0 < sh:
+        return None
+    r = _fit_map(img[y0:y1, x0:x1], art.resize((side, sh), Image.BICUBIC))
+    if r is None:
+        return None
+    j = np.unravel_index(int(np.argmin(r[0])), r[0].shape)
+    return float(r[0][j]), float(r[1][j]), float(r[2][j]), side, x0 + int(j[1]), y0 + int(j[0])
+
+
 def _luma(rgb: np.ndarray) -> np.ndarray:
     import cv2
 
@@ -170,10 +211,54 @@ def _root_sift(d: np.ndarray) -> np.ndarray:
     return np.sqrt(d)
 
 
-def _sift(max_keypoints: int = 0):
+def _sift(max_keypoints: int = 0, contrast: float = 0.04):
     import cv2
 
-    return cv2.SIFT_create(nfeatures=max_keypoints)
+    return cv2.SIFT_create(nfeatures=max_keypoints, contrastThreshold=contrast)
+
+
+def _art_regions(a: np.ndarray) -> list[tuple[np.ndarray, tuple[int, int, int, int], np.ndarray]]:
+    """(colour, box x y w h, outline mask) of each large flat-colour region of RGBA art ``a``.
+
+    Flat art (a plain bell, a drop, a striped flag) has few keypoints, but its colour regions
+    survive a paste whole: the same shape at a new size, so a pool region of that colour and
+    outline says where the art would sit.
+    """
+    import cv2
+
+    on = a[..., 3] >= 250
+    if on.sum() < 30:
+        return []
+    px = a[..., :3][on].astype(np.float32)
+    q = (px // 16).astype(np.int32)
+    key = (q[:, 0] << 8) | (q[:, 1] << 4) | q[:, 2]
+    left = np.ones(len(px), bool)
+    out = []
+    for _ in range(6):  # the most common colours, one at a time
+        if left.sum() < REGION_MIN_FRAC * on.sum():
+            break
+        c = px[left & (key == np.bincount(key[left]).argmax())].mean(axis=0)
+        c = px[left & (np.abs(px - c).max(axis=1) <= REGION_TOL)].mean(axis=0)
+        near = np.abs(px - c).max(axis=1) <= REGION_TOL
+        left &= ~near
+        if near.sum() < REGION_MIN_FRAC * on.sum():
+            continue
+        m = np.zeros(on.shape, np.uint8)
+        m[on] = near
+        n, lab, st, _ = cv2.connectedComponentsWithStats(m, connectivity=8)
+        for j in range(1, n):
+            x, y, w, h, area = (int(v) for v in st[j])
+            if area >= REGION_MIN_FRAC * on.sum() and min(w, h) >= 4:
+                shape = (lab[y:y + h, x:x + w] == j).astype(np.float32)
+                out.append((c, (x, y, w, h), _outline(shape)))
+    return out
+
+
+def _outline(mask: np.ndarray) -> np.ndarray:
+    import cv2
+
+    small = cv2.resize(mask, (REGION_SHAPE, REGION_SHAPE), interpolation=cv2.INTER_AREA)
+    return cv2.GaussianBlur(small, (3, 3), 0.8).ravel()  # a thin stroke a cell off still overlaps itself
 
 
 class EvalIndex:
@@ -216,7 +301,30 @@ class EvalIndex:
         self.widths = np.array([t.shape[1] for t in self.templates], np.float64)
         self.thumbs = np.stack([_thumb(np.asarray(to_rgb(Image.fromarray(t)))) for t in self.templates])
         self.aspects = np.array([t.shape[1] / t.shape[0] for t in self.templates], np.float64)
+        self._build_regions()
         self._index = None
+
+    def _build_regions(self) -> None:
+        """The eval art's flat-colour regions, and a colour lookup table that names each pixel's region colour."""
+        found = [(i, r) for i, t in enumerate(self.templates) for r in _art_regions(t)]
+        self.region_eval = np.array([i for i, _ in found], np.int32)
+        self.region_box = np.array([r[1] for _, r in found], np.float32).reshape(-1, 4)
+        self.region_shape = np.array([r[2] for _, r in found], np.float32).reshape(-1, REGION_SHAPE ** 2)
+        colours = np.array([r[0] for _, r in found], np.float32).reshape(-1, 3)
+        groups: list[np.ndarray] = []  # greedy: each colour joins the first group within REGION_GROUP
+        self.region_group = np.zeros(len(found), np.int32)
+        for k, c in enumerate(colours):
+            g = next((j for j, gc in enumerate(groups) if np.abs(gc - c).max() <= REGION_GROUP), None)
+            if g is None:
+                g = len(groups)
+                groups.append(c)
+            self.region_group[k] = g
+        # colours at 32 levels a channel (cell = r >> 3, g >> 3, b >> 3): member[g, cell] when the cell's
+        # colour is within REGION_TOL of group g's (a pixel may belong to two close groups: none is split)
+        cells = np.stack(np.meshgrid(*[np.arange(32)] * 3, indexing="ij"), axis=-1).reshape(-1, 3) * 8 + 4
+        gc = np.array(groups, np.float32).reshape(-1, 3)
+        self.region_member = np.stack([np.abs(cells - c).max(axis=1) <= REGION_TOL for c in gc]) \
+            if len(gc) else np.zeros((0, len(cells)), bool)
 
     def __getstate__(self):
         s = dict(self.__dict__)
@@ -268,9 +376,9 @@ class EvalIndex:
         f = min(1.0, p.work_side / max(h, w))
         if f < 1.0:
             rgb = cv2.resize(rgb, (max(1, round(w * f)), max(1, round(h * f))), interpolation=cv2.INTER_AREA)
-        kp, d = _sift(p.max_keypoints).detectAndCompute(_luma(rgb), None)
+        kp, d = _sift(p.max_keypoints, p.sift_contrast).detectAndCompute(_luma(rgb), None)
         if d is None or len(kp) == 0:
-            return None
+            return self._regions(rgb) if p.regions else None
         q = _root_sift(d)
         qpts = np.array([k.pt for k in kp], np.float32)
         qsizes = np.array([k.size for k in kp], np.float32)
@@ -288,6 +396,10 @@ class EvalIndex:
                 best = m
         if self.is_copy(best):
             return best
+        if p.regions:
+            m = self._regions(rgb)
+            if self.is_copy(m):
+                return m
         for e, _, v in ranked[:p.deep]:
             m = self._search(rgb, e, v)
             if self.is_copy(m):
@@ -327,19 +439,77 @@ class EvalIndex:
         for _, t, x, y in sorted(rough)[:3]:
             for side in range(max(p.min_side, (t - 1) * coarse), min(h, w, (t + 1) * coarse) + 1):
                 x0, y0 = max(0, (x - 1) * coarse - 1), max(0, (y - 1) * coarse - 1)
-                x1, y1 = min(w, (x + 1) * coarse + side + 1), min(h, (y + 1) * coarse + side + 1)
-                if x1 - x0 < side or y1 - y0 < side:
-                    continue
-                r = _fit_map(img[y0:y1, x0:x1], art.resize((side, side), Image.BICUBIC))
-                if r is None:
-                    continue
-                j = np.unravel_index(int(np.argmin(r[0])), r[0].shape)
-                if best is None or r[0][j] < best[0]:
-                    best = (float(r[0][j]), float(r[1][j]), float(r[2][j]), side, x0 + int(j[1]), y0 + int(j[0]))
+                fit = _fit_in(img, art, side, side, x0, y0, (x + 1) * coarse + side + 1, (y + 1) * coarse + side + 1)
+                if fit is not None and (best is None or fit[0] < best[0]):
+                    best = fit
         if best is None:
             return None
         _, err, contrast, side, x, y = best
-        return Match(e, x, y, side, 0.0, err, float(votes), how="search", contrast=contrast)
+        return self._judged(rgb, Match(e, x, y, side, 0.0, err, float(votes), how="search", contrast=contrast))
+
+    def _regions(self, rgb: np.ndarray) -> Match | None:
+        """Flat-colour regions of the picture whose outline is an eval art region's: placed, then fitted nearby.
+
+        Each pixel is named by its nearest art colour (a lookup table); each connected region
+        of one colour is compared with the art regions of that colour by box aspect and
+        outline; an agreeing pair gives the art's size and place, where the art is fitted
+        (+- 3 pixels and sizes) and judged as a searched copy is.
+        """
+        import cv2
+        from PIL import Image
+
+        p = self.params
+        h, w = rgb.shape[:2]
+        q = rgb.astype(np.int32) >> 3
+        cell = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
+        min_area = 30
+        counts = self.region_member @ np.bincount(cell.ravel(), minlength=self.region_member.shape[1])
+        proposals = []
+        for g in np.nonzero(counts >= min_area)[0]:
+            mine = np.nonzero(self.region_group == g)[0]
+            mask = self.region_member[g][cell].astype(np.uint8)
+            n, lab, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
+            for j in np.nonzero((st[:, 4] >= min_area) & (np.minimum(st[:, 2], st[:, 3]) >= 4))[0]:
+                x, y, bw, bh = (int(v) for v in st[j, :4])
+                if j == 0 or bw * bh > 0.9 * h * w:
+                    continue
+                box = self.region_box[mine]
+                ok = mine[np.abs(np.log((bw / bh) / (box[:, 2] / box[:, 3]))) < REGION_ASPECT]
+                if len(ok) == 0:
+                    continue
+                shape = _outline((lab[y:y + bh, x:x + bw] == j).astype(np.float32))
+                a = self.region_shape[ok]
+                iou = np.minimum(a, shape).sum(axis=1) / np.maximum(np.maximum(a, shape).sum(axis=1), 1e-6)
+                for k in np.nonzero(iou >= REGION_IOU)[0]:
+                    r = ok[k]
+                    rx, ry, rw, rh = self.region_box[r]
+                    s = 0.5 * (bw / rw + bh / rh)
+                    e = int(self.region_eval[r])
+                    if s * self.widths[e] >= p.min_side:
+                        proposals.append((-float(iou[k]), e, s, x - s * rx, y - s * ry))
+        img = rgb.astype(np.float32)
+        best, tried = None, set()
+        for _, e, s, tx, ty in sorted(proposals):
+            th, tw = self.templates[e].shape[:2]
+            key = (e, round(s * tw / 4), round(tx / 4), round(ty / 4))
+            if key in tried:
+                continue
+            if len(tried) >= p.regions:
+                break
+            tried.add(key)
+            art = Image.fromarray(self.templates[e])
+            for side in range(round(s * tw) - 3, round(s * tw) + 4):
+                sh = max(1, round(side * th / tw))
+                cx, cy = tx + (s * tw - side) / 2, ty + (s * th - sh) / 2  # a size change keeps the centre
+                fit = _fit_in(img, art, side, sh, int(cx) - 4, int(cy) - 4, int(cx) + side + 5, int(cy) + sh + 5)
+                if fit is not None and (best is None or fit[0] < best[0]):
+                    best = (*fit, e)
+            if best is not None and best[1] <= p.region_error and best[2] >= p.min_contrast:
+                break
+        if best is None:
+            return None
+        _, err, contrast, side, x, y, e = best
+        return self._judged(rgb, Match(e, x, y, side, 0.0, err, 0.0, how="regions", contrast=contrast))
 
     def _rank_candidates(self, own, close, qpts, qsizes, nn, shape) -> list[tuple[int, float, float]]:
         """(eval index, geometric support, votes), best first.
@@ -481,11 +651,24 @@ class EvalIndex:
         if fit is None:
             return None
         _, x, y, side, sh, r = fit
-        worst, mean = self._judge(img[y:y + sh, x:x + side], r)
-        return Match(e, x, y, side, worst, mean, float(votes))
+        worst, mean, local = self._judge(img[y:y + sh, x:x + side], r)
+        return Match(e, x, y, side, worst, mean, float(votes), local_error=local)
 
-    def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float]:
-        """(worst grid cell's fraction of off pixels, mean error) of the art ``r`` (RGBA) over ``patch``.
+    def _judged(self, rgb: np.ndarray, m: Match | None) -> Match | None:
+        """``m`` (a searched or region placement) with its grid and local errors measured."""
+        from PIL import Image
+
+        if m is None:
+            return None
+        tpl = self.templates[m.eval_index]
+        sh = max(1, round(m.side * tpl.shape[0] / tpl.shape[1]))
+        r = np.asarray(Image.fromarray(tpl).resize((m.side, sh), Image.BICUBIC), np.float32)
+        m.worst_cell, _, m.local_error = self._judge(rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32), r)
+        return m
+
+    def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
+        """(worst grid cell's fraction of off pixels, mean error, worst local mean error) of the art ``r``
+        (RGBA) over ``patch``.
 
         The art is laid over the patch itself (its transparent parts show the patch), both are
         blurred a little (JPEG's ringing and a half-pixel shift are not differences), and
@@ -512,7 +695,13 @@ class EvalIndex:
                     worst = max(worst, off[ys[a]:ys[a + 1], xs[b]:xs[b + 1]].sum() / n_on)
         if judged < 0.5 * on.sum():  # art too scattered for the grid: judge it as one cell
             worst = off.sum() / max(1, on.sum())
-        return float(worst), float(err[on].mean()) if on.any() else 255.0
+        k = max(3, side // 8)  # windows mostly on the art: a JPEG's edge ringing is not a difference
+        art = on.astype(np.float32)
+        total = cv2.boxFilter(err * art, -1, (k, k), normalize=False)
+        n = cv2.boxFilter(art, -1, (k, k), normalize=False)
+        full = n >= 0.5 * k * k
+        local = float((total[full] / n[full]).max()) if full.any() else 0.0
+        return float(worst), float(err[on].mean()) if on.any() else 255.0, local
 
     def is_copy(self, m: Match | None) -> bool:
         p = self.params
@@ -520,6 +709,10 @@ class EvalIndex:
             return False
         if m.how == "whole":
             return m.mean_error <= p.whole_error
+        if m.local_error > p.max_local_error:
+            return False
         if m.how == "search":
             return m.mean_error <= p.search_error and m.contrast >= p.min_contrast
+        if m.how == "regions":
+            return m.mean_error <= p.region_error and m.contrast >= p.min_contrast
         return m.worst_cell <= p.max_off and m.mean_error <= p.max_mean_error

@@ -61,9 +61,7 @@ def test_finds_copies_pasted_into_new_scenes(art, index):
         if index.is_copy(m):
             (found if m.eval_index == i else wrong).append(r["item_id"])
     assert not wrong
-    # known misses (see the report): featureless art (a plain blue square) and a small copy on a
-    # textured photo whose few matches rank below the candidates checked
-    assert len(found) >= 14, found
+    assert len(found) == 16, found  # featureless art (a plain blue square) too: by its colour region
 
 
 def test_other_emoji_on_the_same_scenes_are_kept(art, index):
@@ -178,3 +176,95 @@ def _planted_kind(uid: str, n: int = 1000, seed: int = 0) -> str:
     if rng.random() < 0.35:
         return "file"
     return "flattened" if rng.random() < 0.5 else "scene"
+
+
+def _flat_art(shape: str, colour: tuple[int, int, int]):
+    """A 64 x 64 RGBA flat emoji: one plain shape, the kind SIFT finds few keypoints on."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    if shape == "bell":
+        d.pieslice((10, 4, 54, 60), 180, 360, fill=colour + (255,))
+        d.rectangle((10, 31, 54, 46), fill=colour + (255,))
+        d.ellipse((26, 48, 38, 60), fill=colour + (255,))
+    elif shape == "drop":
+        d.polygon([(32, 2), (12, 38), (52, 38)], fill=colour + (255,))
+        d.ellipse((12, 22, 52, 62), fill=colour + (255,))
+    else:
+        d.rectangle((8, 16, 56, 48), fill=colour + (255,))
+    return img
+
+
+def _paste(art, side: int, at: tuple[int, int], background) -> bytes:
+    from PIL import Image
+
+    scene = background.copy()
+    a = art.resize((side, side), Image.BICUBIC)
+    scene.paste(a, at, a)
+    return _jpeg(scene, 75)
+
+
+def _gravel(w: int = 220, h: int = 200):
+    from PIL import Image
+
+    g = np.random.default_rng(3).integers(60, 200, (h // 4, w // 4), dtype=np.uint8)
+    g = np.asarray(Image.fromarray(g).resize((w, h), Image.NEAREST))
+    return Image.fromarray(np.repeat(g[..., None], 3, axis=2))
+
+
+def test_flat_art_on_a_texture_is_placed_by_its_colour_regions():
+    """A plain bell on gravel: its orange region's outline says where the art sits; a plain
+    orange shape of another outline on the same gravel is not a copy."""
+    from PIL import Image
+
+    from filters.image_match import EvalIndex
+
+    def png(img):
+        b = io.BytesIO()
+        img.save(b, "PNG")
+        return b.getvalue()
+
+    orange = (250, 160, 40)
+    evals = [_flat_art("bell", orange), _flat_art("drop", (220, 40, 70)), _flat_art("square", (40, 90, 220))]
+    index = EvalIndex([png(a) for a in evals])
+    scene = Image.open(io.BytesIO(_paste(evals[0], 96, (70, 50), _gravel())))
+    rgb = np.asarray(scene.convert("RGB"))
+    m = index._regions(rgb)
+    assert m is not None and m.how == "regions" and m.eval_index == 0
+    # flat art pins its centre better than its size (a slightly smaller bell fits inside the pasted one)
+    assert abs(m.side - 96) <= 8 and abs(m.x + m.side / 2 - 118) <= 3 and abs(m.y + m.side / 2 - 98) <= 3, m
+    assert index.is_copy(m) and index.is_copy(index.find(scene))
+    other = Image.open(io.BytesIO(_paste(_flat_art("square", orange), 96, (70, 50), _gravel())))
+    assert not index.is_copy(index.find(other))
+    # the same copy, found end to end when the region stage is the only one that can place it
+    from dataclasses import replace
+
+    no_regions = EvalIndex([png(a) for a in evals], replace(index.params, regions=0))
+    assert not no_regions.is_copy(no_regions.find(scene))  # SIFT alone misses it: the stage is what finds it
+
+
+def test_a_look_alike_that_differs_in_one_spot_is_not_a_copy(art, index):
+    """The same art with one small patch repainted (another clock hand, another keycap digit) is
+    kept; the untouched art on the same scene is found."""
+    from PIL import Image
+
+    ev, _, _ = art
+    bg = Image.new("RGB", (200, 180), (120, 170, 120))
+    caught = 0
+    for i, r in enumerate(ev[:8]):
+        a = Image.open(io.BytesIO(r["image"])).convert("RGBA")
+        m = index.find(Image.open(io.BytesIO(_paste(a, 120, (40, 30), bg))))
+        if not (index.is_copy(m) and m.eval_index == i):
+            continue
+        caught += 1
+        alpha = np.asarray(a)[..., 3]
+        ys, xs = np.nonzero(alpha[20:44, 20:44] == 255)  # a spot inside the art
+        y, x = 20 + int(np.median(ys)), 20 + int(np.median(xs))
+        b = np.asarray(a).copy()
+        spot = (slice(max(0, y - 5), y + 5), slice(max(0, x - 5), x + 5))
+        b[spot + (slice(0, 3),)] = 255 - b[spot + (slice(0, 3),)]  # inverted colours on a 10 x 10 patch
+        b[spot + (slice(3, 4),)] = 255
+        m2 = index.find(Image.open(io.BytesIO(_paste(Image.fromarray(b), 120, (40, 30), bg))))
+        assert not (index.is_copy(m2) and m2.eval_index == i), (r["item_id"], m2)
+    assert caught >= 6

@@ -89,7 +89,8 @@ class DecontaminateLocal(Filter):
     """Drop rows whose image contains an eval image, even pasted small onto a new background."""
 
     name = "decontaminate_local"
-    source = "local features (SIFT, Lowe 2004) + faiss + a masked pixel check; see filters/image_match.py"
+    source = ("local features (SIFT, Lowe 2004) + faiss, flat-colour region outlines, and a masked pixel check; "
+              "see filters/image_match.py")
     params = (Param("target", str, "eval", "held-out split whose images to find: POOL/holdout/{target}.parquet",
                     choices=("eval", "trusted")),
               Param("max_off", float, _DETECTOR.max_off, "a copy: in every grid cell of the art at most this "
@@ -110,7 +111,16 @@ class DecontaminateLocal(Filter):
                     "outline differs from the art's edge by at least this (a plain region of the art's colour: ~0)",
                     min=0.0, max=255.0),
               Param("whole_error", float, _DETECTOR.whole_error, "whole-picture copy: RMS difference of 32 x 32 "
-                    "thumbnails (laid on white) at most this", min=0.0, max=255.0))
+                    "thumbnails (laid on white) at most this", min=0.0, max=255.0),
+              Param("regions", int, _DETECTOR.regions, "placements from flat-colour regions (the art's outline "
+                    "found in the picture) fitted per pool image (0: off)", min=0, max=100),
+              Param("region_error", float, _DETECTOR.region_error, "region copy: RMS colour difference over the "
+                    "art's opaque pixels at most this (planted copies: <= 18)", min=0.0, max=255.0),
+              Param("max_local_error", float, _DETECTOR.max_local_error, "any pasted copy: mean colour difference "
+                    "over every window of 1/8 the art's side at most this (planted copies: <= 53; look-alike "
+                    "emoji that differ in one spot: 55-137)", min=0.0, max=255.0),
+              Param("sift_contrast", float, _DETECTOR.sift_contrast, "SIFT contrastThreshold on pool images "
+                    "(lower: more keypoints on faint outlines)", min=0.001, max=0.2))
 
     def needs(self) -> Needs:
         return Needs(["key"], pixels=True)
