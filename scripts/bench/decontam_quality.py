@@ -46,19 +46,24 @@ def main(argv=None) -> None:
     ap.add_argument("--pool", required=True, type=Path, help="an offline pool with ground_truth.parquet")
     ap.add_argument("--sample", type=int, default=1000, help="other rows checked for false positives")
     ap.add_argument("--seed", type=int, default=0)
+    ap.add_argument("--show", type=int, default=20, help="list this many flagged other rows (what they look like)")
     a = ap.parse_args(argv)
 
     truth = a.pool / "ground_truth.parquet"
     if not truth.is_file():
         raise SystemExit(f"{truth}: no ground truth (only an offline pool built by `datacurate pool build` has one)")
-    gt = pq.read_table(truth, columns=["uid", "defect"]).to_pydict()
+    gt = pq.read_table(truth, columns=["uid", "defect", "item_id"]).to_pydict()
+    item_of = dict(zip(gt["uid"], gt["item_id"]))
     planted = [u for u, d in zip(gt["uid"], gt["defect"]) if d == "eval_overlap"]
     others = [u for u, d in zip(gt["uid"], gt["defect"]) if d not in ("eval_overlap", "broken_url", "undecodable")]
     sample = random.Random(a.seed).sample(others, min(a.sample, len(others)))
     images = pool_images(a.pool, set(planted) | set(sample))
     t0 = time.perf_counter()
     index = EvalIndex(load_target_images(a.pool, "eval"))
+    eval_ids = pq.read_table(a.pool / "holdout" / "eval.parquet", columns=["item_id"]).column("item_id").to_pylist()
     print(f"eval index: {len(index.templates)} images, {len(index.desc)} descriptors, {time.perf_counter() - t0:.1f} s")
+
+    flagged = []
 
     def run(uids, what):
         found, t = [], time.perf_counter()
@@ -67,6 +72,8 @@ def main(argv=None) -> None:
                 continue
             m = index.find(Image.open(io.BytesIO(images[u])))
             found.append(m.how if index.is_copy(m) else None)
+            if index.is_copy(m):
+                flagged.append((what, u, m))
         return found, (time.perf_counter() - t) / max(1, len(found))
 
     hits, t_planted = run(planted, "planted copies")
@@ -77,6 +84,12 @@ def main(argv=None) -> None:
           f"by {dict(Counter(h for h in hits if h))}; {1000 * t_planted:.0f} ms/image")
     print(f"other rows: {n_fp}/{len(fps)} flagged (false-positive rate {n_fp / max(1, len(fps)):.4f}), "
           f"by {dict(Counter(f for f in fps if f))}; {1000 * t_other:.0f} ms/image")
+    shown = [(u, m) for what, u, m in flagged if what == "other rows"][:a.show]
+    if shown:
+        print(f"flagged other rows (pool item -> eval image it was taken for), first {len(shown)}:")
+    for u, m in shown:
+        print(f"  {u} {item_of[u]} -> {eval_ids[m.eval_index]}  [{m.how}, side {m.side} px, "
+              f"error {m.mean_error:.1f}, local {m.local_error:.1f}]")
 
 
 if __name__ == "__main__":
