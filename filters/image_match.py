@@ -29,8 +29,8 @@ Three more stages catch what local features miss:
    flattened and resized: a pHash of a mostly-white picture flips bits too easily);
 4. *regions*: flat art (a plain bell, a drop, a striped flag) on a textured or graded
    background gives SIFT no keypoint to match, but each of its large flat-colour regions
-   survives the paste whole. A colour lookup table names the picture's pixels by the art
-   colours they are near; a connected region of one colour whose box aspect and outline
+   survives the paste whole. A colour lookup table says which art colours each of the
+   picture's pixels is near; a connected region of one colour whose box aspect and outline
    (a 16 x 16 mask) agree with an art region of that colour says where the whole art
    would sit, and the art is fitted there (+- 3 pixels and sizes) and judged as a search;
 5. *search* (off by default: ``deep``): the best few candidates searched exhaustively,
@@ -305,7 +305,7 @@ class EvalIndex:
         self._index = None
 
     def _build_regions(self) -> None:
-        """The eval art's flat-colour regions, and a colour lookup table that names each pixel's region colour."""
+        """The eval art's flat-colour regions, and a lookup table of which region colours each colour is near."""
         found = [(i, r) for i, t in enumerate(self.templates) for r in _art_regions(t)]
         self.region_eval = np.array([i for i, _ in found], np.int32)
         self.region_box = np.array([r[1] for _, r in found], np.float32).reshape(-1, 4)
@@ -450,9 +450,9 @@ class EvalIndex:
     def _regions(self, rgb: np.ndarray) -> Match | None:
         """Flat-colour regions of the picture whose outline is an eval art region's: placed, then fitted nearby.
 
-        Each pixel is named by its nearest art colour (a lookup table); each connected region
-        of one colour is compared with the art regions of that colour by box aspect and
-        outline; an agreeing pair gives the art's size and place, where the art is fitted
+        A lookup table says which art colours (groups of close ones) each pixel is near; each
+        connected region of pixels near one colour is compared with the art regions of that
+        colour by box aspect and outline; an agreeing pair gives the art's size and place, where the art is fitted
         (+- 3 pixels and sizes) and judged as a searched copy is.
         """
         import cv2
