@@ -158,6 +158,41 @@ def test_killed_download_resumes_to_the_same_samples(tmp_path, spark, handmade):
     assert summary["failed_by_reason"] == handmade[2]["failed_by_reason"]
 
 
+def test_a_killed_runs_stray_workers_cannot_touch_the_rerun(tmp_path, spark, handmade):
+    """A killed run's Spark workers outlive it (PySpark's daemon has its own process group) and
+    finish shards into that run's folder; the rerun neither reads those nor lets them into shards/."""
+    import threading
+
+    from datacurate.pool.download import STATE_DIR, download_pool
+
+    pool = tmp_path / "pool"
+    truth = make_download_pool(pool)
+    stale = pool / STATE_DIR / "run-killed"
+    stop = threading.Event()
+
+    def stray_worker():  # keeps "finishing" a junk shard 00001 in the killed run's folder
+        while not stop.wait(0.02):
+            try:
+                stale.mkdir(parents=True, exist_ok=True)
+                for name, data in (("00001.tar", b"junk"), ("00001.parquet", b"junk"), ("00001_stats.json", b"{}")):
+                    (stale / name).write_bytes(data)
+            except OSError:  # its folder removed under it: a stray worker's write fails
+                pass
+
+    t = threading.Thread(target=stray_worker, daemon=True)
+    t.start()
+    try:
+        summary = download_pool(pool, spark=spark, samples_per_shard=SPS, progress=False)
+    finally:
+        stop.set()
+        t.join()
+    meta = read_all_metadata(pool)
+    assert set(meta.column("uid").to_pylist()) == set(truth["good"])
+    assert len(tar_samples(pool)) == len(truth["good"])
+    assert summary["failed_by_reason"] == handmade[2]["failed_by_reason"]
+    assert [p.name for p in (pool / STATE_DIR).glob("run-*")] in ([], ["run-killed"])  # ours is gone
+
+
 def _write(path: Path, cols: dict) -> Path:
     pq.write_table(pa.table(cols), path)
     return path

@@ -9,6 +9,12 @@ Resumable at the shard level: img2dataset's incremental mode keeps every shard
 whose ``NNNNN_stats.json`` exists, a half-written shard is redone, and metadata
 is converted only for shards not converted yet. ``POOL/download_summary.json``
 is written last: its presence means "downloaded".
+
+img2dataset writes into a folder of its own run (``POOL/.download/run-*``), and each
+shard it finishes is moved into ``POOL/shards`` (tar and parquet, then the stats) by
+the driver. A killed run's Spark workers can outlive it (PySpark's daemon puts them in
+a process group of their own, so killing the job's group misses them); they can only
+finish shards into their own run folder, which no later run reads.
 """
 from __future__ import annotations
 
@@ -17,6 +23,7 @@ import json
 import math
 import os
 import re
+import shutil
 import threading
 import time
 from pathlib import Path
@@ -235,6 +242,44 @@ class FileCountProgress:
     def __exit__(self, *exc):
         self._stop.set()
         self._thread.join(timeout=5)
+
+
+class ShardCollector:
+    """Moves each shard img2dataset finishes in ``run`` into ``shards`` while the job runs.
+
+    A shard is finished when its ``NNNNN_stats.json`` exists (img2dataset writes it after
+    closing the tar and parquet); the tar and parquet are moved first and the stats last, so
+    ``shards`` never holds stats for a shard whose files are not all there.
+    """
+
+    def __init__(self, run: Path, shards: Path, skip: set[str]):
+        self.run, self.shards, self.skip = run, shards, set(skip)
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._watch, daemon=True, name="datacurate-shards")
+
+    def collect(self) -> None:
+        for stats in sorted(self.run.glob("*_stats.json")):
+            name = stats.name[:-len("_stats.json")]
+            if name in self.skip:
+                continue
+            for part in (f"{name}.tar", f"{name}.parquet"):
+                if (self.run / part).exists():
+                    os.replace(self.run / part, self.shards / part)
+            os.replace(stats, self.shards / stats.name)
+            self.skip.add(name)
+
+    def _watch(self):
+        while not self._stop.wait(0.2):
+            self.collect()
+
+    def __enter__(self):
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc):
+        self._stop.set()
+        self._thread.join()
+        self.collect()  # the shards finished since the last look
 
 
 # ----------------------------------------------------------------------------- img2dataset
@@ -487,6 +532,13 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
 
     state = pool / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
+    for old in state.glob("run-*"):  # a killed run's: its stray workers may still write there
+        shutil.rmtree(old, ignore_errors=True)
+    run = state / f"run-{os.getpid()}-{time.time_ns()}"
+    run.mkdir()
+    done = {p.name[:-len("_stats.json")] for p in shards.glob("*_stats.json")}
+    for name in done:  # img2dataset skips the shards whose stats its output folder holds
+        shutil.copyfile(shards / f"{name}_stats.json", run / f"{name}_stats.json")
     input_parquet = state / "input.parquet"
     with contextlib.ExitStack() as stack:
         if url_base is not None:
@@ -496,9 +548,11 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
                     for u in table.column("url").to_pylist()]
             table = table.set_column(table.column_names.index("url"), "url", pa.array(urls, pa.string()))
         write_table_atomic(table, input_parquet)
-        with FileCountProgress(shards, "*_stats.json", n_shards, "pool download", enabled=progress):
-            _run_img2dataset(input_parquet, shards, **kw)
+        with FileCountProgress(shards, "*_stats.json", n_shards, "pool download", enabled=progress), \
+                ShardCollector(run, shards, skip=done):
+            _run_img2dataset(input_parquet, run, **kw)
     input_parquet.unlink(missing_ok=True)
+    shutil.rmtree(run, ignore_errors=True)
 
 
 # ----------------------------------------------------------------------------- CLI
