@@ -152,7 +152,7 @@ def test_micro_pool_every_planted_eval_image_is_dropped(micro_pool_built, tmp_pa
             tf.addfile(info, io.BytesIO(data))
     got, _ = run(pool, "steps:\n  - {filter: decontaminate_local}\n", tmp_path)
     dropped = {r["uid"] for r in rows} - got
-    scenes = {u["uid"] for u in planted if _planted_kind(u["uid"]) == "scene"}
+    scenes = {u["uid"] for u in planted if gt[u["uid"]]["planted_as"] == "scene"}
     assert scenes and scenes <= dropped
     assert len(dropped - {u["uid"] for u in planted}) <= 1
     # the recipe's pair (pHash for whole-image copies, local features for pasted ones) drops every one
@@ -161,21 +161,6 @@ def test_micro_pool_every_planted_eval_image_is_dropped(micro_pool_built, tmp_pa
     dropped = {r["uid"] for r in rows} - got
     assert {u["uid"] for u in planted} <= dropped
     assert len(dropped - {u["uid"] for u in planted}) <= 1
-
-
-def _planted_kind(uid: str, n: int = 1000, seed: int = 0) -> str:
-    """'file' | 'flattened' | 'scene': replays the draws of datacurate.pool.defects.render for this sample."""
-    from datacurate.pool.build import BUILDER_VERSION
-    from datacurate.uids import make_uid
-
-    index = next(i for i in range(n) if make_uid("datacurate-pool", BUILDER_VERSION, "micro", seed, i) == uid)
-    rng = random.Random(f"datacurate-pool/{seed}/{index}/render")
-    compose.canvas_size(rng)
-    if rng.random() < 0.85:
-        rng.choice((70, 75, 80, 85, 90, 95))
-    if rng.random() < 0.35:
-        return "file"
-    return "flattened" if rng.random() < 0.5 else "scene"
 
 
 def _flat_art(shape: str, colour: tuple[int, int, int]):

@@ -23,7 +23,7 @@ from datacurate.pool.defects import BOILERPLATE, DEFAULT_RATES, DEFECTS
 from datacurate.scales import get_scale
 from datacurate.uids import is_uid
 
-GT_COLUMNS = ["uid", "defect", "item_id", "dup_of", "lang", "clean_text", "group", "subgroup", "source"]
+GT_COLUMNS = ["uid", "defect", "item_id", "dup_of", "lang", "clean_text", "group", "subgroup", "source", "planted_as"]
 HOLDOUT_COLUMNS = ["item_id", "image", "text", "name", "group", "subgroup", "source"]
 
 
@@ -166,7 +166,10 @@ def test_no_holdout_image_in_pool_except_planted_overlap(pool, rows):
         if r["defect"] == "eval_overlap":
             overlap_hits += bool(hits)
             assert all(h == ("eval", r["item_id"]) for h in hits), (r["item_id"], hits)
+            assert r["planted_as"] in ("file", "flattened", "scene"), r["planted_as"]
+            assert (keys[0] in held) == (r["planted_as"] == "file"), (r["url"], r["planted_as"])  # the file, byte for byte
         else:
+            assert r["planted_as"] is None
             assert not hits, f"{r['url']}: holdout image {hits} in the pool but not marked eval_overlap"
             concept = r["item_id"].split(":")[0]
             assert concept not in concepts["eval"] and concept not in concepts["trusted"], r

@@ -260,7 +260,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
         order = list(range(len(specs)))
         random.Random(f"datacurate-order/{seed}").shuffle(order)
         gt_cols = {k: [] for k in ("uid", "defect", "item_id", "dup_of", "lang", "clean_text", "group",
-                                   "subgroup", "source")}
+                                   "subgroup", "source", "planted_as")}
         url_cols = {"uid": [], "url": [], "text": []}
         for i in order:
             s, r = specs[i], results[i]
@@ -270,7 +270,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
             for k, v in (("uid", uids[i]), ("defect", s.defect), ("item_id", s.item_id),
                          ("dup_of", uids[s.dup_of] if s.dup_of is not None else None), ("lang", r.lang),
                          ("clean_text", r.clean_text), ("group", s.group), ("subgroup", s.subgroup),
-                         ("source", s.source)):
+                         ("source", s.source), ("planted_as", r.planted_as)):
                 gt_cols[k].append(v)
         _write_parquet(pa.table(url_cols, schema=pa.schema([(k, pa.string()) for k in url_cols])),
                        tmp / "urls.parquet")

@@ -72,6 +72,7 @@ class Rendered:
     height: int = 0
     quality: int = 0
     ctx: dict = field(default_factory=dict)
+    planted_as: str | None = None  # eval_overlap: "file" (the held-out file), "flattened" (on white, resized), "scene"
 
 
 def plan_counts(n: int, rates: dict | None = None, min_each: int = MIN_PER_DEFECT) -> dict:
@@ -128,21 +129,23 @@ def render(spec: Spec) -> Rendered:
     else:
         w, h = compose.canvas_size(rng)
     fmt, q = _fmt(rng)
-    raw_png = None
+    raw_png, planted_as = None, None
     if d == "eval_overlap" and rng.random() < 0.35:
         with open(spec.path, "rb") as f:          # the held-out file itself, byte for byte
             raw_png = f.read()
         img, ctx = compose.load_rgba(spec.path), {}
-        fmt, q = "PNG", 0
+        fmt, q, planted_as = "PNG", 0, "file"
     elif d == "eval_overlap" and rng.random() < 0.5:
         em = compose.load_rgba(spec.path)        # flattened on white and resized
         side = rng.randint(72, 160)
         bg = Image.new("RGB", em.size, compose.COLOURS["white"])
         bg.paste(em, (0, 0), em)
         img, ctx = bg.resize((side, side), Image.BICUBIC), {"bg": "solid", "colour": "white"}
+        planted_as = "flattened"
     else:
         fill = (0.6, 0.95) if d == "extreme_aspect" else (0.4, 0.85)
         img, ctx = compose.compose(rng, spec.path, w, h, fill=fill)
+        planted_as = "scene" if d == "eval_overlap" else None
     if d == "tiny_image":
         img = img.resize((rng.randint(6, 16), rng.randint(6, 16)), Image.BILINEAR)
     ctx.update(spec.context())
@@ -160,7 +163,7 @@ def render(spec: Spec) -> Rendered:
         data = _undecodable(rng, data)
     elif d == "broken_url":
         data = None
-    return Rendered(spec.index, data, fmt, text, clean, lang, img.width, img.height, q, ctx)
+    return Rendered(spec.index, data, fmt, text, clean, lang, img.width, img.height, q, ctx, planted_as)
 
 
 def render_duplicate(spec: Spec, original: Rendered) -> Rendered:

@@ -52,7 +52,8 @@ def main(argv=None) -> None:
     truth = a.pool / "ground_truth.parquet"
     if not truth.is_file():
         raise SystemExit(f"{truth}: no ground truth (only an offline pool built by `datacurate pool build` has one)")
-    gt = pq.read_table(truth, columns=["uid", "defect", "item_id"]).to_pydict()
+    kinds = "planted_as" in pq.read_schema(truth).names  # builder >= this commit: how each copy was planted
+    gt = pq.read_table(truth, columns=["uid", "defect", "item_id"] + (["planted_as"] if kinds else [])).to_pydict()
     item_of = dict(zip(gt["uid"], gt["item_id"]))
     planted = [u for u, d in zip(gt["uid"], gt["defect"]) if d == "eval_overlap"]
     others = [u for u, d in zip(gt["uid"], gt["defect"]) if d not in ("eval_overlap", "broken_url", "undecodable")]
@@ -82,6 +83,12 @@ def main(argv=None) -> None:
     n_fp = sum(f is not None for f in fps)
     print(f"planted eval copies: {n_hit}/{len(hits)} found (recall {n_hit / max(1, len(hits)):.3f}), "
           f"by {dict(Counter(h for h in hits if h))}; {1000 * t_planted:.0f} ms/image")
+    if kinds:
+        kind_of = dict(zip(gt["uid"], gt["planted_as"]))
+        seen = [u for u in planted if u in images]
+        for k in ("file", "flattened", "scene"):
+            got = [h for u, h in zip(seen, hits) if kind_of[u] == k]
+            print(f"  planted as {k}: {sum(h is not None for h in got)}/{len(got)}")
     print(f"other rows: {n_fp}/{len(fps)} flagged (false-positive rate {n_fp / max(1, len(fps)):.4f}), "
           f"by {dict(Counter(f for f in fps if f))}; {1000 * t_other:.0f} ms/image")
     shown = [(u, m) for what, u, m in flagged if what == "other rows"][:a.show]
