@@ -89,6 +89,8 @@ class MatchParams:
     grid: int = 4              # cells per side of the grid the art is split into
     min_cell_pixels: int = 6   # cells with fewer art pixels than this are not judged
     min_pixels: int = 40       # placements with fewer opaque art pixels than this are not judged
+    min_art_pixels: int = 200  # a pasted copy shows at least this many opaque art pixels: fewer (a stroke or
+                               # two of a small copy) fit other art by chance (planted copies: >= 307)
     max_mean_error: float = 24.0  # mean max-channel difference over the art allowed for a copy
     quick_error: float = 80.0  # placements whose unrefined mean difference is above this are not refined
     whole_error: float = 10.0  # whole-picture copy: RMS difference of 32 x 32 thumbnails at most this
@@ -118,6 +120,7 @@ class Match:
     how: str = "features"  # "whole" (thumbnail), "features" (placed by matches) or "search" (exhaustive)
     contrast: float = 0.0  # search: RMS difference between the art's edge colours and the picture around it
     local_error: float = 0.0  # the worst mean difference over a window of 1/8 the art's side (see MatchParams)
+    pixels: int = 0  # opaque art pixels judged (whole-picture copies: 0, not counted)
 
 
 def _rank(m: Match) -> tuple:
@@ -651,8 +654,8 @@ class EvalIndex:
         if fit is None:
             return None
         _, x, y, side, sh, r = fit
-        worst, mean, local = self._judge(img[y:y + sh, x:x + side], r)
-        return Match(e, x, y, side, worst, mean, float(votes), local_error=local)
+        worst, mean, local, pixels = self._judge(img[y:y + sh, x:x + side], r)
+        return Match(e, x, y, side, worst, mean, float(votes), local_error=local, pixels=pixels)
 
     def _judged(self, rgb: np.ndarray, m: Match | None) -> Match | None:
         """``m`` (a searched or region placement) with its grid and local errors measured."""
@@ -663,12 +666,12 @@ class EvalIndex:
         tpl = self.templates[m.eval_index]
         sh = max(1, round(m.side * tpl.shape[0] / tpl.shape[1]))
         r = np.asarray(Image.fromarray(tpl).resize((m.side, sh), Image.BICUBIC), np.float32)
-        m.worst_cell, _, m.local_error = self._judge(rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32), r)
+        m.worst_cell, _, m.local_error, m.pixels = self._judge(rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32), r)
         return m
 
-    def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float, float]:
-        """(worst grid cell's fraction of off pixels, mean error, worst local mean error) of the art ``r``
-        (RGBA) over ``patch``.
+    def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float, float, int]:
+        """(worst grid cell's fraction of off pixels, mean error, worst local mean error, opaque pixels)
+        of the art ``r`` (RGBA) over ``patch``.
 
         The art is laid over the patch itself (its transparent parts show the patch), both are
         blurred a little (JPEG's ringing and a half-pixel shift are not differences), and
@@ -701,7 +704,7 @@ class EvalIndex:
         n = cv2.boxFilter(art, -1, (k, k), normalize=False)
         full = n >= 0.5 * k * k
         local = float((total[full] / n[full]).max()) if full.any() else 0.0
-        return float(worst), float(err[on].mean()) if on.any() else 255.0, local
+        return float(worst), float(err[on].mean()) if on.any() else 255.0, local, int(on.sum())
 
     def is_copy(self, m: Match | None) -> bool:
         p = self.params
@@ -709,7 +712,7 @@ class EvalIndex:
             return False
         if m.how == "whole":
             return m.mean_error <= p.whole_error
-        if m.local_error > p.max_local_error:
+        if m.local_error > p.max_local_error or m.pixels < p.min_art_pixels:
             return False
         if m.how == "search":
             return m.mean_error <= p.search_error and m.contrast >= p.min_contrast

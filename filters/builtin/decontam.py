@@ -119,6 +119,8 @@ class DecontaminateLocal(Filter):
               Param("max_local_error", float, _DETECTOR.max_local_error, "any pasted copy: mean colour difference "
                     "over every window of 1/8 the art's side at most this (planted copies: <= 53; look-alike "
                     "emoji that differ in one spot: 55-137)", min=0.0, max=255.0),
+              Param("min_art_pixels", int, _DETECTOR.min_art_pixels, "any pasted copy: at least this many "
+                    "opaque art pixels agree (fewer fit other art by chance)", min=0),
               Param("sift_contrast", float, _DETECTOR.sift_contrast, "SIFT contrastThreshold on pool images "
                     "(lower: more keypoints on faint outlines)", min=0.001, max=0.2))
 
