@@ -66,6 +66,7 @@ REGION_TOL = 28        # region stage: a pixel belongs to a flat colour when no 
 REGION_GROUP = 12      # ... art colours closer than this share one lookup colour
 REGION_MIN_FRAC = 0.12  # ... an art region must cover at least this fraction of the art's opaque pixels
 REGION_SHAPE = 16      # ... region outlines are compared as masks of this many cells a side
+REGION_MIN_AREA = 30   # ... picture regions smaller than this (pixels) propose nothing
 REGION_IOU = 0.6       # ... a pool region proposes a placement when its mask overlaps the art region's this much
 REGION_ASPECT = 0.2    # ... and its box's aspect ratio is within this (log) of the art region's
 
@@ -100,8 +101,9 @@ class MatchParams:
     min_contrast: float = 25.0  # ... and the picture around the outline differs from the art's edge by this
     sift_contrast: float = 0.02  # SIFT's contrastThreshold on pool images (OpenCV's default 0.04 misses faint outlines)
     regions: int = 6           # flat-colour region placements checked per pool image (0: no region stage)
-    max_local_error: float = 56.0  # any copy: mean max-channel difference over every window of 1/8 the art's side
-                                   # at most this (a look-alike - another clock time, keycap digit - differs in one spot)
+    max_local_error: float = 56.0  # any pasted copy: mean max-channel difference over every window of 1/8 the
+                                   # art's side at most this (a look-alike, another clock time or keycap digit,
+                                   # differs in one spot)
     region_error: float = 20.0  # region copy: RMS difference over the art's opaque pixels at most this (its
                                 # outline already agrees, so the colours may be as far as a low-quality JPEG's)
 
@@ -455,8 +457,9 @@ class EvalIndex:
 
         A lookup table says which art colours (groups of close ones) each pixel is near; each
         connected region of pixels near one colour is compared with the art regions of that
-        colour by box aspect and outline; an agreeing pair gives the art's size and place, where the art is fitted
-        (+- 3 pixels and sizes) and judged as a searched copy is.
+        colour by box aspect and outline; an agreeing pair gives the art's size and place,
+        where the art is fitted (+- 3 pixels and sizes) and judged. The first copy found, or
+        the best fit.
         """
         import cv2
         from PIL import Image
@@ -465,18 +468,17 @@ class EvalIndex:
         h, w = rgb.shape[:2]
         q = rgb.astype(np.int32) >> 3
         cell = (q[..., 0] << 10) | (q[..., 1] << 5) | q[..., 2]
-        min_area = 30
         counts = self.region_member @ np.bincount(cell.ravel(), minlength=self.region_member.shape[1])
         proposals = []
-        for g in np.nonzero(counts >= min_area)[0]:
+        for g in np.nonzero(counts >= REGION_MIN_AREA)[0]:
             mine = np.nonzero(self.region_group == g)[0]
-            mask = self.region_member[g][cell].astype(np.uint8)
-            n, lab, st, _ = cv2.connectedComponentsWithStats(mask, connectivity=8)
-            for j in np.nonzero((st[:, 4] >= min_area) & (np.minimum(st[:, 2], st[:, 3]) >= 4))[0]:
+            box = self.region_box[mine]
+            n, lab, st, _ = cv2.connectedComponentsWithStats(self.region_member[g][cell].astype(np.uint8),
+                                                             connectivity=8)
+            for j in np.nonzero((st[:, 4] >= REGION_MIN_AREA) & (np.minimum(st[:, 2], st[:, 3]) >= 4))[0]:
                 x, y, bw, bh = (int(v) for v in st[j, :4])
-                if j == 0 or bw * bh > 0.9 * h * w:
+                if j == 0 or bw * bh > 0.9 * h * w:  # 0: the pixels near no art colour
                     continue
-                box = self.region_box[mine]
                 ok = mine[np.abs(np.log((bw / bh) / (box[:, 2] / box[:, 3]))) < REGION_ASPECT]
                 if len(ok) == 0:
                     continue
@@ -484,35 +486,37 @@ class EvalIndex:
                 a = self.region_shape[ok]
                 iou = np.minimum(a, shape).sum(axis=1) / np.maximum(np.maximum(a, shape).sum(axis=1), 1e-6)
                 for k in np.nonzero(iou >= REGION_IOU)[0]:
-                    r = ok[k]
-                    rx, ry, rw, rh = self.region_box[r]
+                    rx, ry, rw, rh = self.region_box[ok[k]]
                     s = 0.5 * (bw / rw + bh / rh)
-                    e = int(self.region_eval[r])
+                    e = int(self.region_eval[ok[k]])
                     if s * self.widths[e] >= p.min_side:
                         proposals.append((-float(iou[k]), e, s, x - s * rx, y - s * ry))
         img = rgb.astype(np.float32)
         best, tried = None, set()
         for _, e, s, tx, ty in sorted(proposals):
             th, tw = self.templates[e].shape[:2]
-            key = (e, round(s * tw / 4), round(tx / 4), round(ty / 4))
+            key = (e, round(s * tw / 4), round(tx / 4), round(ty / 4))  # one fit per place
             if key in tried:
                 continue
             if len(tried) >= p.regions:
                 break
             tried.add(key)
-            art = Image.fromarray(self.templates[e])
+            art, fit = Image.fromarray(self.templates[e]), None
             for side in range(round(s * tw) - 3, round(s * tw) + 4):
                 sh = max(1, round(side * th / tw))
                 cx, cy = tx + (s * tw - side) / 2, ty + (s * th - sh) / 2  # a size change keeps the centre
-                fit = _fit_in(img, art, side, sh, int(cx) - 4, int(cy) - 4, int(cx) + side + 5, int(cy) + sh + 5)
-                if fit is not None and (best is None or fit[0] < best[0]):
-                    best = (*fit, e)
-            if best is not None and best[1] <= p.region_error and best[2] >= p.min_contrast:
-                break
-        if best is None:
-            return None
-        _, err, contrast, side, x, y, e = best
-        return self._judged(rgb, Match(e, x, y, side, 0.0, err, 0.0, how="regions", contrast=contrast))
+                f = _fit_in(img, art, side, sh, int(cx) - 4, int(cy) - 4, int(cx) + side + 5, int(cy) + sh + 5)
+                if f is not None and (fit is None or f[0] < fit[0]):
+                    fit = f
+            if fit is None:
+                continue
+            _, err, contrast, side, x, y = fit
+            m = self._judged(rgb, Match(e, x, y, side, 0.0, err, 0.0, how="regions", contrast=contrast))
+            if self.is_copy(m):
+                return m
+            if best is None or fit[0] < best[0]:
+                best = (fit[0], m)
+        return best[1] if best else None
 
     def _rank_candidates(self, own, close, qpts, qsizes, nn, shape) -> list[tuple[int, float, float]]:
         """(eval index, geometric support, votes), best first.
@@ -666,7 +670,8 @@ class EvalIndex:
         tpl = self.templates[m.eval_index]
         sh = max(1, round(m.side * tpl.shape[0] / tpl.shape[1]))
         r = np.asarray(Image.fromarray(tpl).resize((m.side, sh), Image.BICUBIC), np.float32)
-        m.worst_cell, _, m.local_error, m.pixels = self._judge(rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32), r)
+        patch = rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32)
+        m.worst_cell, _, m.local_error, m.pixels = self._judge(patch, r)
         return m
 
     def _judge(self, patch: np.ndarray, r: np.ndarray) -> tuple[float, float, float, int]:
