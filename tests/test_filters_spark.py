@@ -119,3 +119,57 @@ def test_spark_matches_local_on_pixel_filters(tmp_path, spark):
     # one of each near-copy pair and the planted eval image go; nothing else
     assert len(dropped & {2, 14}) == 1 and len(dropped & {7, 15}) == 1 and 16 in dropped
     assert len(dropped) == 3, sorted(dropped)
+
+
+def test_spark_matches_local_on_decontaminate_local(tmp_path, spark):
+    """decontaminate_local's eval index (descriptors, templates, the region colour table) travels
+    to the executors with the filter; Spark drops the same pasted copies as the local run."""
+    import io
+    import tarfile
+
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+    from PIL import Image, ImageDraw
+
+    def art(colour, drop):
+        a = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+        d = ImageDraw.Draw(a)
+        if drop:
+            d.polygon([(32, 2), (12, 38), (52, 38)], fill=colour + (255,))
+            d.ellipse((12, 22, 52, 62), fill=colour + (255,))
+        else:
+            d.pieslice((10, 4, 54, 60), 180, 360, fill=colour + (255,))
+            d.rectangle((10, 31, 54, 46), fill=colour + (255,))
+            d.ellipse((26, 48, 38, 60), fill=colour + (255,))
+        return a
+
+    rng = np.random.default_rng(9)
+    evals = [art((250, 160, 40), drop=False), art((220, 40, 70), drop=True)]
+    pics = [_scene(rng, 150) for _ in range(10)]
+    for k, (i, side, at) in enumerate(((3, 80, (40, 30)), (8, 96, (20, 40)))):  # the eval art pasted into scenes
+        a = evals[k].resize((side, side), Image.BICUBIC)
+        pics[i].paste(a, at, a)
+    rows = [row(i, emb=rng.normal(size=8)) for i in range(len(pics))]
+    pool = write_pool(tmp_path / "pool", rows, per_shard=4)
+    (pool / "shards").mkdir()
+    for s in range(0, len(rows), 4):
+        with tarfile.open(pool / "shards" / f"{s // 4:05d}.tar", "w") as tf:
+            for r, im in zip(rows[s:s + 4], pics[s:s + 4]):
+                b = io.BytesIO()
+                im.save(b, format="JPEG", quality=85)
+                info = tarfile.TarInfo(f"{r['key']}.jpg")
+                info.size = len(b.getvalue())
+                tf.addfile(info, io.BytesIO(b.getvalue()))
+    (pool / "holdout").mkdir()
+    png = []
+    for e in evals:
+        b = io.BytesIO()
+        e.save(b, format="PNG")
+        png.append(b.getvalue())
+    pq.write_table(pa.table({"item_id": ["bell", "drop"], "image": png}), pool / "holdout" / "eval.parquet")
+    recipe = "steps:\n  - {filter: decontaminate_local}\n"
+    local, _ = run(pool, recipe, tmp_path, "local", runner="local")
+    on_spark, _ = run(pool, recipe, tmp_path, "spark", runner="spark", spark=spark)
+    assert on_spark == local
+    dropped = {i for i, r in enumerate(rows) if r["uid"] not in local}
+    assert dropped == {3, 8}, sorted(dropped)
