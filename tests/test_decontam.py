@@ -13,7 +13,7 @@ import pytest
 
 from datacurate.errors import UserError
 from datacurate.pool import compose
-from test_filters_helpers import row, run, write_pool
+from test_filters_helpers import flat_art, row, run, write_pool
 
 N_EVAL, N_OTHER = 24, 12
 BACKGROUNDS = ("solid", "gradient", "noise", "photo")
@@ -163,24 +163,6 @@ def test_micro_pool_every_planted_eval_image_is_dropped(micro_pool_built, tmp_pa
     assert len(dropped - {u["uid"] for u in planted}) <= 1
 
 
-def _flat_art(shape: str, colour: tuple[int, int, int]):
-    """A 64 x 64 RGBA flat emoji: one plain shape, the kind SIFT finds few keypoints on."""
-    from PIL import Image, ImageDraw
-
-    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-    d = ImageDraw.Draw(img)
-    if shape == "bell":
-        d.pieslice((10, 4, 54, 60), 180, 360, fill=colour + (255,))
-        d.rectangle((10, 31, 54, 46), fill=colour + (255,))
-        d.ellipse((26, 48, 38, 60), fill=colour + (255,))
-    elif shape == "drop":
-        d.polygon([(32, 2), (12, 38), (52, 38)], fill=colour + (255,))
-        d.ellipse((12, 22, 52, 62), fill=colour + (255,))
-    else:
-        d.rectangle((8, 16, 56, 48), fill=colour + (255,))
-    return img
-
-
 def _paste(art, side: int, at: tuple[int, int], background) -> bytes:
     from PIL import Image
 
@@ -211,7 +193,7 @@ def test_flat_art_on_a_texture_is_placed_by_its_colour_regions():
         return b.getvalue()
 
     orange = (250, 160, 40)
-    evals = [_flat_art("bell", orange), _flat_art("drop", (220, 40, 70)), _flat_art("square", (40, 90, 220))]
+    evals = [flat_art("bell", orange), flat_art("drop", (220, 40, 70)), flat_art("square", (40, 90, 220))]
     index = EvalIndex([png(a) for a in evals])
     scene = Image.open(io.BytesIO(_paste(evals[0], 96, (70, 50), _gravel())))
     rgb = np.asarray(scene.convert("RGB"))
@@ -220,7 +202,7 @@ def test_flat_art_on_a_texture_is_placed_by_its_colour_regions():
     # flat art pins its centre better than its size (a slightly smaller bell fits inside the pasted one)
     assert abs(m.side - 96) <= 8 and abs(m.x + m.side / 2 - 118) <= 3 and abs(m.y + m.side / 2 - 98) <= 3, m
     assert index.is_copy(m) and index.is_copy(index.find(scene))
-    other = Image.open(io.BytesIO(_paste(_flat_art("square", orange), 96, (70, 50), _gravel())))
+    other = Image.open(io.BytesIO(_paste(flat_art("square", orange), 96, (70, 50), _gravel())))
     assert not index.is_copy(index.find(other))
     # the same copy, found end to end when the region stage is the only one that can place it
     from dataclasses import replace

@@ -69,3 +69,45 @@ def run(pool: Path, recipe_text: str, tmp: Path, name: str = "r", **kw) -> tuple
 
     rec = filter_pool(pool, path if "runner" not in kw else load_recipe(path), out, progress=False, **kw)
     return set(read_subset_hex(out)), rec
+
+
+def flat_art(shape: str, colour: tuple[int, int, int]):
+    """A 64 x 64 RGBA flat emoji: one plain shape, the kind SIFT finds few keypoints on."""
+    from PIL import Image, ImageDraw
+
+    img = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
+    d = ImageDraw.Draw(img)
+    if shape == "bell":
+        d.pieslice((10, 4, 54, 60), 180, 360, fill=colour + (255,))
+        d.rectangle((10, 31, 54, 46), fill=colour + (255,))
+        d.ellipse((26, 48, 38, 60), fill=colour + (255,))
+    elif shape == "drop":
+        d.polygon([(32, 2), (12, 38), (52, 38)], fill=colour + (255,))
+        d.ellipse((12, 22, 52, 62), fill=colour + (255,))
+    else:
+        d.rectangle((8, 16, 56, 48), fill=colour + (255,))
+    return img
+
+
+def write_pixels(pool: Path, rows: list[dict], pics: list, per_shard: int, evals: dict) -> None:
+    """POOL/shards/NNNNN.tar of ``pics`` (JPEG, keyed as ``rows``, ``per_shard`` a tar, as
+    ``write_pool`` cut the metadata) and POOL/holdout/eval.parquet of ``evals`` (item_id -> PIL image)."""
+    import io
+    import tarfile
+
+    (pool / "shards").mkdir()
+    for s in range(0, len(rows), per_shard):
+        with tarfile.open(pool / "shards" / f"{s // per_shard:05d}.tar", "w") as tf:
+            for r, im in zip(rows[s:s + per_shard], pics[s:s + per_shard]):
+                b = io.BytesIO()
+                im.save(b, format="JPEG", quality=85)
+                info = tarfile.TarInfo(f"{r['key']}.jpg")
+                info.size = len(b.getvalue())
+                tf.addfile(info, io.BytesIO(b.getvalue()))
+    (pool / "holdout").mkdir()
+    png = []
+    for e in evals.values():
+        b = io.BytesIO()
+        e.save(b, format="PNG")
+        png.append(b.getvalue())
+    pq.write_table(pa.table({"item_id": list(evals), "image": png}), pool / "holdout" / "eval.parquet")

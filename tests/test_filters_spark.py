@@ -3,7 +3,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from test_filters_helpers import row, run, write_holdout_npz, write_pool
+from test_filters_helpers import flat_art, row, run, write_holdout_npz, write_pool, write_pixels
 
 RECIPE = """
 name: spark_vs_local
@@ -79,12 +79,6 @@ def _scene(rng, size=120):
 def test_spark_matches_local_on_pixel_filters(tmp_path, spark):
     """Pixel-reading global and row-local filters (pHash dedup with its pixel check, pHash
     decontamination) read each shard's tar on the executors and give the local subset."""
-    import io
-    import tarfile
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-
     rng = np.random.default_rng(5)
     pics = [_scene(rng) for _ in range(14)]
     evals = [_scene(rng) for _ in range(2)]
@@ -96,22 +90,7 @@ def test_spark_matches_local_on_pixel_filters(tmp_path, spark):
     embs[14], embs[15] = embs[2] + 1e-3, embs[7] + 1e-3
     rows = [row(i, emb=e) for i, e in enumerate(embs)]
     pool = write_pool(tmp_path / "pool", rows, per_shard=5)
-    (pool / "shards").mkdir()
-    for s in range(0, len(rows), 5):
-        with tarfile.open(pool / "shards" / f"{s // 5:05d}.tar", "w") as tf:
-            for r, im in zip(rows[s:s + 5], pics[s:s + 5]):
-                b = io.BytesIO()
-                im.save(b, format="JPEG", quality=85)
-                info = tarfile.TarInfo(f"{r['key']}.jpg")
-                info.size = len(b.getvalue())
-                tf.addfile(info, io.BytesIO(b.getvalue()))
-    (pool / "holdout").mkdir()
-    png = []
-    for e in evals:
-        b = io.BytesIO()
-        e.save(b, format="PNG")
-        png.append(b.getvalue())
-    pq.write_table(pa.table({"item_id": ["e0", "e1"], "image": png}), pool / "holdout" / "eval.parquet")
+    write_pixels(pool, rows, pics, 5, {"e0": evals[0], "e1": evals[1]})
     local, rec_local = run(pool, PIXEL_RECIPE, tmp_path, "local", runner="local")
     on_spark, _ = run(pool, PIXEL_RECIPE, tmp_path, "spark", runner="spark", spark=spark)
     assert on_spark == local
@@ -124,49 +103,17 @@ def test_spark_matches_local_on_pixel_filters(tmp_path, spark):
 def test_spark_matches_local_on_decontaminate_local(tmp_path, spark):
     """decontaminate_local's eval index (descriptors, templates, the region colour table) travels
     to the executors with the filter; Spark drops the same pasted copies as the local run."""
-    import io
-    import tarfile
-
-    import pyarrow as pa
-    import pyarrow.parquet as pq
-    from PIL import Image, ImageDraw
-
-    def art(colour, drop):
-        a = Image.new("RGBA", (64, 64), (0, 0, 0, 0))
-        d = ImageDraw.Draw(a)
-        if drop:
-            d.polygon([(32, 2), (12, 38), (52, 38)], fill=colour + (255,))
-            d.ellipse((12, 22, 52, 62), fill=colour + (255,))
-        else:
-            d.pieslice((10, 4, 54, 60), 180, 360, fill=colour + (255,))
-            d.rectangle((10, 31, 54, 46), fill=colour + (255,))
-            d.ellipse((26, 48, 38, 60), fill=colour + (255,))
-        return a
+    from PIL import Image
 
     rng = np.random.default_rng(9)
-    evals = [art((250, 160, 40), drop=False), art((220, 40, 70), drop=True)]
+    evals = [flat_art("bell", (250, 160, 40)), flat_art("drop", (220, 40, 70))]
     pics = [_scene(rng, 150) for _ in range(10)]
     for k, (i, side, at) in enumerate(((3, 80, (40, 30)), (8, 96, (20, 40)))):  # the eval art pasted into scenes
         a = evals[k].resize((side, side), Image.BICUBIC)
         pics[i].paste(a, at, a)
     rows = [row(i, emb=rng.normal(size=8)) for i in range(len(pics))]
     pool = write_pool(tmp_path / "pool", rows, per_shard=4)
-    (pool / "shards").mkdir()
-    for s in range(0, len(rows), 4):
-        with tarfile.open(pool / "shards" / f"{s // 4:05d}.tar", "w") as tf:
-            for r, im in zip(rows[s:s + 4], pics[s:s + 4]):
-                b = io.BytesIO()
-                im.save(b, format="JPEG", quality=85)
-                info = tarfile.TarInfo(f"{r['key']}.jpg")
-                info.size = len(b.getvalue())
-                tf.addfile(info, io.BytesIO(b.getvalue()))
-    (pool / "holdout").mkdir()
-    png = []
-    for e in evals:
-        b = io.BytesIO()
-        e.save(b, format="PNG")
-        png.append(b.getvalue())
-    pq.write_table(pa.table({"item_id": ["bell", "drop"], "image": png}), pool / "holdout" / "eval.parquet")
+    write_pixels(pool, rows, pics, 4, {"bell": evals[0], "drop": evals[1]})
     recipe = "steps:\n  - {filter: decontaminate_local}\n"
     local, _ = run(pool, recipe, tmp_path, "local", runner="local")
     on_spark, _ = run(pool, recipe, tmp_path, "spark", runner="spark", spark=spark)
