@@ -211,40 +211,62 @@ def _check_settings(pool: Path, settings: dict) -> None:
     write_json_atomic(path, settings)
 
 
-class FileCountProgress:
-    """A tqdm over shards, fed by counting the files a distributed job leaves as each shard ends
-    (img2dataset's ``*_stats.json``, reshard's ``*.tar``): Spark's own progress is per job."""
+class _Poller:
+    """Calls ``poll`` every ``interval`` seconds in a thread while its ``with`` block runs, and
+    once more as the block ends (what happened since the last look), then ``close``."""
 
-    def __init__(self, folder: Path, pattern: str, total: int, desc: str, enabled: bool = True):
-        self.folder, self.pattern, self.total, self.desc, self.enabled = folder, pattern, total, desc, enabled
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="datacurate-progress")
+    interval = 0.5
 
-    def _count(self) -> int:
-        return min(self.total, sum(1 for _ in self.folder.glob(self.pattern)))
+    def poll(self) -> None:
+        raise NotImplementedError
 
-    def _watch(self):
-        from tqdm import tqdm
+    def close(self) -> None:
+        pass
 
-        bar = tqdm(total=self.total, initial=self._count(), unit="shard", desc=self.desc,
-                   disable=not self.enabled, dynamic_ncols=True)
-        while not self._stop.wait(0.5):
-            if self._count() != bar.n:
-                bar.update(self._count() - bar.n)
-        if self._count() != bar.n:
-            bar.update(self._count() - bar.n)
-        bar.close()
+    def _loop(self) -> None:
+        while not self._stop.wait(self.interval):
+            self.poll()
 
     def __enter__(self):
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._loop, daemon=True, name=f"datacurate-{type(self).__name__}")
         self._thread.start()
         return self
 
     def __exit__(self, *exc):
         self._stop.set()
-        self._thread.join(timeout=5)
+        self._thread.join()
+        self.poll()
+        self.close()
 
 
-class ShardCollector:
+class FileCountProgress(_Poller):
+    """A tqdm over shards, fed by counting the files a distributed job leaves as each shard ends
+    (img2dataset's ``*_stats.json``, reshard's ``*.tar``): Spark's own progress is per job."""
+
+    def __init__(self, folder: Path, pattern: str, total: int, desc: str, enabled: bool = True):
+        self.folder, self.pattern, self.total, self.desc, self.enabled = folder, pattern, total, desc, enabled
+
+    def _count(self) -> int:
+        return min(self.total, sum(1 for _ in self.folder.glob(self.pattern)))
+
+    def __enter__(self):
+        from tqdm import tqdm
+
+        self.bar = tqdm(total=self.total, initial=self._count(), unit="shard", desc=self.desc,
+                        disable=not self.enabled, dynamic_ncols=True)
+        return super().__enter__()
+
+    def poll(self) -> None:
+        n = self._count()
+        if n != self.bar.n:
+            self.bar.update(n - self.bar.n)
+
+    def close(self) -> None:
+        self.bar.close()
+
+
+class ShardCollector(_Poller):
     """Moves each shard img2dataset finishes in ``run`` into ``shards`` while the job runs.
 
     A shard is finished when its ``NNNNN_stats.json`` exists (img2dataset writes it after
@@ -252,12 +274,12 @@ class ShardCollector:
     ``shards`` never holds stats for a shard whose files are not all there.
     """
 
+    interval = 0.2
+
     def __init__(self, run: Path, shards: Path, skip: set[str]):
         self.run, self.shards, self.skip = run, shards, set(skip)
-        self._stop = threading.Event()
-        self._thread = threading.Thread(target=self._watch, daemon=True, name="datacurate-shards")
 
-    def collect(self) -> None:
+    def poll(self) -> None:
         for stats in sorted(self.run.glob("*_stats.json")):
             name = stats.name[:-len("_stats.json")]
             if name in self.skip:
@@ -267,19 +289,6 @@ class ShardCollector:
                     os.replace(self.run / part, self.shards / part)
             os.replace(stats, self.shards / stats.name)
             self.skip.add(name)
-
-    def _watch(self):
-        while not self._stop.wait(0.2):
-            self.collect()
-
-    def __enter__(self):
-        self._thread.start()
-        return self
-
-    def __exit__(self, *exc):
-        self._stop.set()
-        self._thread.join()
-        self.collect()  # the shards finished since the last look
 
 
 # ----------------------------------------------------------------------------- img2dataset
