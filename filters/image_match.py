@@ -187,16 +187,15 @@ def _fit_map(img: np.ndarray, art) -> tuple[np.ndarray, np.ndarray, np.ndarray] 
     return err - 0.5 * contrast, err, contrast
 
 
-def _fit_in(img: np.ndarray, art, side: int, sh: int, x0: int, y0: int, x1: int, y1: int):
-    """(score, error, contrast, side, x, y) of the art resized to ``side`` x ``sh`` at its best place
-    inside the window [x0, x1) x [y0, y1) of ``img`` (clipped to the picture), or None."""
-    from PIL import Image
-
+def _fit_in(img: np.ndarray, art: np.ndarray, x0: int, y0: int, x1: int, y1: int):
+    """(score, error, contrast, side, x, y) of the (resized, RGBA) ``art`` at its best place inside
+    the window [x0, x1) x [y0, y1) of ``img`` (clipped to the picture), or None."""
     h, w = img.shape[:2]
+    sh, side = art.shape[:2]
     x0, y0, x1, y1 = max(0, x0), max(0, y0), min(w, x1), min(h, y1)
-    if side < 1 or x1 - x0 < side or y1 - y0 < sh:
+    if x1 - x0 < side or y1 - y0 < sh:
         return None
-    r = _fit_map(img[y0:y1, x0:x1], art.resize((side, sh), Image.BICUBIC))
+    r = _fit_map(img[y0:y1, x0:x1], art)
     if r is None:
         return None
     j = np.unravel_index(int(np.argmin(r[0])), r[0].shape)
@@ -444,7 +443,8 @@ class EvalIndex:
         for _, t, x, y in sorted(rough)[:3]:
             for side in range(max(p.min_side, (t - 1) * coarse), min(h, w, (t + 1) * coarse) + 1):
                 x0, y0 = max(0, (x - 1) * coarse - 1), max(0, (y - 1) * coarse - 1)
-                fit = _fit_in(img, art, side, side, x0, y0, (x + 1) * coarse + side + 1, (y + 1) * coarse + side + 1)
+                fit = _fit_in(img, self._art(e, side, side), x0, y0,
+                              (x + 1) * coarse + side + 1, (y + 1) * coarse + side + 1)
                 if fit is not None and (best is None or fit[0] < best[0]):
                     best = fit
         if best is None:
@@ -462,7 +462,6 @@ class EvalIndex:
         the best fit.
         """
         import cv2
-        from PIL import Image
 
         p = self.params
         h, w = rgb.shape[:2]
@@ -501,11 +500,12 @@ class EvalIndex:
             if len(tried) >= p.regions:
                 break
             tried.add(key)
-            art, fit = Image.fromarray(self.templates[e]), None
-            for side in range(round(s * tw) - 3, round(s * tw) + 4):
-                sh = max(1, round(side * th / tw))
+            fit = None
+            for side in range(max(1, round(s * tw) - 3), round(s * tw) + 4):
+                a = self._art(e, side)
+                sh = a.shape[0]
                 cx, cy = tx + (s * tw - side) / 2, ty + (s * th - sh) / 2  # a size change keeps the centre
-                f = _fit_in(img, art, side, sh, int(cx) - 4, int(cy) - 4, int(cx) + side + 5, int(cy) + sh + 5)
+                f = _fit_in(img, a, int(cx) - 4, int(cy) - 4, int(cx) + side + 5, int(cy) + sh + 5)
                 if f is not None and (fit is None or f[0] < fit[0]):
                     fit = f
             if fit is None:
@@ -626,7 +626,6 @@ class EvalIndex:
     def _pixel_check(self, rgb, e, scale, tx, ty, votes) -> Match | None:
         """Slide the art (resized like the paste) over nearby places and sizes; judge the best fit."""
         import cv2
-        from PIL import Image
 
         p = self.params
         tpl = self.templates[e]
@@ -638,7 +637,7 @@ class EvalIndex:
             sh = max(1, round(side * th / tw))
             if side < p.min_side or side > w or sh > h:
                 continue
-            r = np.asarray(Image.fromarray(tpl).resize((side, sh), Image.BICUBIC), np.float32)
+            r = self._art(e, side)
             on = r[..., 3] >= 255 * OPAQUE
             if on.sum() < max(p.min_pixels, 0.5 * (r[..., 3] >= 128).sum()):
                 continue  # thin art at this size: too few solid pixels to tell it from a plain patch
@@ -661,16 +660,21 @@ class EvalIndex:
         worst, mean, local, pixels = self._judge(img[y:y + sh, x:x + side], r)
         return Match(e, x, y, side, worst, mean, float(votes), local_error=local, pixels=pixels)
 
-    def _judged(self, rgb: np.ndarray, m: Match | None) -> Match | None:
-        """``m`` (a searched or region placement) with its grid and local errors measured."""
+    def _art(self, e: int, side: int, sh: int | None = None) -> np.ndarray:
+        """Eval image ``e`` resized as a paste is (PIL bicubic) to ``side`` wide (and ``sh`` high; by
+        default its own aspect), as float RGBA."""
         from PIL import Image
 
+        tpl = self.templates[e]
+        sh = sh or max(1, round(side * tpl.shape[0] / tpl.shape[1]))
+        return np.asarray(Image.fromarray(tpl).resize((side, sh), Image.BICUBIC), np.float32)
+
+    def _judged(self, rgb: np.ndarray, m: Match | None) -> Match | None:
+        """``m`` (a searched or region placement) with its grid and local errors measured."""
         if m is None:
             return None
-        tpl = self.templates[m.eval_index]
-        sh = max(1, round(m.side * tpl.shape[0] / tpl.shape[1]))
-        r = np.asarray(Image.fromarray(tpl).resize((m.side, sh), Image.BICUBIC), np.float32)
-        patch = rgb[m.y:m.y + sh, m.x:m.x + m.side].astype(np.float32)
+        r = self._art(m.eval_index, m.side)
+        patch = rgb[m.y:m.y + r.shape[0], m.x:m.x + m.side].astype(np.float32)
         m.worst_cell, _, m.local_error, m.pixels = self._judge(patch, r)
         return m
 

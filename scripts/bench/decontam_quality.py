@@ -72,8 +72,9 @@ def main(argv=None) -> None:
             if u not in images:
                 continue
             m = index.find(Image.open(io.BytesIO(images[u])))
-            found.append(m.how if index.is_copy(m) else None)
-            if index.is_copy(m):
+            copy = index.is_copy(m)
+            found.append(m.how if copy else None)
+            if copy:
                 flagged.append((what, u, m))
         return found, (time.perf_counter() - t) / max(1, len(found))
 
