@@ -475,7 +475,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         remote = master_used is not None and not master_used.startswith("local")
         # executors on other machines reach the driver's server by its host name
         bind = ("0.0.0.0", spark.conf.get("spark.driver.host", None)) if remote else ("127.0.0.1", None)
-        _download(pool, table, url_base if served else None, delay, bind, shards, n_shards,
+        _download(pool, table, url_base if served else None, delay, bind, shards, n_shards, set(names) - set(todo),
                   progress, samples_per_shard=sps, image_size=image_size,
                   threads=threads, distributor=distributor, processes=processes, timeout=timeout)
         download_s = time.time() - t
@@ -530,8 +530,9 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
 
 
 def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple, shards: Path,
-              n_shards: int, progress: bool, **kw) -> None:
-    """Write the input img2dataset reads (urls rewritten to the server) and run it."""
+              n_shards: int, done: set[str], progress: bool, **kw) -> None:
+    """Write the input img2dataset reads (urls rewritten to the server) and run it; ``done``: the
+    shards already complete in ``shards``."""
     import contextlib
 
     import pyarrow as pa
@@ -545,7 +546,6 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
         shutil.rmtree(old, ignore_errors=True)
     run = state / f"run-{os.getpid()}-{time.time_ns()}"
     run.mkdir()
-    done = {p.name[:-len("_stats.json")] for p in shards.glob("*_stats.json")}
     for name in done:  # img2dataset skips the shards whose stats its output folder holds
         shutil.copyfile(shards / f"{name}_stats.json", run / f"{name}_stats.json")
     input_parquet = state / "input.parquet"
