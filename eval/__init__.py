@@ -9,7 +9,8 @@ from __future__ import annotations
 
 
 def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device: str = "auto", **kw) -> dict:
-    """Evaluate RUN on a suite, write RUN/eval_results.jsonl and RUN/scores.json, return the scores."""
+    """Evaluate RUN on a suite, write RUN/eval_results.jsonl and the suite's scores (RUN/scores.json
+    for the run's main suite, else RUN/scores.<suite>.json), return the scores."""
     from .runner import evaluate_run as _evaluate_run
 
     return _evaluate_run(run, suite=suite, pool=pool, data_root=data_root, device=device, **kw)

@@ -12,10 +12,12 @@ examples:
   datacurate eval --run RUN --suite "ImageNet 1k,vtab/cifar100" --data-root DIR
   datacurate eval --run RUN --suite datacomp38 --download  # fetch missing task data from the Hub
 
-Writes RUN/eval_results.jsonl (upstream DataComp's format, one line per task) and
-RUN/scores.json (ImageNet, ImageNet dist. shifts, VTAB, Retrieval, Average). Tasks already
-evaluated for the same checkpoint are not redone; a task without data is reported missing
-and left out of the aggregates. Task data: $DATACURATE_EVAL_DATA or ~/.cache/datacurate/eval
+Writes RUN/eval_results.jsonl (upstream DataComp's format, one line per task evaluated for
+the checkpoint, any suite) and the suite's aggregates (ImageNet, ImageNet dist. shifts, VTAB,
+Retrieval, Average): RUN/scores.json for the run's main suite (offline on CPU scales,
+datacomp38 on upstream's), RUN/scores.<suite>.json beside it for any other. Tasks already
+evaluated for the same checkpoint and task data are not redone; a task without data is
+reported missing and left out of the aggregates. Task data: $DATACURATE_EVAL_DATA or ~/.cache/datacurate/eval
 (layout and how to add your own task: docs/eval.md)."""
 
 
@@ -33,7 +35,7 @@ def add_parser(sub) -> None:
     p.add_argument("--batch-size", type=int, default=64, help="images per batch (default 64)")
     p.add_argument("--download", action="store_true", help="fetch missing task data from the Hugging Face Hub")
     p.add_argument("--redo", action="store_true", help="evaluate the suite's tasks again even if done")
-    p.add_argument("--json", action="store_true", help="print scores.json instead of the table")
+    p.add_argument("--json", action="store_true", help="print the suite's scores (JSON) instead of the table")
     p.set_defaults(func=_run)
 
 

@@ -11,6 +11,9 @@ Layout (clip_benchmark ``datasets/builder.py: build_wds_dataset``)::
         zeroshot_classification_templates.txt   one template per line, {c} = class name
         dataset_type.txt             "retrieval" for retrieval tasks (else classification)
         subclasses.json              optional: names scored with each class (eval/classnames.py)
+
+Every file there is part of the task's fingerprint (:func:`data_fingerprint`): change one and
+the task is evaluated again.
 """
 from __future__ import annotations
 
@@ -69,31 +72,66 @@ def missing_reason(task: Task, data_root=None) -> Optional[str]:
     return None
 
 
-def data_fingerprint(task: Task, data_root=None) -> str:
-    """A cheap identity of the task's data (shard names and sizes, the builder's source.json)."""
+FINGERPRINT_VERSION = 2   # bump when what data_fingerprint covers changes
+RACY_SECONDS = 2.0        # a file changed this recently is hashed again next time
+
+
+def file_digest(path: Path, memo: Optional[dict] = None) -> str:
+    """sha256 of a file's bytes. ``memo`` ({path: {"stat", "sha256"}}, kept in RUN/eval_state.json)
+    spares re-reading a file whose size, mtime and ctime are unchanged; a file changed in the last
+    seconds is not memoised, since a rewrite within the same clock tick would not show in its stat
+    (git's "racily clean" entries)."""
+    import time
+
+    from .model import sha256_file
+
+    st = path.stat()
+    stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]
+    key = str(path.resolve())
+    hit = (memo or {}).get(key)
+    if isinstance(hit, dict) and hit.get("stat") == stat and isinstance(hit.get("sha256"), str):
+        return hit["sha256"]
+    digest = sha256_file(path)
+    if memo is not None and time.time() - st.st_ctime > RACY_SECONDS:   # ctime: any write, any utime
+        memo[key] = {"stat": stat, "sha256": digest}
+    return digest
+
+
+def data_fingerprint(task: Task, data_root=None, memo: Optional[dict] = None) -> str:
+    """Everything besides the checkpoint that a task's score depends on, so that a cached result
+    is reused only for the same inputs: the content of its shards and of every file beside them
+    (task.yaml, classnames.txt, the templates file, subclasses.json, dataset_type.txt, ...), the
+    class names and templates it resolves to (packaged ones included) and its registry entry."""
     import hashlib
     import json
 
+    from .classnames import classnames_for, templates_for
+
     folder = task_dir(task, data_root)
-    parts = [(p.name, p.stat().st_size) for p in shard_paths(folder)]
-    src = folder / "source.json"
-    extra = src.read_text(encoding="utf-8") if src.is_file() else ""
-    sub = folder / "subclasses.json"
-    if sub.is_file():
-        extra += sub.read_text(encoding="utf-8")
-    return hashlib.sha256(json.dumps([parts, extra, task.classnames, task.templates]).encode()).hexdigest()[:16]
+    files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
+    parts = [[str(p.relative_to(folder)), file_digest(p, memo)] for p in files + shard_paths(folder)]
+    prompts = None
+    if task.type != RETRIEVAL:
+        prompts = [classnames_for(task, folder)[0], templates_for(task, folder)[0]]
+    entry = [task.key, task.name, task.type, task.main_metric, task.groups, task.extra_metrics]
+    blob = json.dumps([FINGERPRINT_VERSION, entry, parts, prompts])
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
 
 def decode_image(raw: bytes, where: str):
-    """Image bytes -> RGB PIL image, or a UserError naming the sample."""
+    """Image bytes -> RGB PIL image, or a UserError naming the sample. Transparency is laid on
+    white by the pipeline's one rule (``datacurate.images.to_rgb``), as the embeddings, filters
+    and the offline suite's PNGs lay it, never on black."""
     from PIL import Image, UnidentifiedImageError
+
+    from datacurate.images import to_rgb
 
     try:
         img = Image.open(io.BytesIO(raw))
         img.load()
     except (UnidentifiedImageError, OSError) as e:
         raise UserError(f"{where}: undecodable image ({e})") from None
-    return img.convert("RGB")
+    return to_rgb(img)
 
 
 def iter_samples(task: Task, folder: Path) -> Iterator[tuple]:

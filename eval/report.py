@@ -1,8 +1,10 @@
 """Plain-text tables: the task registry (``eval --list``) and a run's scores with chance levels."""
 from __future__ import annotations
 
+from datacurate.errors import UserError
+
 from .data import missing_reason
-from .tasks import Task
+from .tasks import CLASSIFICATION, Task, task_dir
 
 
 def _table(header: list[str], rows: list[list[str]]) -> str:
@@ -11,13 +13,27 @@ def _table(header: list[str], rows: list[list[str]]) -> str:
     return "\n".join([line(header), line(["-" * w for w in widths]), *map(line, rows)])
 
 
+def _classes(task: Task, data_root) -> str:
+    """The registry's class count, else the class names the task keeps (task.yaml, classnames.txt)."""
+    if task.num_classes:
+        return str(task.num_classes)
+    if task.type == CLASSIFICATION:
+        from .classnames import classnames_for
+
+        try:
+            return str(len(classnames_for(task, task_dir(task, data_root))[0]))
+        except UserError:
+            pass
+    return "-"
+
+
 def registry_table(tasks: list[Task], data_root=None) -> str:
     rows = []
     for t in tasks:
         why = missing_reason(t, data_root)
         data = "present" if why is None else ("no loader" if t.type == "unsupported" else "missing")
         rows.append([t.key, t.name, t.type, t.main_metric or "- (unscored)",
-                     str(t.num_classes or "-"), t.hf_repo or (t.path or "-"), data])
+                     _classes(t, data_root), t.hf_repo or (t.path or "-"), data])
     return _table(["key", "dataset", "type", "main metric", "classes", "source", "data"], rows)
 
 

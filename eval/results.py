@@ -2,21 +2,26 @@
 
 eval_results.jsonl: one JSON object per task, as upstream ``evaluate.py`` writes it:
 ``{"key": task key, "dataset": dataset name, "metrics": {..., "main_metric": float | null}}``.
-It holds the evaluated tasks of the suite last run, the same suite scores.json describes (a
-leaderboard bundle carries both). Every result ever computed for the run is kept in
-``RUN/eval_state.json`` with the checkpoint's sha256 (``{"tasks": {key: {"sha256", "line"}}}``):
-that is what makes evaluation resumable across suites while the jsonl stays upstream's.
+As upstream's file (one per output folder, a line appended per task evaluated) it holds every
+task evaluated for the run's current checkpoint, whatever suite asked for it; lines of an
+older checkpoint are dropped. Every result is kept in ``RUN/eval_state.json`` with the
+checkpoint's sha256 and the task data's fingerprint (``{"tasks": {key: {"sha256", "data",
+"line"}}, "files": {path: {"stat", "sha256"}}}``): that is what makes evaluation resumable.
 scores.json: ``{"suite", "checkpoint_sha256", "aggregates": {"ImageNet", "<group>", ...,
 "Average"}, "tasks": {dataset: main metric}, "chance": {...}, "missing": {key: reason},
-"complete": bool}``; aggregates as upstream ``aggregate_scores.py`` (group means, Average
-over every scored task), computed over the tasks present: a missing task is excluded and
-named in "missing", never counted as zero.
+"complete": bool}`` for the run's main suite (:func:`main_suite`: what ``datacurate run``,
+the report and the leaderboard read); another suite's go beside it in
+``scores.<suite>.json`` (:func:`suite_scores_name`), never replacing it. Aggregates as
+upstream ``aggregate_scores.py`` (group means, Average over every scored task), computed
+over the tasks present: a missing task is excluded and named in "missing", never counted as zero.
 """
 from __future__ import annotations
 
+import hashlib
 import json
 import math
 import os
+import re
 import warnings
 from pathlib import Path
 from typing import Optional
@@ -74,17 +79,72 @@ def read_state(run: Path) -> dict:
     try:
         state = json.loads((Path(run) / STATE).read_text(encoding="utf-8"))
     except FileNotFoundError:
-        return {"tasks": {}}
+        return {"tasks": {}, "files": {}}
     except json.JSONDecodeError as e:
         raise UserError(f"{Path(run) / STATE}: not valid JSON ({e})") from None
     if not isinstance(state, dict) or not isinstance(state.get("tasks"), dict):
         raise UserError(f"{Path(run) / STATE}: expected {{'tasks': {{key: {{'sha256', 'line'}}}}}}")
     state["tasks"] = {k: v for k, v in state["tasks"].items() if isinstance(v, dict) and "line" in v}
+    if not isinstance(state.get("files"), dict):
+        state["files"] = {}
     return state
 
 
 def write_state(run: Path, state: dict) -> None:
     write_text_atomic(Path(run) / STATE, json.dumps(state, indent=1) + "\n")
+
+
+def _json_object(path: Path) -> dict:
+    try:
+        got = json.loads(path.read_text(encoding="utf-8"))
+    except (OSError, ValueError):
+        return {}
+    return got if isinstance(got, dict) else {}
+
+
+def main_suite(run: str | os.PathLike) -> Optional[str]:
+    """The suite RUN/scores.json describes: the run's scale decides (datacomp38 on upstream's
+    scales, offline on the CPU ones); a run without a known scale keeps the suite scores.json holds."""
+    from datacurate.scales import SCALES
+
+    from .tasks import DATACOMP38, OFFLINE
+
+    name = _json_object(Path(run) / "info.json").get("scale")
+    scale = SCALES.get(name) if isinstance(name, str) else None
+    if scale is not None:
+        return DATACOMP38 if scale.upstream else OFFLINE
+    return _json_object(Path(run) / SCORES).get("suite")
+
+
+def suite_scores_name(suite: str) -> str:
+    """``scores.<suite>.json``, a safe file name: task keys hold '/' and spaces, lists grow long."""
+    safe = re.sub(r"[^A-Za-z0-9._,-]+", "_", suite)
+    if safe != suite or len(safe) > 80:
+        safe = f"{safe[:60]}-{hashlib.sha256(suite.encode()).hexdigest()[:8]}"
+    return f"scores.{safe}.json"
+
+
+def scores_path(run: str | os.PathLike, suite: str) -> Path:
+    """Where evaluating ``suite`` writes its aggregates: scores.json for the main suite (or, in a run
+    with none yet, a named suite), else scores.<suite>.json beside it."""
+    from .tasks import DATACOMP38, OFFLINE
+
+    main = main_suite(run)
+    if suite == main or (main is None and suite in (OFFLINE, DATACOMP38)):
+        return Path(run) / SCORES
+    return Path(run) / suite_scores_name(suite)
+
+
+def scored_file(run: str | os.PathLike, suite: str) -> Path:
+    """The file that holds a suite's aggregates: scores.json when it describes that suite, else
+    scores.<suite>.json (which may not exist)."""
+    main = Path(run) / SCORES
+    return main if _json_object(main).get("suite") == suite else Path(run) / suite_scores_name(suite)
+
+
+def read_scores(run: str | os.PathLike, suite: str) -> dict:
+    """A suite's aggregates as evaluation wrote them ({} when it has not been scored)."""
+    return _json_object(scored_file(run, suite))
 
 
 def aggregate(results: dict[str, float], imagenet: Optional[str], groups: dict[str, list[str]]) -> dict:

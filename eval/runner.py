@@ -14,8 +14,7 @@ from datacurate.errors import UserError
 from . import metrics as M
 from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
-from .results import (RESULTS, SCORES, aggregate, read_state, result_line,
-                      write_results, write_state)
+from .results import RESULTS, aggregate, read_state, result_line, scores_path, write_results, write_state
 from .tasks import (CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
                     task_dir)
 
@@ -230,10 +229,13 @@ def chance_level(task: Task, metrics: Optional[dict] = None) -> Optional[float]:
 def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device: str = "auto",
                  batch_size: int = DEFAULT_BATCH, model=None, download: bool = False, redo: bool = False,
                  log=print) -> dict:
-    """Evaluate RUN's checkpoint on a suite; write RUN/eval_results.jsonl and RUN/scores.json; return scores.
+    """Evaluate RUN's checkpoint on a suite; write RUN/eval_results.jsonl and the suite's scores; return them.
 
-    Tasks already evaluated for the same checkpoint (sha256) are not redone. ``model``: an
-    already-loaded :class:`eval.model.LoadedModel` (tests, benchmarks) instead of RUN/info.json.
+    The scores go to RUN/scores.json for the run's main suite, else to RUN/scores.<suite>.json
+    (eval.results.scores_path); eval_results.jsonl holds every task evaluated for the checkpoint.
+    Tasks already evaluated for the same checkpoint (sha256) and task data (data_fingerprint)
+    are not redone. ``model``: an already-loaded :class:`eval.model.LoadedModel` (tests,
+    benchmarks) instead of RUN/info.json.
     """
     from .model import load_run_model, read_info, sha256_file
 
@@ -246,16 +248,20 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
         sha = sha256_file(ckpt)
     else:
         sha = model.checkpoint_sha256
+    scores_file = scores_path(run, suite_name)
     state = read_state(run)
     keys = {t.key for t in tasks}
-    fps = {t.key: data_fingerprint(t, data_root) for t in tasks if not missing_reason(t, data_root)}
-    done = {k: v["line"] for k, v in state["tasks"].items()
-             if v.get("sha256") == sha and not (redo and k in keys) and (k not in fps or v.get("data") == fps[k])}
-    state["tasks"] = {k: v for k, v in state["tasks"].items() if k in done}
+    fps = {t.key: data_fingerprint(t, data_root, state["files"]) for t in tasks if not missing_reason(t, data_root)}
+    state["tasks"] = {k: v for k, v in state["tasks"].items()       # this checkpoint's, any suite
+                      if v.get("sha256") == sha and not (redo and k in keys)
+                      and (k not in fps or v.get("data") == fps[k])}
+    done = {k: v["line"] for k, v in state["tasks"].items()}
     if download:
         for t in tasks:
             if t.key not in done and missing_reason(t, data_root) and t.hf_repo and not t.path:
                 download_task(t, data_root)
+        fps.update({t.key: data_fingerprint(t, data_root, state["files"]) for t in tasks
+                    if t.key not in fps and not missing_reason(t, data_root)})
 
     missing: dict[str, str] = {}
     todo = []
@@ -276,8 +282,8 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     lm = model
     if todo and lm is None:
         lm = load_run_model(run, device)
-    if todo:   # until this run's scores are written, none claim to be current (`datacurate run` checks it)
-        (run / SCORES).unlink(missing_ok=True)
+    if todo:   # until this suite's scores are written, none claim to be current (`datacurate run` checks it)
+        scores_file.unlink(missing_ok=True)
     timings = {}
     on_gpu = lm is not None and str(lm.device).startswith("cuda")
     images = ImageCache(workers=min(8, os.cpu_count() or 1) if on_gpu else 0)
@@ -287,17 +293,16 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
             metrics = evaluate_task(t, lm, data_root, batch_size, images)
             timings[t.key] = round(time.perf_counter() - t0, 3)
             done[t.key] = result_line(t.key, t.name, metrics)
-            state["tasks"][t.key] = {"sha256": sha, "data": data_fingerprint(t, data_root), "line": done[t.key]}
-            write_state(run, state)             # after every task: an interrupted run keeps what it did
-            write_results(run / RESULTS, {x.key: done[x.key] for x in tasks if x.key in done})
+            state["tasks"][t.key] = {"sha256": sha, "data": fps[t.key], "line": done[t.key]}
+            _save(run, state)               # after every task: an interrupted run keeps what it did
             mm = metrics["main_metric"]
             log(f"eval: {t.name}: {t.main_metric} = {'-' if mm is None else f'{mm:.4f}'}  "
                 f"({timings[t.key]:.1f} s)")
     finally:
         images.close()
 
+    _save(run, state)
     lines = {x.key: done[x.key] for x in tasks if x.key in done}
-    write_results(run / RESULTS, lines)
     scores = make_scores(suite_name, tasks, lines, missing, sha, timings)
     if suite_name == OFFLINE and pool is not None:
         from .offline import suite_fingerprint
@@ -305,8 +310,15 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
         scores["offline_fingerprint"] = suite_fingerprint(pool)
     import json
 
-    write_text_atomic(run / SCORES, json.dumps(scores, indent=1) + "\n")
+    write_text_atomic(scores_file, json.dumps(scores, indent=1) + "\n")
     return scores
+
+
+def _save(run: Path, state: dict) -> None:
+    """eval_state.json, and eval_results.jsonl as upstream keeps it: a line for every task evaluated
+    for this checkpoint, whichever suite asked for it (another suite's never disappear)."""
+    write_state(run, state)
+    write_results(run / RESULTS, {k: v["line"] for k, v in state["tasks"].items()})
 
 
 def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], missing: dict[str, str],

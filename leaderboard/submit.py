@@ -54,6 +54,15 @@ def _need(path: Path, what: str) -> Path:
     return path
 
 
+def _scores_file(run: Path, suite: str | None) -> Path:
+    """RUN/scores.json (the run's main suite), or scores.<suite>.json where --suite names another
+    suite that `datacurate eval` scored beside it."""
+    from eval.results import SCORES, scored_file
+
+    other = scored_file(run, suite) if suite is not None else None
+    return other if other is not None and other.is_file() else run / SCORES
+
+
 def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale: str, track: str, name: str,
                  description: str = "", suite: str | None = None, dataset_size: int | None = None) -> bytes:
     """The bundle bytes for a run; raises UserError naming the file that is missing or wrong."""
@@ -65,7 +74,7 @@ def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale
 
     run = Path(run)
     results = _need(run / "eval_results.jsonl", "written by `datacurate eval`").read_text(encoding="utf-8")
-    scores_bytes = _need(run / "scores.json", "written by `datacurate eval`").read_bytes()
+    scores_bytes = _need(_scores_file(run, suite), "written by `datacurate eval`").read_bytes()
     info_bytes = _need(run / "info.json", "written by `datacurate train`").read_bytes()
     ckpt = _need(run / "checkpoints" / "epoch_latest.pt", "written by `datacurate train`")
     try:
@@ -88,9 +97,35 @@ def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale
     if suite is None:
         suite = scores.get("suite") if isinstance(scores, dict) and isinstance(scores.get("suite"), str) \
             else DEFAULT_SUITE
+    results = _suite_results(results, suite)
     manifest = {"name": name, "description": description, "scale": scale, "track": track, "suite": suite,
                 "dataset_size": int(dataset_size), "checkpoint_sha256": sha256_file(ckpt)}
     return write_bundle(manifest, results, scores_bytes, info_bytes, uid_npy)
+
+
+def _suite_results(text: str, suite: str) -> str:
+    """The suite's lines of RUN/eval_results.jsonl, which holds every task evaluated for the
+    checkpoint (another suite's too); unchanged when nothing is dropped or the suite is unknown
+    (the checks then name what is wrong)."""
+    from .validate import SubmissionError, suite_tasks
+
+    try:
+        s = suite_tasks(suite)
+    except SubmissionError:
+        return text
+    keep = set(s.tasks) | set(s.unscored)
+    lines = text.splitlines()
+    kept = [ln for ln in lines if _line_key(ln) in keep or _line_key(ln) is None]
+    return text if len(kept) == len(lines) else "".join(ln + "\n" for ln in kept)
+
+
+def _line_key(line: str):
+    """A results line's task key; None for a line the checks must see (blank, not JSON, no key)."""
+    try:
+        row = json.loads(line)
+    except ValueError:
+        return None
+    return row.get("key") if isinstance(row, dict) and isinstance(row.get("key"), str) else None
 
 
 def check_bundle(data: bytes):

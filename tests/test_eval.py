@@ -379,6 +379,7 @@ def test_fairface_style_task_known_answers(tmp_path):
 def test_interrupted_run_keeps_finished_tasks_and_no_stale_scores(tmp_path):
     from datacurate.errors import UserError
     from eval import evaluate_run
+    from eval.results import scores_path
 
     root = tmp_path / "data"
     _classification_task(root)
@@ -388,10 +389,13 @@ def test_interrupted_run_keeps_finished_tasks_and_no_stale_scores(tmp_path):
     run = tmp_path / "run"
     run.mkdir()
     evaluate_run(run, suite="toy_cls", data_root=root, model=_stub(), log=lambda m: None)
-    assert (run / "scores.json").is_file()
+    assert (run / "scores.toy_cls.json").is_file()
+    stale = scores_path(run, "toy_cls,toy_ret,broken")
+    stale.write_text(json.dumps({"suite": "toy_cls,toy_ret,broken"}))   # from an earlier evaluation
     with pytest.raises(UserError):
         evaluate_run(run, suite="toy_cls,toy_ret,broken", data_root=root, model=_stub(), log=lambda m: None)
-    assert not (run / "scores.json").exists()          # no stale scores claim to be current
+    assert not stale.exists()                           # no stale scores claim to be current
+    assert (run / "scores.toy_cls.json").is_file()      # another suite's are left alone
     fresh = _stub()
     scores = evaluate_run(run, suite="toy_cls,toy_ret", data_root=root, model=fresh, log=lambda m: None)
     assert fresh.model.image_calls == 0                  # toy_ret was kept from the interrupted run
@@ -435,3 +439,145 @@ def test_subclasses_json_scores_a_class_by_its_members(tmp_path):
     (folder / "subclasses.json").write_text(json.dumps({"subclasses": [["gamma"]]}))
     with pytest.raises(UserError, match=r"subclasses.json: 'subclasses' must hold one list of names per class name \(2\), found 1 lists"):
         evaluate_task(task, _subclass_stub(), data_root=tmp_path / "data")
+
+
+# ----------------------------------------------------------------------------- results of several suites
+
+def test_results_hold_every_task_of_the_checkpoint_and_drop_an_older_checkpoints(tmp_path):
+    from eval import evaluate_run
+    from eval.results import read_results
+
+    root = tmp_path / "data"
+    _classification_task(root)
+    _retrieval_task(root)
+    run = tmp_path / "run"
+    run.mkdir()
+    cls = evaluate_run(run, suite="toy_cls", data_root=root, model=_stub(), log=lambda m: None)
+    ret = evaluate_run(run, suite="toy_ret", data_root=root, model=_stub(), log=lambda m: None)
+    assert list(read_results(run / "eval_results.jsonl")) == ["toy_cls", "toy_ret"]
+    assert json.loads((run / "scores.toy_cls.json").read_text()) == cls     # each suite's own aggregates
+    assert json.loads((run / "scores.toy_ret.json").read_text()) == ret
+    evaluate_run(run, suite="toy_ret", data_root=root, model=_stub(sha="b" * 64), log=lambda m: None)
+    assert list(read_results(run / "eval_results.jsonl")) == ["toy_ret"]   # toy_cls was the old checkpoint's
+
+
+# ----------------------------------------------------------------------------- what the result cache covers
+
+def _evaluate_toy_cls(run, root):
+    """(main metric, whether the task was evaluated rather than served from eval_state.json)."""
+    from eval import evaluate_run
+
+    stub = _stub()
+    scores = evaluate_run(run, suite="toy_cls", data_root=root, model=stub, log=lambda m: None)
+    return scores["tasks"]["Toy classes"], stub.model.image_calls > 0
+
+
+def test_changed_class_names_templates_or_labels_are_evaluated_again(tmp_path):
+    root, run = tmp_path / "data", tmp_path / "run"
+    _classification_task(root)
+    run.mkdir()
+    folder = root / "toy_cls"
+    assert _evaluate_toy_cls(run, root) == (pytest.approx(25 / 36, abs=1e-15), True)
+    assert _evaluate_toy_cls(run, root)[1] is False                          # unchanged: served
+    (folder / "classnames.txt").write_text("one\nzero\ntwo\n")             # classes 0 and 1 renamed
+    # predictions: axis 0 -> class 1, axis 1 -> class 0: recalls 1/4, 1/3, 2/3
+    assert _evaluate_toy_cls(run, root) == (pytest.approx(5 / 12, abs=1e-15), True)
+    (folder / "zeroshot_classification_templates.txt").write_text("a photo of a {c}.\n")
+    assert _evaluate_toy_cls(run, root)[1] is True
+    assert _evaluate_toy_cls(run, root)[1] is False
+    (folder / "classnames.txt").write_text("\n".join(CLASSES) + "\n")
+    size = (folder / "test" / "0.tar").stat().st_size
+    relabelled = [(png_with_index(i), p) for i, p in enumerate(PRED)]        # every label = the prediction
+    write_wds_task(folder, relabelled, None, shards=2)
+    assert (folder / "test" / "0.tar").stat().st_size == size                # same size, other labels
+    assert _evaluate_toy_cls(run, root) == (1.0, True)
+
+
+def test_data_fingerprint_covers_every_file_and_packaged_class_names(tmp_path):
+    from eval import tasks as T
+    from eval.data import data_fingerprint
+
+    task = T.UPSTREAM_TASKS["imagenetv2"]
+    folder = write_wds_task(tmp_path / task.folder, [(png_with_index(i), i) for i in range(10)], None)
+    packaged = data_fingerprint(task, tmp_path)          # open_clip's ImageNet names and OpenAI templates
+    assert data_fingerprint(task, tmp_path) == packaged
+    (folder / "classnames.txt").write_text("\n".join(f"c{i}" for i in range(1000)) + "\n")
+    named = data_fingerprint(task, tmp_path)
+    assert named != packaged
+    (folder / "subclasses.json").write_text(json.dumps({"subclasses": [[]] * 1000}))
+    assert data_fingerprint(task, tmp_path) != named
+
+
+def test_file_digest_memo_is_used_only_for_an_unchanged_settled_file(tmp_path, monkeypatch):
+    import os
+    import time
+
+    from eval import data
+    from eval.model import sha256_file
+
+    f = tmp_path / "0.tar"
+    f.write_bytes(b"abc")
+    memo = {}
+    assert data.file_digest(f, memo) == sha256_file(f) and memo == {}       # just written: not memoised
+    monkeypatch.setattr(data, "RACY_SECONDS", -1.0)                           # as if written long ago
+    data.file_digest(f, memo)
+    assert list(memo) == [str(f.resolve())]
+    memo[str(f.resolve())]["sha256"] = "memoised"
+    assert data.file_digest(f, memo) == "memoised"                            # same stat: not read again
+    mtime = f.stat().st_mtime_ns
+    time.sleep(0.05)                                                          # past the clock tick
+    f.write_bytes(b"abd")
+    os.utime(f, ns=(mtime, mtime))                                            # same size and mtime, new ctime
+    assert data.file_digest(f, memo) == sha256_file(f)
+
+
+# ----------------------------------------------------------------------------- transparency, --list
+
+def _png(img) -> bytes:
+    import io
+
+    b = io.BytesIO()
+    img.save(b, format="PNG")
+    return b.getvalue()
+
+
+def test_transparent_images_are_laid_on_white_as_the_pool_lays_them(tmp_path):
+    from PIL import Image
+
+    from datacurate.images import to_rgb
+    from eval.data import decode_image
+    from eval.offline import _white_png
+    from eval.runner import evaluate_task
+    from eval.tasks import find_user_tasks
+
+    clear = Image.new("RGBA", (8, 8), (0, 0, 0, 0))                # hidden colour black
+    pal = Image.new("P", (8, 8), 0)
+    pal.info["transparency"] = 0
+    for img in (clear, clear.convert("LA"), pal):
+        assert decode_image(_png(img), "x").getpixel((0, 0)) == (255, 255, 255), img.mode
+    half = Image.new("RGBA", (8, 8), (200, 0, 0, 128))
+    assert decode_image(_png(half), "x").tobytes() == to_rgb(half).tobytes()
+    assert decode_image(_png(half), "x").tobytes() == decode_image(_white_png(_png(half), "x"), "x").tobytes()
+    # through the runner: the stub reads the first pixel's red value; 255 (white) is class 1's
+    img = np.zeros((256, 2))
+    img[:, 0] = 1.0
+    img[255] = [0.0, 1.0]
+    lm = stub_loaded(img, np.eye(2), {"zero": 0, "one": 1})
+    write_wds_task(tmp_path / "clear", [(_png(clear), 1)], {"name": "Clear", "type": "zeroshot_classification"},
+                   classnames=["zero", "one"], templates=["{c}"])
+    assert evaluate_task(find_user_tasks(tmp_path)["clear"], lm)["acc1"] == 1.0
+
+
+def test_list_counts_the_classes_a_task_keeps_on_disk(tmp_path):
+    from eval.report import registry_table
+    from eval.tasks import all_listed
+
+    _classification_task(tmp_path)                                  # classnames.txt
+    write_wds_task(tmp_path / "yaml_names", [(png_with_index(0), 0)],
+                   {"name": "Yaml names", "classnames": ["a", "b"], "templates": ["{c}"]})
+    _retrieval_task(tmp_path)
+    rows = {ln.split()[0]: ln.split("  ") for ln in registry_table(all_listed(data_root=tmp_path),
+                                                                   data_root=tmp_path).splitlines()[2:]}
+    cells = {k: [c.strip() for c in v if c.strip()] for k, v in rows.items()}
+    assert cells["toy_cls"][4] == "3" and cells["yaml_names"][4] == "2"
+    assert cells["toy_ret"][4] == "-" and cells["cifar10"][4] == "10"

@@ -187,3 +187,74 @@ def test_a_run_scored_on_an_older_suite_is_scored_again(tmp_path):
     assert not _scored_on_current_suite(run, pool)                       # the taxonomy changed
     (run / "scores.json").write_text(json.dumps({"suite": "offline"}))   # scored before fingerprints
     assert not _scored_on_current_suite(run, pool)
+
+
+def _toy_task(root: Path) -> Path:
+    from test_eval_helpers import png_with_index, write_wds_task
+
+    return write_wds_task(root / "toy_cls", [(png_with_index(i), i % 2) for i in range(6)],
+                          {"name": "Toy classes", "type": "zeroshot_classification"},
+                          classnames=["zero", "one"], templates=["a photo of a {c}."])
+
+
+def test_another_suite_is_scored_beside_the_offline_scores_never_over_them(tmp_path):
+    """`eval --suite my_task` on a tiny-scale run: scores.json stays the offline suite's (what
+    `datacurate run`, the report and the leaderboard read), the task's aggregates go to
+    scores.<suite>.json, and eval_results.jsonl holds both suites' lines."""
+    from datacurate.run import _scored_on_current_suite
+    from eval import evaluate_run
+    from eval.model import load_run_model
+    from eval.results import read_results, read_scores
+    from leaderboard.submit import build_bundle, check_bundle
+
+    pool, root = tmp_path / "pool", tmp_path / "data"
+    write_eval_parquet(pool)
+    _toy_task(root)
+    run = make_tiny_run(tmp_path / "run")
+    lm = load_run_model(run, device="cpu")
+    quiet = lambda m: None
+    offline = evaluate_run(run, suite="offline", pool=pool, model=lm, log=quiet)
+    mine = evaluate_run(run, suite="toy_cls", data_root=root, model=lm, log=quiet)
+    assert json.loads((run / "scores.json").read_text()) == offline and offline["suite"] == "offline"
+    assert json.loads((run / "scores.toy_cls.json").read_text()) == mine and mine["suite"] == "toy_cls"
+    assert read_scores(run, "offline") == offline and read_scores(run, "toy_cls") == mine
+    assert _scored_on_current_suite(run, pool)                   # `datacurate run` finds its eval done
+    keys = list(read_results(run / "eval_results.jsonl"))
+    assert keys == ["emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name", "toy_cls"]
+    again = evaluate_run(run, suite="offline", pool=pool, model=lm, log=quiet)
+    assert again["tasks"] == offline["tasks"] and "toy_cls" in read_results(run / "eval_results.jsonl")
+    # the leaderboard bundle carries the offline suite's lines and scores, and passes its checks
+    checked = check_bundle(build_bundle(run, None, "micro", "byod", "m", dataset_size=100))[1]
+    assert checked.manifest["suite"] == "offline"
+    assert checked.aggregates["Average"] == pytest.approx(offline["aggregates"]["Average"], abs=1e-9)
+
+
+def test_on_an_upstream_scale_scores_json_is_datacomp38s_and_offline_goes_beside_it(tmp_path):
+    from eval import evaluate_run
+    from eval.model import load_run_model
+    from leaderboard.submit import build_bundle, check_bundle
+
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    run = make_tiny_run(tmp_path / "run")
+    lm = load_run_model(run, device="cpu")
+    info = json.loads((run / "info.json").read_text())
+    (run / "info.json").write_text(json.dumps({**info, "scale": "small"}))
+    offline = evaluate_run(run, suite="offline", pool=pool, model=lm, log=lambda m: None)
+    assert not (run / "scores.json").exists()
+    assert json.loads((run / "scores.offline.json").read_text()) == offline
+    checked = check_bundle(build_bundle(run, None, "small", "byod", "m", suite="offline", dataset_size=100))[1]
+    assert checked.aggregates["Average"] == pytest.approx(offline["aggregates"]["Average"], abs=1e-9)
+
+
+def test_suite_scores_file_names_are_safe():
+    import re
+
+    from eval.results import suite_scores_name
+
+    assert suite_scores_name("toy_cls") == "scores.toy_cls.json"
+    assert suite_scores_name("cifar10,toy_cls") == "scores.cifar10,toy_cls.json"
+    odd = [suite_scores_name(s) for s in ("vtab/caltech101,ImageNet 1k", "vtab_caltech101,ImageNet_1k",
+                                          "../up", ",".join(f"task{i}" for i in range(40)))]
+    assert all(re.fullmatch(r"scores\.[A-Za-z0-9._,-]{1,80}\.json", n) and "/" not in n for n in odd)
+    assert len(set(odd)) == len(odd)
