@@ -276,3 +276,30 @@ def test_checkpoint_epoch_is_read_without_torch_and_bad_ones_are_named(micro_run
     bad.write_bytes((ck / "epoch_1.pt").read_bytes()[:4096])
     with pytest.raises(UserError, match="epoch_latest.pt: cannot read the checkpoint"):
         checkpoint_epoch(bad)
+
+
+
+def test_same_seed_same_data_trains_the_same_bytes_and_scores(micro_run, micro_data, tmp_path):
+    """A benchmark whose reruns disagree ranks nothing: an uninterrupted run with the same seed on
+    the same shards gives the killed-and-resumed run's checkpoints byte for byte, and its scores."""
+    import hashlib
+    import random
+
+    from test_eval_helpers import write_wds_task
+    from train_data_maker import SHAPES, jpeg_bytes, shape_image
+
+    from eval import evaluate_run
+
+    again = tmp_path / "again" / "run"            # same folder name: OpenCLIP stores it in the checkpoint
+    res = subprocess.run(_cmd(micro_data, again), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    digest = lambda run, name: hashlib.sha256((run / "checkpoints" / name).read_bytes()).hexdigest()
+    for name in ("epoch_1.pt", "epoch_2.pt", "epoch_latest.pt"):
+        assert digest(again, name) == digest(micro_run[0], name), name
+    rng = random.Random(0)
+    samples = [(jpeg_bytes(shape_image(s, (200, 40, 40), 64, rng)), c) for c, s in enumerate(SHAPES) for _ in range(5)]
+    write_wds_task(tmp_path / "tasks" / "shapes", samples, {"name": "Shapes", "type": "zeroshot_classification"},
+                   classnames=list(SHAPES), templates=["a {c}."])
+    scores = [evaluate_run(r, suite="shapes", data_root=tmp_path / "tasks", log=lambda *_: None)
+              for r in (micro_run[0], again)]
+    assert scores[0]["tasks"]["Shapes"] == scores[1]["tasks"]["Shapes"]

@@ -2,12 +2,59 @@
 
 OpenCLIP only knows the model configs it ships; ours (``training/model_configs``) must be
 registered inside the training process itself (and in every torchrun worker), so the
-launcher runs this module instead of ``open_clip_train.main``. Nothing else is changed:
-the arguments go to ``open_clip_train.main.main`` as they are.
+launcher runs this module instead of ``open_clip_train.main``. The arguments go to
+``open_clip_train.main.main`` as they are; one thing is made deterministic (see
+``seed_sample_shuffle``) so that the same seed on the same data trains the same model.
 """
 from __future__ import annotations
 
+import random
 import sys
+
+
+def seed_sample_shuffle() -> None:
+    """Make OpenCLIP's per-sample shuffle a function of the seed, not of the clock.
+
+    ``open_clip_train.data.get_wds_dataset`` shuffles samples with ``webdataset.shuffle``
+    and no random generator, and webdataset then seeds one from the process id and the
+    time: two trainings with the same ``--seed`` on the same shards saw the samples in
+    different orders (micro: weights up to 0.026 apart after one checkpoint). Its shard
+    draw (``ResampledShards2(deterministic=True)``) is already seeded by the data-loader
+    worker's seed and the epoch; the sample shuffle is given that same seed here, through
+    OpenCLIP's own ``detshuffle2`` with the same buffer sizes, so the whole data order is
+    fixed by ``--seed`` and the epoch. The stage also seeds torch's generator in the
+    data-loader worker at the start of each epoch, so the random crops of the training
+    transform are drawn the same way too, and a killed and resumed run trains exactly the
+    model an uninterrupted one does.
+    """
+    import open_clip_train.data as ocd
+    import torch
+    from webdataset.filters import _shuffle
+
+    build = ocd.get_wds_dataset
+    if getattr(build, "_seeded_shuffle", False):
+        return
+
+    class EpochSeededShuffle(ocd.detshuffle2):
+        """detshuffle2 seeded by the worker's seed and the shared epoch, as the shard draw is."""
+
+        def run(self, src):
+            seed = ocd.pytorch_worker_seed(self.epoch.get_value())
+            torch.manual_seed(seed)                       # the transform's random crops, per epoch
+            return _shuffle(src, self.bufsize, self.initial, random.Random(seed))
+
+    def get_wds_dataset(args, preprocess_img, is_train, epoch=0, floor=False, tokenizer=None):
+        info = build(args, preprocess_img, is_train, epoch=epoch, floor=floor, tokenizer=tokenizer)
+        if is_train:
+            pipeline = info.dataloader.pipeline[0].dataset.pipeline   # WebLoader -> DataLoader -> DataPipeline
+            for i, stage in enumerate(pipeline):
+                if getattr(stage, "f", None) is _shuffle:
+                    pipeline[i] = EpochSeededShuffle(bufsize=stage.kw["bufsize"], initial=stage.kw["initial"],
+                                                     seed=-1, epoch=info.shared_epoch)
+        return info
+
+    get_wds_dataset._seeded_shuffle = True
+    ocd.get_wds_dataset = get_wds_dataset
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -17,6 +64,7 @@ def main(argv: list[str] | None = None) -> int:
     from training import register_model_configs
 
     register_model_configs()
+    seed_sample_shuffle()
     from open_clip_train.main import main as open_clip_main
 
     rc = open_clip_main(list(sys.argv[1:] if argv is None else argv))
