@@ -37,7 +37,7 @@ every subcommand has --help with examples."""
 
 def add_scales_parser(sub) -> None:
     p = sub.add_parser("scales", help="print the table of competition scales",
-                       description="Print the scale table (upstream small..xlarge plus CPU scales micro, tiny).",
+                       description="Print the scale table (upstream small..xlarge plus the CPU scales micro, tiny, base) and the rules the CPU scales keep.",
                        epilog="example:\n  datacurate scales\n  datacurate scales --json",
                        formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--json", action="store_true", help="print JSON instead of a table")

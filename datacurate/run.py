@@ -27,6 +27,7 @@ from typing import Callable
 
 from .atomic import write_text_atomic
 from .errors import UserError
+from .scales import get_scale, offline_scales
 
 DEFAULT_RECIPES = ["no_filter", "dedup_clip"]
 
@@ -72,7 +73,7 @@ def add_parser(sub) -> None:
                "  datacurate run --scale micro --out /tmp/micro --recipe no_filter --recipe basic_offline\n"
                "  datacurate run --scale tiny --out runs/tiny --report-only",
         formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", default="tiny", choices=["micro", "tiny"],
+    p.add_argument("--scale", default="tiny", choices=offline_scales(),
                    help="offline scales run end to end here (default: tiny)")
     p.add_argument("--out", required=True, type=Path, help="run directory")
     p.add_argument("--recipe", action="append", default=None,
@@ -125,7 +126,8 @@ def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> li
     def fnet():
         from filters.filter_net import train_filter_net
 
-        train_filter_net(pool, lay.fnet, seed=seed, **FILTER_NET_STEPS[scale])
+        s = get_scale(scale)
+        train_filter_net(pool, lay.fnet, seed=seed, steps=s.filter_net_steps, batch_size=s.filter_net_batch)
 
     def embed():
         from filters.embed import embed_pool
@@ -143,10 +145,6 @@ def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> li
         Stage("embed", lambda: (lay.out / "embed.json").exists(), embed,
               "filtering-network embeddings and similarity scores for the pool and the held-out sets"),
     ]
-
-
-# filtering-network training length per offline scale
-FILTER_NET_STEPS = {"micro": {"steps": 150, "batch_size": 64}, "tiny": {"steps": 600, "batch_size": 128}}
 
 
 def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None,

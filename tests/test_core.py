@@ -144,6 +144,23 @@ def test_scales_table():
     assert "12,800,000,000" in format_table()
 
 
+def test_every_scale_keeps_datacomps_economics():
+    """samples seen = pool size at every scale, ours included: a 30% subset is seen ~3.3 times."""
+    from datacurate.scales import offline_scales
+
+    for s in SCALES.values():
+        assert s.samples_seen == s.pool_size, s.name
+    assert offline_scales() == ["micro", "tiny", "base"]
+    small, tiny, base = get_scale("small"), get_scale("tiny"), get_scale("base")
+    assert tiny.pool_size < base.pool_size < small.pool_size          # base sits between tiny and small
+    for name in offline_scales():
+        s = get_scale(name)
+        assert s.filter_net_steps > 0 and s.filter_net_batch > 0 and s.batch_size <= s.pool_size // 16
+    table = format_table()
+    assert "seen/pool" in table and "samples seen = pool size" in table and "depart" in table
+    assert [ln.split()[3] for ln in table.splitlines()[2:9]] == ["1.00"] * 7
+
+
 def test_cli_help_lists_subcommands_and_is_fast():
     out = subprocess.run([sys.executable, "-m", "datacurate", "--help"], capture_output=True, text=True, check=True)
     assert "scales" in out.stdout and "pool" in out.stdout

@@ -330,7 +330,7 @@ def test_existing_pool_kept_or_refused(pool, tmp_path, capsys):
     with pytest.raises(PoolExistsError, match="not an empty folder"):
         build_pool(other, scale="micro", seed=0, progress=False, quiet=True)
     assert (other / "notes.txt").read_text() == "mine"
-    with pytest.raises(Exception, match="micro, tiny"):
+    with pytest.raises(Exception, match="micro, tiny, base"):
         build_pool(tmp_path / "x", scale="small", seed=0)
 
 

@@ -41,7 +41,7 @@ def add_parser(sub) -> None:
         description="Train a CLIP on a resharded subset (DATA) with open_clip_train and the scale's fixed "
                     "recipe; writes RUN/checkpoints/epoch_latest.pt, RUN/params.txt, RUN/out.log, RUN/info.json.",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", required=True, help="competition scale (micro, tiny, small, medium, large, xlarge)")
+    p.add_argument("--scale", required=True, help="competition scale (micro, tiny, base, small, medium, large, xlarge; `datacurate scales` lists them)")
     p.add_argument("--data", required=True, type=Path, help="DATA folder from `datacurate reshard` (shards/, sizes.json)")
     p.add_argument("--out", required=True, type=Path, help="RUN folder (checkpoints, logs, info.json)")
     g = p.add_argument_group("what you may choose (the global batch and the recipe stay fixed)")

@@ -22,9 +22,6 @@ from ..errors import UserError
 
 BUILDER_VERSION = "3"
 URL_BASE = "http://offline.datacurate/"
-# pool concepts kept per scale (None: all); eval and trusted splits never depend on the scale
-POOL_CONCEPTS = {"micro": 300, "tiny": None}
-SCALES = tuple(POOL_CONCEPTS)
 
 
 class PoolExistsError(UserError):
@@ -190,21 +187,21 @@ def _human(n: float) -> str:
 
 def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, workers: int = 1,
                cache=None, progress: bool = True, quiet: bool = False) -> dict:
-    """Build POOL/ for ``scale`` (micro | tiny) and ``seed``; returns the manifest.
+    """Build POOL/ for an offline ``scale`` (micro | tiny | base) and ``seed``; returns the manifest.
 
     Does nothing when ``out`` already holds this pool; refuses another pool unless ``force``.
     """
     import pyarrow as pa
 
-    from ..scales import get_scale
+    from ..scales import SCALES, offline_scales
     from ..uids import make_uid
     from .defects import DEFAULT_RATES, DEFECTS, plan_counts, render_duplicate
     from .plan import SPLIT_FRACTIONS, plan_samples, split_concepts
     from .sources import SKIMAGE_SOURCE, load_catalog
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
-    if scale not in POOL_CONCEPTS:
-        raise UserError(f"pool build makes the offline pool for scales {', '.join(SCALES)}, not {scale!r}; "
+    if scale not in offline_scales():
+        raise UserError(f"pool build makes the offline pool for scales {', '.join(offline_scales())}, not {scale!r}; "
                         "larger scales download a real crawl's url+text parquet with `datacurate pool download`")
     seed = int(seed)
     out = Path(out).absolute()
@@ -218,8 +215,8 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
     _clear_stale(out)
 
     catalog = load_catalog(cache)
-    splits = split_concepts(catalog.concepts, seed, POOL_CONCEPTS[scale])
-    n = get_scale(scale).pool_size
+    splits = split_concepts(catalog.concepts, seed, SCALES[scale].pool_concepts)
+    n = SCALES[scale].pool_size
     counts = plan_counts(n, DEFAULT_RATES)
     specs = plan_samples(splits, catalog.translations, counts, seed)
 
@@ -353,7 +350,9 @@ def add_parser(sub) -> None:
                                    "duplicates, tiny/extreme images, broken urls, undecodable files and "
                                    "planted eval images at known rates (ground truth kept apart).",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--scale", required=True, choices=SCALES, help="pool size from the scale table")
+    from ..scales import offline_scales
+
+    p.add_argument("--scale", required=True, choices=offline_scales(), help="pool size from the scale table")
     p.add_argument("--out", required=True, type=Path, help="the POOL folder to create")
     p.add_argument("--seed", type=int, default=0, help="seed of the split, the composition and the defects")
     p.add_argument("--workers", type=int, default=1, help="processes rendering images (same result for any value)")

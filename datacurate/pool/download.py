@@ -32,9 +32,6 @@ from ..atomic import write_json_atomic
 from ..errors import UserError
 
 SHARD_DIGITS = 5  # NNNNN.tar (docs/formats.md); upstream DataComp uses oom_shard_count=8
-# samples per shard by scale; upstream download_upstream.py uses 10,000
-SAMPLES_PER_SHARD = {"micro": 256, "tiny": 1000}
-UPSTREAM_SAMPLES_PER_SHARD = 10_000
 # Upstream download_upstream.py: image_size=512, resize_mode="keep_ratio_largest",
 # resize_only_if_bigger=True, encode jpg. We keep the mode and the "only if bigger"
 # rule but store at 256 px on the longest side: the CPU scales train at 64 px and
@@ -121,13 +118,16 @@ def _table_fingerprint(table) -> str:
 
 
 def samples_per_shard_for(manifest: dict, n_rows: int) -> int:
-    if manifest.get("scale") in SAMPLES_PER_SHARD:
-        return SAMPLES_PER_SHARD[manifest["scale"]]
+    """The pool's scale's shard size; for a url list of no known scale, by its length."""
+    from ..scales import SCALES
+
+    if manifest.get("scale") in SCALES:
+        return SCALES[manifest["scale"]].shard_size
     if n_rows <= 5_000:
-        return 256
+        return SCALES["micro"].shard_size
     if n_rows <= 200_000:
-        return 1000
-    return UPSTREAM_SAMPLES_PER_SHARD
+        return SCALES["tiny"].shard_size
+    return SCALES["small"].shard_size
 
 
 def shard_name(i: int) -> str:

@@ -35,9 +35,11 @@ def fresh_copy(src: Path, dst: Path) -> Path:
 
 
 def main() -> int:
+    from datacurate.scales import offline_scales
+
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--pool", type=Path, default=None, help="a built (not necessarily downloaded) pool to copy")
-    ap.add_argument("--scale", default="tiny", choices=["micro", "tiny"], help="pool to build without --pool")
+    ap.add_argument("--scale", default="tiny", choices=offline_scales(), help="pool to build without --pool")
     ap.add_argument("--quick", action="store_true", help="the micro pool")
     ap.add_argument("--work", type=Path, default=None, help="scratch folder (default: a temporary one)")
     ap.add_argument("--master", default=None, help="Spark master (default local[N] with N = --processes)")

@@ -11,7 +11,7 @@ CLI, by design, cannot change the recipe.
 
     .venv/bin/python scripts/bench/train_speed.py                 # tiny, 16,384 samples, ~3 min
     .venv/bin/python scripts/bench/train_speed.py --quick         # tiny, 4,096 samples
-    .venv/bin/python scripts/bench/train_speed.py --samples 65536   # a whole tiny run
+    .venv/bin/python scripts/bench/train_speed.py --samples 20000   # a whole tiny run
 """
 from __future__ import annotations
 
