@@ -117,6 +117,92 @@ def recipe_comparison(rows: list[dict], metric: str, path: Path) -> Path:
     return _save(fig, path)
 
 
+def study_scatter(rows: list[dict], metric: str, path: Path, refs: tuple = ("no_filter", "random_30")) -> Path:
+    """The baseline study: subset size (log) against the mean score with sample-std error bars,
+    one labelled point per recipe; the references a filter must beat drawn in grey with their
+    seed band across the plot, so a point outside the band is one that stands out of the noise."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(8, 5))
+    pts = [r for r in rows if r.get(metric) is not None and r.get("size")]
+    for i, ref in enumerate(r for r in pts if r["recipe"] in refs):
+        y, err = ref[metric], ref.get(metric + "_std") or 0.0
+        ax.axhspan(y - err, y + err, color=("0.85", "#f3d9c8")[i % 2], alpha=0.6, zorder=0,
+                   label=f"{ref['recipe']} ± sample std")
+    for r in pts:
+        ref = r["recipe"] in refs
+        ax.errorbar(r["size"], r[metric], yerr=r.get(metric + "_std") or None, fmt="s" if ref else "o",
+                    color="0.35" if ref else "#4c72b0", capsize=3, zorder=3)
+    if pts:
+        from matplotlib.ticker import FuncFormatter
+
+        ax.set_xscale("log")
+        ax.xaxis.set_major_formatter(FuncFormatter(lambda v, _: f"{v:,.0f}"))
+        # minor ticks labelled at 2 and 5 times a power of ten only (3..9 crowd each other)
+        ax.xaxis.set_minor_formatter(FuncFormatter(
+            lambda v, _: f"{v:,.0f}" if v > 0 and round(v / 10 ** np.floor(np.log10(v))) in (2, 5) else ""))
+        ax.tick_params(axis="x", which="both", labelsize=8)
+        _labels(fig, ax, [(r["recipe"], r["size"], r[metric]) for r in pts])
+    ax.set_xlabel("subset size (samples, log scale)")
+    ax.set_ylabel(f"{metric} (mean ± sample std over seeds)")
+    n = max((r.get("n", 0) for r in pts), default=0)
+    ax.set_title(f"baseline study: subset size against {metric} ({n} seeds)")
+    ax.grid(alpha=0.3)
+    if any(r["recipe"] in refs for r in pts):
+        ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
+def _labels(fig, ax, points: list[tuple[str, float, float]], fontsize: int = 7) -> None:
+    """Label points without overlap: each label takes the first of a few offsets around its
+    point whose box meets no label placed before (recipes of one size sit on top of each other)."""
+    fig.canvas.draw()
+    renderer = fig.canvas.get_renderer()
+    placed = []
+    offsets = [(5, 3), (5, -11), (-5, 3), (-5, -11), (5, 14), (-5, 14), (5, -22), (-5, -22), (5, 25), (-5, 25)]
+    for name, x, y in sorted(points, key=lambda p: -p[2]):
+        for dx, dy in offsets:
+            t = ax.annotate(name, (x, y), textcoords="offset points", xytext=(dx, dy), fontsize=fontsize,
+                            ha="left" if dx > 0 else "right", zorder=4)
+            box = t.get_window_extent(renderer).expanded(1.02, 1.1)
+            if not any(box.overlaps(b) for b in placed):
+                break
+            t.remove()
+        else:
+            t = ax.annotate(name, (x, y), textcoords="offset points", xytext=offsets[0], fontsize=fontsize,
+                            zorder=4)
+            box = t.get_window_extent(renderer)
+        placed.append(box)
+
+
+def fraction_sweep(points: list[tuple[float, float, float | None]], bands: dict[str, tuple[float, float | None]],
+                   metric: str, path: Path) -> Path:
+    """Keep fraction (x, %) against the mean score ± sample std: where the curve peaks is a finding,
+    not an assumption. ``bands``: references (no filter, random) drawn as mean ± std strips."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7, 4.2))
+    colours = ["0.55", "#dd8452", "#55a868", "#c44e52"]
+    for i, (name, (y, err)) in enumerate(bands.items()):
+        c = colours[i % len(colours)]
+        ax.axhline(y, color=c, linestyle="--", linewidth=1, label=f"{name} (mean ± sample std)")
+        if err:
+            ax.axhspan(y - err, y + err, color=c, alpha=0.15)
+    if points:
+        x = [100 * f for f, _, _ in points]
+        y = [m for _, m, _ in points]
+        e = [s or 0.0 for _, _, s in points]
+        ax.errorbar(x, y, yerr=e, fmt="o-", color="#4c72b0", capsize=4, label="CLIP score, top x%")
+        best = int(np.argmax(y))
+        ax.annotate(f"best {x[best]:g}%", (x[best], y[best]), textcoords="offset points", xytext=(0, 10),
+                    ha="center", fontsize=8)
+        ax.set_xticks(x)
+    ax.set_xlabel("CLIP-score keep fraction (% of the pool)")
+    ax.set_ylabel(f"{metric} (mean ± sample std over seeds)")
+    ax.set_title("CLIP-score keep fraction sweep (upstream's sweet spot: 30%)")
+    ax.grid(alpha=0.3)
+    ax.legend(fontsize=8, loc="best")
+    return _save(fig, path)
+
+
 def image_grid(examples: list[tuple[bytes, str]], title: str, path: Path, cols: int = 6) -> Path:
     """A grid of images with their captions underneath (kept or rejected examples)."""
     from PIL import Image

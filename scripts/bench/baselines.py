@@ -1,20 +1,42 @@
-"""The baseline study: each built-in recipe trained and evaluated with several seeds, same samples seen.
+"""The baseline study: the benchmark's ranking instrument, every offline recipe at several seeds.
 
-Shares one pool, filtering network and embeddings (a `datacurate run` folder) among the
-recipes; each recipe's subset is made once and trained with seeds 0..S-1. Prints mean ±
-standard deviation of the offline average and of each task, the gap of the best recipe
-to no filtering and to a random subset of the same size in units of the seed spread,
-and writes the table and a size-against-score plot into the run's report (DIR/report.html,
-its last section; DIR/baselines.json holds the numbers).
+DataComp's claim that filters can be ranked rests on the ranking standing out of the seed
+noise; this study measures that on our scales. One pool, filtering network and embeddings
+(a `datacurate run` folder) are shared; each recipe's subset is made once and trained with
+seeds 0..S-1 at the same samples seen. Stages run seed-major (every recipe at seed 0, then
+every recipe at seed 1, ...), so a study cut short still has complete seeds.
 
-    .venv/bin/python scripts/bench/baselines.py --scale tiny --seeds 3 --out runs/tiny
-    .venv/bin/python scripts/bench/baselines.py --scale micro --seeds 2 --out /tmp/micro --recipes no_filter random_30
+It prints, over the seeds complete for every recipe (paired: a missing run drops its seed
+from the study and is named, never counted as zero):
+
+* per recipe: subset size and fraction of the pool, mean ± sample std (ddof=1) of the metric
+  (scores.json "aggregates", default Average) with its 95 % t-interval, and of each task
+  (scores.json "tasks");
+* the gap of the best filtering recipe to no filtering and to a random subset of the same
+  size, in units of the larger of the two sample stds (is it >= 5?);
+* the split-half Kendall tau of the recipe ranking (first half of the seeds against the second);
+* with ``--compare``, the Spearman rho of the recipe ranking against other scales' studies.
+
+It writes DIR/baselines.json (rows and a summary), DIR/report/baselines.png (score against
+subset size), DIR/report/clip_fraction_sweep.png (CLIP-score keep fraction 10..50 %: upstream's
+30 % sweet spot is tested here, not assumed) and the study as the last section of DIR/report.html.
+
+    .venv/bin/python scripts/bench/baselines.py --scale tiny --seeds 6 --out runs/tiny
+    .venv/bin/python scripts/bench/baselines.py --scale micro --seeds 3 --out runs/micro
+    .venv/bin/python scripts/bench/baselines.py --scale micro --seeds 3 --out runs/micro --compare runs/micro runs/tiny
+    .venv/bin/python scripts/bench/baselines.py --scale tiny --seeds 6 --out runs/tiny --report-only
+
+``--compare`` skips the folder the study itself is in; ``--report-only`` runs no stage (a study
+cut short, or one another scale finished since, is tabulated from the runs there are).
 """
 from __future__ import annotations
 
 import argparse
 import json
+import math
+import re
 import sys
+import time
 from pathlib import Path
 
 import numpy as np
@@ -22,133 +44,394 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-RECIPES = ["no_filter", "random_30", "basic_offline", "clip_score_top30", "image_based",
-           "image_based_and_clip", "dedup_clip"]
+STUDY = ["no_filter", "random_30", "basic_offline", "text_based_offline", "image_based", "image_based_and_clip",
+         "clip_score_top10", "clip_score_top20", "clip_score_top30", "clip_score_top40", "clip_score_top50",
+         "dedup_clip", "decontaminate_phash_dedup_clip"]
+REFS = ("no_filter", "random_30")     # the references a filter must beat; never "the best filter"
+STRONG = 5.0                          # a gap counted as standing out of the seed noise, in sample stds
+SWEEP = re.compile(r"^clip_score_top(\d+)$")
 
 
-def _scores(run: Path) -> dict:
+# --------------------------------------------------------------------------- stages
+
+def study_stages(lay, recipes: list[str], scale: str, seeds: int, master: str | None = None) -> list:
+    """Pool stages, every recipe's filter + reshard, then train + eval seed-major."""
+    from datacurate.run import pool_stages, recipe_stages
+
+    stages = pool_stages(lay, scale, 0, master)
+    for r in recipes:
+        full = recipe_stages(lay, r, scale, 0, master, train_seed=0, subset_stages=True)
+        runs = recipe_stages(lay, r, scale, 0, master, train_seed=0, subset_stages=False)
+        stages += full[:len(full) - len(runs)]
+    for s in range(seeds):
+        for r in recipes:
+            stages += recipe_stages(lay, r, scale, 0, master, train_seed=s, subset_stages=False)
+    return stages
+
+
+# --------------------------------------------------------------------------- reading runs
+
+def read_run(run: Path, metric: str, fingerprint: str | None = None) -> tuple[dict | None, str | None]:
+    """(``{"value", "tasks"}``, None) for a complete, current run, else (None, why it does not count).
+
+    A run scored on another suite version, or with tasks missing, would compare unlike things."""
     try:
-        return json.loads((run / "scores.json").read_text())
-    except (OSError, ValueError):
-        return {}
+        scores = json.loads((Path(run) / "scores.json").read_text())
+    except OSError:
+        return None, "no scores.json"
+    except ValueError:
+        return None, "unreadable scores.json"
+    value = (scores.get("aggregates") or {}).get(metric)
+    if not isinstance(value, (int, float)) or not math.isfinite(value):
+        return None, f"no {metric} in scores.json"
+    if scores.get("complete") is False:
+        return None, "scores.json incomplete: " + (", ".join(sorted(scores.get("missing") or {})) or "tasks missing")
+    if fingerprint is not None and scores.get("offline_fingerprint") not in (None, fingerprint):
+        return None, "scored on another version of the offline suite"
+    tasks = {t: float(v) for t, v in (scores.get("tasks") or {}).items() if isinstance(v, (int, float))}
+    return {"value": float(value), "tasks": tasks}, None
 
 
-def _tasks(run: Path) -> dict[str, float]:
-    out = {}
-    p = run / "eval_results.jsonl"
-    if p.exists():
-        for line in p.read_text().splitlines():
-            rec = json.loads(line)
-            main = (rec.get("metrics") or {}).get("main_metric")
-            if isinstance(main, (int, float)):
-                out[rec.get("dataset", rec.get("key"))] = float(main)
+def read_study(lay, recipes: list[str], seeds: int, metric: str,
+               fingerprint: str | None = None) -> tuple[dict, list[tuple[str, int, str]]]:
+    """``{recipe: {seed: {"value", "tasks"}}}`` of the complete runs, and the missing ones (recipe, seed, why)."""
+    got, missing = {}, []
+    for r in recipes:
+        got[r] = {}
+        for s in range(seeds):
+            res, why = read_run(lay.run(r, s), metric, fingerprint)
+            if res is None:
+                missing.append((r, s, why))
+            else:
+                got[r][s] = res
+    return got, missing
+
+
+def common_seeds(runs: dict[str, dict[int, dict]]) -> tuple[list[int], list[str]]:
+    """(the seeds complete for every recipe that has any run, the recipes with none).
+
+    Paired seeds: every mean in the study is over the same training seeds, so a run cut off
+    drops its seed rather than biasing one recipe."""
+    absent = [r for r, by in runs.items() if not by]
+    sets = [set(by) for by in runs.values() if by]
+    return (sorted(set.intersection(*sets)) if sets else []), absent
+
+
+# --------------------------------------------------------------------------- statistics
+
+def mean_std(values) -> dict:
+    """n, mean, sample std (ddof=1), standard error and the 95 % t-interval of the mean."""
+    from scipy import stats
+
+    v = np.asarray([x for x in values], dtype=float)
+    n = len(v)
+    out = {"n": n, "mean": float(v.mean()) if n else None, "std": None, "sem": None, "ci95": None}
+    if n >= 2:
+        std = float(v.std(ddof=1))
+        sem = std / math.sqrt(n)
+        half = float(stats.t.ppf(0.975, n - 1)) * sem
+        out.update(std=std, sem=sem, ci95=[out["mean"] - half, out["mean"] + half])
     return out
 
+
+def recipe_rows(runs: dict[str, dict[int, dict]], seeds: list[int], metric: str) -> list[dict]:
+    """One row per recipe with runs at every study seed: the metric and each task over those seeds."""
+    rows = []
+    for r, by in runs.items():
+        if not seeds or any(s not in by for s in seeds):
+            continue
+        m = mean_std([by[s]["value"] for s in seeds])
+        names = sorted(set().union(*(by[s]["tasks"] for s in seeds)))
+        tasks = {}
+        for t in names:
+            vals = [by[s]["tasks"][t] for s in seeds if t in by[s]["tasks"]]
+            tm = mean_std(vals)
+            tasks[t] = [tm["mean"], tm["std"]]
+        rows.append({"recipe": r, metric: m["mean"], metric + "_std": m["std"], "sem": m["sem"],
+                     "ci95": m["ci95"], "n": m["n"], "seeds": {str(s): by[s]["value"] for s in seeds},
+                     "tasks": tasks})
+    return rows
+
+
+def gap(best: tuple[float, float | None], ref: tuple[float, float | None]) -> tuple[float, float | None]:
+    """(difference of the means, that difference in units of the larger of the two sample stds)."""
+    d = best[0] - ref[0]
+    stds = [s for s in (best[1], ref[1]) if s is not None]
+    if not stds or max(stds) <= 0:
+        return d, None
+    return d, d / max(stds)
+
+
+def best_gaps(rows: list[dict], metric: str, refs=REFS) -> dict:
+    """The best filtering recipe (by mean; no reference) and its gap to each reference present."""
+    by = {r["recipe"]: r for r in rows}
+    cands = [r for r in rows if r["recipe"] not in refs and r.get(metric) is not None]
+    if not cands:
+        return {"best": None, "gaps": {}}
+    best = max(cands, key=lambda r: r[metric])
+    out = {}
+    for ref in refs:
+        if ref in by:
+            d, k = gap((best[metric], best[metric + "_std"]), (by[ref][metric], by[ref][metric + "_std"]))
+            out[ref] = {"diff": d, "in_std": k, "strong": k is not None and k >= STRONG}
+    return {"best": best["recipe"], "gaps": out}
+
+
+def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+    """Kendall tau between the recipe ranking by mean over the first half of the seeds and the second.
+
+    With S seeds: the first S//2 against the last S//2 (an odd S's middle seed goes to neither).
+    A tau near 1 says the ranking is a property of the recipes, not of the seeds."""
+    from scipy import stats
+
+    seeds = sorted(seeds)
+    h = len(seeds) // 2
+    recipes = [r for r, by in runs.items() if all(s in by for s in seeds)]
+    out = {"first": seeds[:h], "second": seeds[len(seeds) - h:], "recipes": len(recipes), "tau": None, "p": None}
+    if h < 1:
+        return {**out, "message": f"split-half tau needs at least 2 complete seeds, have {len(seeds)}"}
+    if len(recipes) < 3:
+        return {**out, "message": f"split-half tau needs at least 3 recipes, have {len(recipes)}"}
+    a = [float(np.mean([runs[r][s]["value"] for s in out["first"]])) for r in recipes]
+    b = [float(np.mean([runs[r][s]["value"] for s in out["second"]])) for r in recipes]
+    res = stats.kendalltau(a, b)
+    if not math.isfinite(res.statistic):
+        return {**out, "message": "split-half tau undefined (one half ranks every recipe equal)"}
+    return {**out, "tau": float(res.statistic), "p": float(res.pvalue), "message": ""}
+
+
+def load_study(folder: Path) -> dict | None:
+    """A run folder's baselines.json as {"rows", "summary"} (an older list of rows is accepted)."""
+    try:
+        data = json.loads((Path(folder) / "baselines.json").read_text())
+    except (OSError, ValueError):
+        return None
+    return {"rows": data, "summary": {}} if isinstance(data, list) else data
+
+
+def cross_scale_rho(rows: list[dict], metric: str, other: dict | None, name: str) -> dict:
+    """Spearman rho of the recipe ranking (by mean) here against another study, over the recipes both have.
+
+    Fewer than 3 common recipes is refused: with 2 the rank correlation is +-1 whatever the data."""
+    from scipy import stats
+
+    out = {"other": name, "scale": None, "common": 0, "rho": None, "p": None}
+    if other is None:
+        return {**out, "message": "no baselines.json"}
+    summary = other.get("summary") or {}
+    out["scale"] = summary.get("scale")
+    om = summary.get("metric", metric)
+    if om != metric:
+        return {**out, "message": f"its study compares {om}, this one {metric}"}
+    here = {r["recipe"]: r[metric] for r in rows if r.get(metric) is not None}
+    there = {r["recipe"]: r[metric] for r in other.get("rows", []) if isinstance(r.get(metric), (int, float))}
+    common = [r for r in here if r in there]
+    out["common"] = len(common)
+    if len(common) < 3:
+        return {**out, "message": f"{len(common)} recipe(s) in common, a rank correlation needs at least 3"}
+    res = stats.spearmanr([here[r] for r in common], [there[r] for r in common])
+    if not math.isfinite(res.statistic):
+        return {**out, "message": "rho undefined (one study ranks the common recipes all equal)"}
+    return {**out, "rho": float(res.statistic), "p": float(res.pvalue), "recipes": common, "message": ""}
+
+
+def sweep_points(rows: list[dict], metric: str) -> list[tuple[float, float, float | None, str]]:
+    """(keep fraction, mean, sample std, recipe) of the clip_score_topNN recipes, by fraction."""
+    pts = []
+    for r in rows:
+        m = SWEEP.match(r["recipe"])
+        if m and r.get(metric) is not None:
+            pts.append((int(m.group(1)) / 100, r[metric], r.get(metric + "_std"), r["recipe"]))
+    return sorted(pts)
+
+
+# --------------------------------------------------------------------------- output
+
+def _pm(mean, std, digits=4) -> str:
+    if mean is None:
+        return "-"
+    return f"{mean:.{digits}f} ± {std:.{digits}f}" if std is not None else f"{mean:.{digits}f}"
+
+
+def table(rows: list[dict], metric: str) -> tuple[list[str], list[list[str]]]:
+    """The study's table: recipe, size, fraction of the pool, seeds, mean ± sample std, 95 % CI, tasks."""
+    tasks = sorted(set().union(*(r["tasks"] for r in rows))) if rows else []
+    header = ["recipe", "size", "of pool", "seeds", f"{metric} (mean ± sample std)", "95% CI", *tasks]
+    body = []
+    for r in rows:
+        ci = r.get("ci95")
+        body.append([r["recipe"], f"{r['size']:,}" if r.get("size") is not None else "-",
+                     f"{r['fraction']:.1%}" if r.get("fraction") is not None else "-", str(r["n"]),
+                     _pm(r[metric], r[metric + "_std"]), f"[{ci[0]:.4f}, {ci[1]:.4f}]" if ci else "-",
+                     *[_pm(*r["tasks"][t], digits=3) if t in r["tasks"] else "-" for t in tasks]])
+    return header, body
+
+
+def format_table(header: list[str], body: list[list[str]]) -> str:
+    widths = [max(len(h), *(len(t[i]) for t in body)) if body else len(h) for i, h in enumerate(header)]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(line, widths)) for line in [header, *body])
+
+
+def missing_lines(missing: list[tuple[str, int, str]], absent: list[str]) -> list[str]:
+    """Which runs do not count, grouped by recipe and reason (what a --report-only reader needs)."""
+    groups: dict[tuple[str, str], list[int]] = {}
+    for r, s, why in missing:
+        groups.setdefault((r, why), []).append(s)
+    out = [f"  {r}: seed{'s' if len(ss) > 1 else ''} {', '.join(map(str, ss))} ({why})"
+           + (" - left out of the study" if r in absent else "") for (r, why), ss in groups.items()]
+    return (["missing runs (a seed missing for a recipe is left out for every recipe):"] + out) if out else []
+
+
+def verdict_lines(summary: dict, metric: str) -> list[str]:
+    lines = [f"seeds used: {', '.join(map(str, summary['seeds'])) or 'none'} (of {summary['seeds_requested']} requested)"]
+    bg = summary["best"]
+    for ref, g in bg["gaps"].items():
+        k = g["in_std"]
+        spread = (f"{k:+.1f} x the larger sample std; {'' if g['strong'] else 'NOT '}>= {STRONG:g} std"
+                  if k is not None else "no sample std (one seed)")
+        lines.append(f"best {bg['best']} - {ref} = {g['diff']:+.4f} {metric} ({spread})")
+    t = summary["split_half_tau"]
+    lines.append(f"split-half Kendall tau of the ranking ({len(t['first'])} seeds {t['first']} vs {t['second']}, "
+                 f"{t['recipes']} recipes): " + (f"{t['tau']:+.3f} (p = {t['p']:.3g})" if t["tau"] is not None
+                                                 else t["message"]))
+    for c in summary["cross_scale"]:
+        lines.append(f"cross-scale Spearman rho vs {c['other']} (scale {c['scale']}, {c['common']} common recipes): "
+                     + (f"{c['rho']:+.3f} (p = {c['p']:.3g})" if c["rho"] is not None else c["message"]))
+    return lines
+
+
+def task_verdicts(rows: list[dict], refs=REFS) -> list[str]:
+    """Per task: the gap of the best filtering recipe to each reference, in sample stds.
+
+    The average can hide a filter's effect behind one noisy task; this says which tasks move."""
+    out = []
+    by = {r["recipe"]: r for r in rows}
+    for t in sorted(set().union(*(r["tasks"] for r in rows))) if rows else []:
+        cands = [r for r in rows if r["recipe"] not in refs and r["tasks"].get(t, [None])[0] is not None]
+        if not cands:
+            continue
+        best = max(cands, key=lambda r: r["tasks"][t][0])
+        parts = []
+        for ref in refs:
+            if ref in by and t in by[ref]["tasks"]:
+                d, k = gap(tuple(best["tasks"][t]), tuple(by[ref]["tasks"][t]))
+                parts.append(f"vs {ref} {d:+.4f} ({f'{k:+.1f} std' if k is not None else 'no std'})")
+        out.append(f"  {t}: best {best['recipe']} {', '.join(parts)}")
+    return ["per task:"] + out if out else []
+
+
+def pool_size(lay, sizes: dict[str, int]) -> int | None:
+    """Samples in the pool a participant filters: those downloaded (else no_filter's subset)."""
+    try:
+        return int(json.loads((lay.pool / "download_summary.json").read_text())["succeeded"])
+    except (OSError, ValueError, KeyError, TypeError):
+        return sizes.get("no_filter")
+
+
+def build_study(lay, recipes: list[str], seeds: int, metric: str, scale: str, compare: list[Path] = (),
+                fingerprint: str | None = None) -> dict:
+    """Everything the study says, from the run folder as it is: rows, summary, missing runs."""
+    from datacurate.uids import read_subset
+
+    runs, missing = read_study(lay, recipes, seeds, metric, fingerprint)
+    used, absent = common_seeds(runs)
+    rows = recipe_rows(runs, used, metric)
+    sizes = {r: len(read_subset(lay.subset(r))) for r in recipes if lay.subset(r).exists()}
+    pool = pool_size(lay, sizes)
+    for r in rows:
+        r["size"] = sizes.get(r["recipe"])
+        r["fraction"] = r["size"] / pool if r["size"] is not None and pool else None
+    summary = {"scale": scale, "metric": metric, "seeds": used, "seeds_requested": seeds, "pool": pool,
+               "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+               "missing": [{"recipe": r, "seed": s, "why": w} for r, s, w in missing],
+               "best": best_gaps(rows, metric), "split_half_tau": split_half_tau(runs, used),
+               "cross_scale": [cross_scale_rho(rows, metric, load_study(d), str(d)) for d in compare]}
+    return {"rows": rows, "summary": summary, "missing": missing, "absent": absent, "runs": runs}
+
+
+def write_study(lay, study: dict) -> str:
+    """DIR/baselines.json and the plots under DIR/report/; returns the report's HTML section."""
+    from datacurate.atomic import write_text_atomic
+    from datacurate.report import plots
+    from datacurate.report.html import _esc, _table
+
+    rows, summary = study["rows"], study["summary"]
+    metric = summary["metric"]
+    write_text_atomic(lay.out / "baselines.json", json.dumps({"rows": rows, "summary": summary}, indent=2))
+    img = lay.out / "report"
+    img.mkdir(parents=True, exist_ok=True)
+    header, body = table(rows, metric)
+    lines = verdict_lines(summary, metric) + task_verdicts(rows) + missing_lines(
+        study["missing"], study["absent"])
+    parts = [f"<h2>Baseline study ({_esc(summary['scale'])}, {len(summary['seeds'])} seeds, same samples seen)</h2>",
+             _table(header, body), "<p>" + "<br>".join(_esc(x) for x in lines) + "</p>"]
+    if any(r.get("size") is not None for r in rows):
+        plots.study_scatter(rows, metric, img / "baselines.png", refs=REFS)
+        parts.append('<img src="report/baselines.png" alt="subset size against score">')
+    pts = sweep_points(rows, metric)
+    if pts:
+        by = {r["recipe"]: r for r in rows}
+        bands = {ref: (by[ref][metric], by[ref][metric + "_std"]) for ref in REFS if ref in by}
+        plots.fraction_sweep([(f, m, s) for f, m, s, _ in pts], bands, metric, img / "clip_fraction_sweep.png")
+        parts.append('<img src="report/clip_fraction_sweep.png" alt="CLIP-score keep fraction against score">')
+    return "\n".join(parts)
+
+
+def print_study(study: dict) -> None:
+    metric = study["summary"]["metric"]
+    print(format_table(*table(study["rows"], metric)))
+    print()
+    print("\n".join(verdict_lines(study["summary"], metric) + task_verdicts(study["rows"])
+                    + missing_lines(study["missing"], study["absent"])))
+
+
+# --------------------------------------------------------------------------- main
 
 def main(argv=None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
-    from datacurate.atomic import write_text_atomic
-    from datacurate.report import plots
-    from datacurate.report.html import RecipeRun, _table, write_report
-    from datacurate.run import RunLayout, execute_stages, pool_stages, recipe_stages
-    from datacurate.uids import read_subset
+    from datacurate.report.html import RecipeRun, write_report
+    from datacurate.run import RunLayout, _recipe_name, execute_stages
+    from datacurate.scales import offline_scales
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--scale", default="tiny", choices=["micro", "tiny"])
-    ap.add_argument("--seeds", type=int, default=3)
+    ap.add_argument("--scale", default="tiny", choices=offline_scales())
+    ap.add_argument("--seeds", type=int, default=3, help="training seeds 0..S-1 per recipe (default 3)")
     ap.add_argument("--out", type=Path, default=None, help="run folder (default runs/<scale>)")
-    ap.add_argument("--recipes", nargs="+", default=RECIPES)
+    ap.add_argument("--recipes", nargs="+", default=STUDY, help="recipes (built-in names or YAML paths)")
     ap.add_argument("--metric", default="Average", help="aggregate in scores.json's aggregates to compare")
+    ap.add_argument("--compare", nargs="+", type=Path, default=[],
+                    help="other run folders with a baselines.json: the Spearman rho of the ranking against each")
+    ap.add_argument("--report-only", action="store_true",
+                    help="run no stage; tabulate the complete runs there are and name the missing ones")
     args = ap.parse_args(argv)
+    if args.seeds < 1:
+        ap.error("--seeds must be at least 1")
     lay = RunLayout(args.out or ROOT / "runs" / args.scale)
-    stages = pool_stages(lay, args.scale, 0, None)
-    for r in args.recipes:
-        for s in range(args.seeds):
-            stages += recipe_stages(lay, r, args.scale, 0, None, train_seed=s, subset_stages=(s == 0))
-    execute_stages(stages)
+    names = [_recipe_name(r) for r in args.recipes]
+    if len(set(names)) != len(names):
+        ap.error(f"recipe names must differ: {names}")
+    compare = [d for d in args.compare if d.resolve() != lay.out.resolve()]
+    if not args.report_only:
+        execute_stages(study_stages(lay, args.recipes, args.scale, args.seeds))
+    from eval.offline import suite_fingerprint
 
-    rows = []
-    for r in args.recipes:
-        runs = [lay.run(r, s) for s in range(args.seeds)]
-        vals = np.array([(_scores(p).get("aggregates") or {}).get(args.metric, np.nan) for p in runs], dtype=float)
-        tasks = [_tasks(p) for p in runs]
-        names = sorted(set().union(*tasks))
-        per_task = {t: (float(np.mean([x[t] for x in tasks if t in x])), float(np.std([x[t] for x in tasks if t in x])))
-                    for t in names}
-        rows.append({"recipe": r, "size": len(read_subset(lay.subset(r))), args.metric: float(np.nanmean(vals)),
-                     args.metric + "_std": float(np.nanstd(vals)), "seeds": vals.tolist(), "tasks": per_task})
-
-    tasks = sorted(set().union(*(r["tasks"] for r in rows)))
-    header = ["recipe", "size", f"{args.metric} (mean ± std)", *tasks]
-    table = [[r["recipe"], f"{r['size']:,}", f"{r[args.metric]:.4f} ± {r[args.metric + '_std']:.4f}",
-              *[f"{r['tasks'][t][0]:.3f} ± {r['tasks'][t][1]:.3f}" if t in r["tasks"] else "-" for t in tasks]]
-             for r in rows]
-    widths = [max(len(h), *(len(t[i]) for t in table)) for i, h in enumerate(header)]
-    print("  ".join(h.ljust(w) for h, w in zip(header, widths)))
-    for t in table:
-        print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
-
-    by = {r["recipe"]: r for r in rows}
-    verdict = []
-    best = max((r for r in rows if r["recipe"] not in ("no_filter", "random_30")),
-               key=lambda r: r[args.metric], default=None)
-    if best:
-        for ref in ("no_filter", "random_30"):
-            if ref in by:
-                m = args.metric
-                gap, in_std = _gap((best[m], best[m + "_std"]), (by[ref][m], by[ref][m + "_std"]))
-                # np.std (population, ddof=0) as printed in the table; the sample std (ddof=1) of
-                # S seeds is sqrt(S/(S-1)) larger and is given too, for a stricter reading
-                k = np.sqrt(args.seeds / (args.seeds - 1)) if args.seeds > 1 else 1.0
-                verdict.append(f"{best['recipe']} - {ref} = {gap:+.4f} ({in_std:+.1f} x the larger seed std; "
-                               f"{'more' if in_std > 2 else 'NOT more'} than 2 std; "
-                               f"{in_std / k:+.1f} x with the sample std, ddof=1)")
-    verdict += _task_verdicts(rows, tasks)
-    print("\n".join(verdict))
-    (lay.out / "report").mkdir(parents=True, exist_ok=True)
-    plots.recipe_comparison(rows, args.metric, lay.out / "report" / "baselines.png")
-    section = (f"<h2>Baseline study ({args.scale}, {args.seeds} seeds, same samples seen)</h2>"
-               + _table(header, table) + "<p>" + "<br>".join(verdict) + "</p>"
-               '<img src="report/baselines.png" alt="subset size against score">')
-    write_text_atomic(lay.out / "baselines.json", json.dumps(rows, indent=2))
-    # the run's report gains the study (every recipe, every seed) as its last section
-    order = sorted(args.recipes, key=lambda r: (r != "no_filter", best is None or r != best["recipe"]))
-    recipes = [RecipeRun(r, lay.subset(r), lay.run(r, 0), [lay.run(r, s) for s in range(1, args.seeds)])
-               for r in order]            # no filter, then the best recipe (its example images are shown)
-    page = write_report(lay.out, lay.pool, recipes, title=f"datacurate run: {args.scale} scale, baseline study",
-                        extra_html=section)
-    print(f"table and plot: {page}")
+    study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, suite_fingerprint(lay.pool))
+    print()
+    print_study(study)
+    section = write_study(lay, study)
+    best = study["summary"]["best"]["best"]
+    order = sorted((r["recipe"] for r in study["rows"]), key=lambda r: (r != "no_filter", r != best))
+    seeds = study["summary"]["seeds"]
+    recipes = [RecipeRun(r, lay.subset(r), lay.run(r, seeds[0]), [lay.run(r, s) for s in seeds[1:]])
+               for r in order]       # no filter, then the best recipe (its example images are shown)
+    if recipes and lay.pool.exists():
+        page = write_report(lay.out, lay.pool, recipes, extra_html=section,
+                            title=f"datacurate run: {args.scale} scale, baseline study")
+        print(f"table and plots: {page}")
+    print(f"numbers: {lay.out / 'baselines.json'}")
     return 0
-
-
-def _gap(best: tuple[float, float], ref: tuple[float, float]) -> tuple[float, float]:
-    """(difference of the means, that difference in units of the larger of the two seed stds)."""
-    gap = best[0] - ref[0]
-    return gap, gap / max(best[1], ref[1], 1e-9)
-
-
-def _task_verdicts(rows: list[dict], tasks: list[str]) -> list[str]:
-    """Per task: the gap of the best filtering recipe to no filter and to random, in seed stds.
-
-    The offline average can hide a filter's effect behind one noisy task; this says which
-    tasks the filters move beyond the seed spread.
-    """
-    out = []
-    by = {r["recipe"]: r for r in rows}
-    for t in tasks:
-        cands = [r for r in rows if r["recipe"] not in ("no_filter", "random_30") and t in r["tasks"]]
-        if not cands:
-            continue
-        best = max(cands, key=lambda r: r["tasks"][t][0])
-        parts = []
-        for ref in ("no_filter", "random_30"):
-            if ref in by and t in by[ref]["tasks"]:
-                gap, in_std = _gap(best["tasks"][t], by[ref]["tasks"][t])
-                parts.append(f"vs {ref} {gap:+.4f} ({in_std:+.1f} std)")
-        out.append(f"  {t}: best {best['recipe']} {', '.join(parts)}")
-    return ["per task:"] + out if out else []
 
 
 if __name__ == "__main__":

@@ -1,0 +1,216 @@
+"""The baseline study's statistics and writer, on hand-made numbers and a fake run folder (no training)."""
+from __future__ import annotations
+
+import importlib.util
+import json
+import math
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+
+
+@pytest.fixture(scope="module")
+def bl():
+    spec = importlib.util.spec_from_file_location("bench_baselines", ROOT / "scripts" / "bench" / "baselines.py")
+    mod = importlib.util.module_from_spec(spec)
+    spec.loader.exec_module(mod)
+    return mod
+
+
+def _runs(table: dict[str, list[float | None]]) -> dict:
+    """{recipe: [value per seed]} -> read_study's shape (None: a missing run)."""
+    return {r: {s: {"value": v, "tasks": {"t": v}} for s, v in enumerate(vals) if v is not None}
+            for r, vals in table.items()}
+
+
+def test_study_recipes_are_built_in_and_load(bl):
+    from filters.recipe import builtin_recipes, load_recipe
+
+    assert set(bl.STUDY) <= set(builtin_recipes())
+    for r in bl.STUDY:
+        assert load_recipe(r).steps
+    fr = {n: load_recipe(n).steps[0].top_fraction for n in bl.STUDY if bl.SWEEP.match(n)}
+    assert fr == {"clip_score_top10": 0.1, "clip_score_top20": 0.2, "clip_score_top30": 0.3,
+                  "clip_score_top40": 0.4, "clip_score_top50": 0.5}
+    steps = [s.label for s in load_recipe("decontaminate_phash_dedup_clip").steps]
+    assert steps == ["decontaminate_phash", "exact_dedup", "phash_dedup", "clip_score"]
+
+
+def test_stages_are_subsets_first_then_seed_major(bl, tmp_path):
+    from datacurate.run import RunLayout
+
+    names = [s.name for s in bl.study_stages(RunLayout(tmp_path), ["a", "b"], "micro", 2)]
+    assert names == ["pool build", "pool download", "filter-net", "embed",
+                     "filter [a]", "reshard [a]", "filter [b]", "reshard [b]",
+                     "train [a]", "eval [a]", "train [b]", "eval [b]",
+                     "train [a seed 1]", "eval [a seed 1]", "train [b seed 1]", "eval [b seed 1]"]
+
+
+def test_mean_std_is_the_sample_std_with_a_t_interval(bl):
+    m = bl.mean_std([1.0, 2.0, 3.0, 4.0])
+    assert m["mean"] == 2.5
+    assert m["std"] == pytest.approx(math.sqrt(5 / 3))           # ddof=1: sum of squares 5 over 3
+    assert m["sem"] == pytest.approx(math.sqrt(5 / 3) / 2)
+    half = 3.182446305284263 * m["sem"]                          # t(0.975, 3)
+    assert m["ci95"] == pytest.approx([2.5 - half, 2.5 + half])
+    one = bl.mean_std([0.7])
+    assert one["mean"] == 0.7 and one["std"] is None and one["ci95"] is None
+
+
+def test_gap_in_the_larger_sample_std(bl):
+    rows = bl.recipe_rows(_runs({"no_filter": [0.10, 0.12, 0.14], "random_30": [0.10, 0.10, 0.10],
+                                 "good": [0.30, 0.31, 0.32], "bad": [0.0, 0.01, 0.02]}), [0, 1, 2], "Average")
+    g = bl.best_gaps(rows, "Average")
+    assert g["best"] == "good"                              # not a reference, however high
+    # good: mean 0.31, std 0.01; no_filter: mean 0.12, std 0.02; random: std 0
+    assert g["gaps"]["no_filter"]["diff"] == pytest.approx(0.19)
+    assert g["gaps"]["no_filter"]["in_std"] == pytest.approx(0.19 / 0.02)
+    assert g["gaps"]["no_filter"]["strong"] is True
+    assert g["gaps"]["random_30"]["in_std"] == pytest.approx(0.21 / 0.01)
+    d, k = bl.gap((0.2, 0.05), (0.1, 0.04))
+    assert d == pytest.approx(0.1) and k == pytest.approx(2.0)
+    assert bl.gap((0.2, None), (0.1, None)) == (pytest.approx(0.1), None)
+
+
+def test_weak_gap_is_not_called_strong(bl):
+    rows = bl.recipe_rows(_runs({"no_filter": [0.1, 0.2], "f": [0.2, 0.3]}), [0, 1], "Average")
+    g = bl.best_gaps(rows, "Average")["gaps"]["no_filter"]
+    assert g["in_std"] == pytest.approx(0.1 / math.sqrt(0.005)) and g["strong"] is False
+
+
+def test_split_half_tau_identical_and_reversed(bl):
+    same = _runs({"a": [1, 2, 1, 2], "b": [3, 4, 3, 4], "c": [5, 6, 5, 6], "d": [0, 0, 0, 0]})
+    t = bl.split_half_tau(same, [0, 1, 2, 3])
+    assert t["first"] == [0, 1] and t["second"] == [2, 3] and t["tau"] == pytest.approx(1.0)
+    rev = _runs({"a": [1, 1, 4, 4], "b": [2, 2, 3, 3], "c": [3, 3, 2, 2], "d": [4, 4, 1, 1]})
+    assert bl.split_half_tau(rev, [0, 1, 2, 3])["tau"] == pytest.approx(-1.0)
+
+
+def test_split_half_tau_odd_seeds_drop_the_middle(bl):
+    # the middle seed (1) would reverse the ranking if it were counted in either half
+    runs = _runs({"a": [1, 100, 1], "b": [2, -100, 2], "c": [3, 0, 3]})
+    t = bl.split_half_tau(runs, [0, 1, 2])
+    assert t["first"] == [0] and t["second"] == [2] and t["tau"] == pytest.approx(1.0)
+    one = bl.split_half_tau(runs, [0])
+    assert one["tau"] is None and "at least 2" in one["message"]
+
+
+def test_missing_seed_is_reported_not_averaged_as_zero(bl, tmp_path):
+    runs = _runs({"no_filter": [0.1, 0.2, 0.3], "f": [0.4, 0.5, None], "never": [None, None, None]})
+    seeds, absent = bl.common_seeds(runs)
+    assert seeds == [0, 1] and absent == ["never"]
+    rows = {r["recipe"]: r for r in bl.recipe_rows(runs, seeds, "Average")}
+    assert set(rows) == {"no_filter", "f"}
+    assert rows["f"]["Average"] == pytest.approx(0.45)           # not (0.4 + 0.5 + 0) / 3
+    assert rows["no_filter"]["Average"] == pytest.approx(0.15)   # paired: seed 2 left out for all
+    lines = bl.missing_lines([("f", 2, "no scores.json"), ("never", 0, "no scores.json"),
+                              ("never", 1, "no scores.json")], absent)
+    assert "  f: seed 2 (no scores.json)" in lines
+    assert any(x.startswith("  never: seeds 0, 1") and "left out" in x for x in lines)
+
+
+def test_cross_scale_rho(bl):
+    here = [{"recipe": r, "Average": v} for r, v in [("a", 0.1), ("b", 0.2), ("c", 0.3), ("d", 0.4)]]
+    other = {"rows": [{"recipe": r, "Average": v} for r, v in [("a", 1), ("b", 2), ("c", 4), ("x", 9)]],
+             "summary": {"scale": "micro", "metric": "Average"}}
+    c = bl.cross_scale_rho(here, "Average", other, "runs/micro")
+    assert c["common"] == 3 and c["rho"] == pytest.approx(1.0) and c["scale"] == "micro"
+    flipped = {"rows": [{"recipe": r, "Average": -v} for r, v in [("a", 1), ("b", 2), ("c", 4), ("d", 5)]]}
+    assert bl.cross_scale_rho(here, "Average", flipped, "x")["rho"] == pytest.approx(-1.0)
+    one = bl.cross_scale_rho(here, "Average", {"rows": [{"recipe": "a", "Average": 1.0}]}, "runs/one")
+    assert one["rho"] is None and one["common"] == 1 and "1 recipe(s) in common" in one["message"]
+    none = bl.cross_scale_rho(here, "Average", None, "runs/none")
+    assert none["rho"] is None and "no baselines.json" in none["message"]
+
+
+def _fake_folder(tmp_path: Path, values: dict[str, list[float | None]], sizes: dict[str, int]):
+    from datacurate.run import RunLayout
+    from datacurate.uids import make_uid, write_subset
+
+    lay = RunLayout(tmp_path / "study")
+    lay.pool.mkdir(parents=True)
+    (lay.out / "subsets").mkdir()
+    (lay.pool / "download_summary.json").write_text(json.dumps({"succeeded": 1000}))
+    for r, n in sizes.items():
+        write_subset(lay.subset(r), [make_uid(r, i) for i in range(n)])
+    for r, vals in values.items():
+        for s, v in enumerate(vals):
+            if v is None:
+                continue
+            run = lay.run(r, s)
+            run.mkdir(parents=True)
+            tasks = {"group": 2 * v, "concept": v / 2}
+            (run / "scores.json").write_text(json.dumps(
+                {"suite": "offline", "aggregates": {"Average": v}, "tasks": tasks, "complete": True,
+                 "offline_fingerprint": "fp"}))
+            # eval_results.jsonl may hold another suite's tasks: the study must not read it
+            (run / "eval_results.jsonl").write_text(json.dumps(
+                {"key": "other", "dataset": "other_suite_task", "metrics": {"main_metric": 0.99}}) + "\n")
+    return lay
+
+
+def test_read_run_refuses_incomplete_and_stale_scores(bl, tmp_path):
+    run = tmp_path / "r"
+    run.mkdir()
+    assert bl.read_run(run, "Average") == (None, "no scores.json")
+    (run / "scores.json").write_text(json.dumps({"aggregates": {"Average": 0.2}, "complete": False,
+                                                 "missing": {"concept": "failed"}}))
+    assert bl.read_run(run, "Average")[1] == "scores.json incomplete: concept"
+    (run / "scores.json").write_text(json.dumps({"aggregates": {"Average": 0.2}, "tasks": {"t": 0.2},
+                                                 "offline_fingerprint": "old"}))
+    assert "another version" in bl.read_run(run, "Average", fingerprint="new")[1]
+    assert bl.read_run(run, "Average", fingerprint="old") == ({"value": 0.2, "tasks": {"t": 0.2}}, None)
+
+
+def test_study_table_and_json_from_a_fake_run_folder(bl, tmp_path):
+    values = {"no_filter": [0.10, 0.12, 0.11, 0.13], "random_30": [0.09, 0.10, 0.11, 0.10],
+              "clip_score_top10": [0.14, 0.15, 0.14, 0.16], "clip_score_top30": [0.20, 0.21, 0.22, 0.21],
+              "clip_score_top50": [0.17, 0.16, 0.18, 0.17], "dedup_clip": [0.19, 0.20, 0.21, None]}
+    sizes = {"no_filter": 1000, "random_30": 300, "clip_score_top10": 100, "clip_score_top30": 300,
+             "clip_score_top50": 500, "dedup_clip": 290}
+    lay = _fake_folder(tmp_path, values, sizes)
+    other = tmp_path / "other"
+    other.mkdir()
+    (other / "baselines.json").write_text(json.dumps(
+        {"rows": [{"recipe": r, "Average": v} for r, v in
+                  [("no_filter", 0.3), ("random_30", 0.2), ("clip_score_top30", 0.5), ("clip_score_top10", 0.4)]],
+         "summary": {"scale": "micro", "metric": "Average"}}))
+    study = bl.build_study(lay, list(values), 4, "Average", "tiny", [other], fingerprint="fp")
+    s = study["summary"]
+    assert s["seeds"] == [0, 1, 2] and s["missing"] == [{"recipe": "dedup_clip", "seed": 3, "why": "no scores.json"}]
+    rows = {r["recipe"]: r for r in study["rows"]}
+    assert rows["clip_score_top30"]["Average"] == pytest.approx(0.21)
+    assert rows["clip_score_top30"]["Average_std"] == pytest.approx(np.std([0.20, 0.21, 0.22], ddof=1))
+    assert rows["clip_score_top30"]["tasks"]["group"][0] == pytest.approx(0.42)
+    assert "other_suite_task" not in rows["no_filter"]["tasks"]
+    assert rows["random_30"]["size"] == 300 and rows["random_30"]["fraction"] == pytest.approx(0.3)
+    assert s["best"]["best"] == "clip_score_top30"
+    assert s["split_half_tau"]["first"] == [0] and s["split_half_tau"]["second"] == [2]
+    assert s["cross_scale"][0]["common"] == 4 and s["cross_scale"][0]["rho"] == pytest.approx(1.0)
+
+    header, body = bl.table(study["rows"], "Average")
+    assert header[:6] == ["recipe", "size", "of pool", "seeds", "Average (mean ± sample std)", "95% CI"]
+    assert header[6:] == ["concept", "group"]
+    top30 = next(b for b in body if b[0] == "clip_score_top30")
+    assert top30[1:5] == ["300", "30.0%", "3", "0.2100 ± 0.0100"]
+
+    section = bl.write_study(lay, study)
+    saved = json.loads((lay.out / "baselines.json").read_text())
+    assert saved["summary"]["scale"] == "tiny" and saved["summary"]["metric"] == "Average"
+    assert [r["recipe"] for r in saved["rows"]] == list(values)
+    assert (lay.out / "report" / "baselines.png").stat().st_size > 1000
+    assert (lay.out / "report" / "clip_fraction_sweep.png").stat().st_size > 1000
+    assert "Baseline study (tiny, 3 seeds" in section and "dedup_clip: seed 3 (no scores.json)" in section
+    # the written study is what another scale's --compare reads
+    assert bl.load_study(lay.out)["rows"][0]["recipe"] == "no_filter"
+
+
+def test_sweep_points_order_by_fraction(bl):
+    rows = [{"recipe": "clip_score_top50", "Average": 0.1, "Average_std": 0.01},
+            {"recipe": "clip_score_top10", "Average": 0.2, "Average_std": None},
+            {"recipe": "dedup_clip", "Average": 0.3, "Average_std": 0.01}]
+    assert bl.sweep_points(rows, "Average") == [(0.1, 0.2, None, "clip_score_top10"),
+                                                (0.5, 0.1, 0.01, "clip_score_top50")]
