@@ -1,5 +1,6 @@
 """The metric code: zero-shot classifiers, accuracy, mean per-class recall, retrieval recall@k,
-worst-group accuracy. Pure functions of embeddings and labels, so they can be checked exactly.
+worst-group accuracy, and the bootstrap standard error of a main metric over eval items.
+Pure functions of embeddings and labels, so they can be checked exactly.
 
 Definitions follow clip_benchmark (``metrics/zeroshot_classification.py``,
 ``metrics/zeroshot_retrieval.py``) and upstream DataComp's ``eval_utils`` (WILDS-style group
@@ -7,9 +8,14 @@ metrics: ``<metric>_avg`` over all samples, ``<metric>_wg`` the worst group with
 """
 from __future__ import annotations
 
-from typing import Callable, Iterable, Sequence
+from typing import Callable, Iterable, Optional, Sequence
 
 import numpy as np
+
+SE_KEY = "main_metric_se"       # the extra metric key eval_results.jsonl lines carry
+BOOTSTRAP_RESAMPLES = 1000
+BOOTSTRAP_SEED = 0               # fixed: the same checkpoint gives the same standard errors
+_CHUNK_CELLS = 4_000_000         # resamples x items drawn at once (bounds memory on ImageNet's 50k)
 
 
 def class_embeddings(encode_text: Callable, tokenizer: Callable, classnames: Sequence[str],
@@ -76,13 +82,12 @@ def classification_metrics(logits, target) -> dict:
     }
 
 
-def retrieval_metrics(image_emb, text_emb, text_image_index: Sequence[int],
-                      ks: Iterable[int] = (1, 5, 10)) -> dict:
-    """Recall@k both ways, several captions per image.
+def retrieval_hits(image_emb, text_emb, text_image_index: Sequence[int],
+                   ks: Iterable[int] = (1, 5, 10)) -> dict:
+    """Per-query outcomes of recall@k, several captions per image.
 
-    image_retrieval_recall@k: per caption, is its image among the k nearest images.
-    text_retrieval_recall@k: per image, is any of its captions among the k nearest captions.
-    mean_recall@1 is their mean (upstream retr_eval.py's main metric).
+    image_retrieval_recall@k: per caption (bool, n_captions), is its image among the k nearest images.
+    text_retrieval_recall@k: per image (bool, n_images), is any of its captions among the k nearest captions.
     """
     import torch
 
@@ -93,14 +98,111 @@ def retrieval_metrics(image_emb, text_emb, text_image_index: Sequence[int],
     for k in ks:
         ki = min(k, n_img)
         top_img = scores.topk(ki, dim=1).indices                       # per caption
-        out[f"image_retrieval_recall@{k}"] = _fraction((top_img == idx.view(-1, 1)).any(dim=1))
+        out[f"image_retrieval_recall@{k}"] = (top_img == idx.view(-1, 1)).any(dim=1)
         kt = min(k, n_txt)
         top_txt = scores.T.topk(kt, dim=1).indices                     # per image: caption ids
-        hit = (idx[top_txt] == torch.arange(n_img).view(-1, 1)).any(dim=1)
-        out[f"text_retrieval_recall@{k}"] = _fraction(hit)
-    if 1 in set(ks):
+        out[f"text_retrieval_recall@{k}"] = (idx[top_txt] == torch.arange(n_img).view(-1, 1)).any(dim=1)
+    return out
+
+
+def retrieval_recalls(hits: dict) -> dict:
+    """Recall@k from :func:`retrieval_hits`; mean_recall@1 is the mean of both ways (upstream
+    retr_eval.py's main metric)."""
+    out = {name: _fraction(h) for name, h in hits.items()}
+    if "text_retrieval_recall@1" in out and "image_retrieval_recall@1" in out:
         out["mean_recall@1"] = 0.5 * (out["text_retrieval_recall@1"] + out["image_retrieval_recall@1"])
     return out
+
+
+def retrieval_metrics(image_emb, text_emb, text_image_index: Sequence[int],
+                      ks: Iterable[int] = (1, 5, 10)) -> dict:
+    """Recall@k both ways (see :func:`retrieval_hits`), and mean_recall@1."""
+    return retrieval_recalls(retrieval_hits(image_emb, text_emb, text_image_index, ks))
+
+
+# ----------------------------------------------------------------------------- bootstrap over eval items
+
+def bootstrap_se(stat: Callable[[np.ndarray], np.ndarray], n: int, resamples: int = BOOTSTRAP_RESAMPLES,
+                 seed: int = BOOTSTRAP_SEED) -> Optional[float]:
+    """Sample std (ddof=1) of ``stat`` over ``resamples`` resamples of n items with replacement.
+
+    ``stat`` maps a (B, n) array of item indices to B values (vectorised: no Python loop per
+    resample); non-finite values are dropped. Resamples are drawn in chunks from one seeded
+    generator, so the same items give the same number. None under 2 items: no spread to measure.
+    """
+    if n < 2:
+        return None
+    rng = np.random.default_rng(seed)
+    chunk = max(1, min(resamples, _CHUNK_CELLS // n))
+    vals = []
+    for start in range(0, resamples, chunk):
+        b = min(chunk, resamples - start)
+        vals.append(np.asarray(stat(rng.integers(0, n, size=(b, n))), dtype=float))
+    vals = np.concatenate(vals)
+    vals = vals[np.isfinite(vals)]
+    return float(vals.std(ddof=1)) if len(vals) > 1 else None
+
+
+def _per_class_recall_stat(target, correct) -> Callable[[np.ndarray], np.ndarray]:
+    """Mean over the classes present in each resample of their recall (balanced accuracy)."""
+    _, codes = np.unique(np.asarray(target), return_inverse=True)
+    n_cls = int(codes.max()) + 1
+    correct = np.asarray(correct, dtype=float)
+
+    def stat(idx):
+        b = idx.shape[0]
+        cell = (codes[idx] + n_cls * np.arange(b)[:, None]).ravel()
+        tot = np.bincount(cell, minlength=b * n_cls).reshape(b, n_cls)
+        hit = np.bincount(cell, weights=correct[idx].ravel(), minlength=b * n_cls).reshape(b, n_cls)
+        present = tot > 0
+        return (hit / np.maximum(tot, 1)).sum(axis=1) / present.sum(axis=1)
+    return stat
+
+
+def classification_se(logits, target, metric: Optional[str], resamples: int = BOOTSTRAP_RESAMPLES,
+                      seed: int = BOOTSTRAP_SEED) -> Optional[float]:
+    """Bootstrap se over images of acc1, acc5 or mean_per_class_recall; None for any other metric
+    (worst-group, F1: no per-item outcome to resample here) and for acc5 under 5 classes."""
+    import torch
+
+    target = torch.as_tensor(target)
+    if metric == "acc1":
+        correct = (logits.argmax(dim=1) == target).numpy()
+    elif metric == "acc5" and logits.shape[1] >= 5:
+        correct = (logits.topk(5, dim=1).indices == target.view(-1, 1)).any(dim=1).numpy()
+    elif metric == "mean_per_class_recall":
+        stat = _per_class_recall_stat(target.numpy(), (logits.argmax(dim=1) == target).numpy())
+        return bootstrap_se(stat, len(target), resamples, seed)
+    else:
+        return None
+    correct = correct.astype(float)
+    return bootstrap_se(lambda idx: correct[idx].mean(axis=1), len(correct), resamples, seed)
+
+
+def retrieval_se(hits: dict, text_image_index: Sequence[int], metric: Optional[str],
+                 resamples: int = BOOTSTRAP_RESAMPLES, seed: int = BOOTSTRAP_SEED) -> Optional[float]:
+    """Bootstrap se over query images of a recall@k (or mean_recall@1) from :func:`retrieval_hits`.
+
+    Images are resampled each with its captions: a caption query belongs to its image, so the two
+    directions of mean_recall@1 move together in a resample, as they do between eval sets.
+    """
+    owner = np.asarray(list(text_image_index), dtype=np.int64)
+    parts = ["text_retrieval_recall@1", "image_retrieval_recall@1"] if metric == "mean_recall@1" else [metric]
+    if not all(p in hits for p in parts):
+        return None
+    n_img = len(hits[next(k for k in hits if k.startswith("text_retrieval"))])
+    caps = np.bincount(owner, minlength=n_img).astype(float)
+
+    def part(name):
+        h = np.asarray(hits[name], dtype=float)
+        if name.startswith("text_retrieval"):
+            return lambda idx: h[idx].mean(axis=1)
+        per_img = np.bincount(owner, weights=h, minlength=n_img)
+        return lambda idx: per_img[idx].sum(axis=1) / caps[idx].sum(axis=1)
+
+    fns = [part(p) for p in parts]
+    with np.errstate(invalid="ignore", divide="ignore"):
+        return bootstrap_se(lambda idx: sum(f(idx) for f in fns) / len(fns), n_img, resamples, seed)
 
 
 def group_metrics(correct, groups, name: str, field: str) -> dict:

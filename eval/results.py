@@ -9,7 +9,7 @@ checkpoint's sha256 and the task data's fingerprint (``{"tasks": {key: {"sha256"
 "line"}}, "files": {path: {"stat", "sha256"}}}``): that is what makes evaluation resumable.
 scores.json: ``{"suite", "checkpoint_sha256", "aggregates": {"ImageNet", "<group>", ...,
 "Average"}, "tasks": {dataset: main metric}, "chance": {...}, "missing": {key: reason},
-"complete": bool}`` for the run's main suite (:func:`main_suite`: what ``datacurate run``,
+"complete": bool, "tasks_se": {dataset: bootstrap se | null}, "aggregates_se": {...}}`` for the run's main suite (:func:`main_suite`: what ``datacurate run``,
 the report and the leaderboard read); another suite's go beside it in
 ``scores.<suite>.json`` (:func:`suite_scores_name`), never replacing it. Aggregates as
 upstream ``aggregate_scores.py`` (group means, Average over every scored task), computed
@@ -167,4 +167,29 @@ def aggregate(results: dict[str, float], imagenet: Optional[str], groups: dict[s
             warnings.warn(f"aggregate {group!r}: excluded missing task(s) {', '.join(lacking)}", stacklevel=2)
         out[group] = float(np.mean(present)) if present else None
     out["Average"] = float(np.mean(list(results.values()))) if results else None
+    return out
+
+
+def mean_se(ses: list) -> Optional[float]:
+    """Standard error of a mean of n task scores: sqrt(sum se_i^2) / n.
+
+    The tasks are taken as independent, as tasks scored on separate items are. The offline
+    suite's tasks share their 764 images (one model sees the same picture in each), so their
+    errors are positively correlated and this understates the se of their mean somewhat: an
+    approximation. None when any task's se is unknown (never counted as 0).
+    """
+    if not ses or any(s is None for s in ses):
+        return None
+    return math.sqrt(sum(s * s for s in ses)) / len(ses)
+
+
+def aggregate_se(ses: dict[str, Optional[float]], imagenet: Optional[str], groups: dict[str, list[str]]) -> dict:
+    """The standard errors of :func:`aggregate`'s numbers, over the same tasks (dataset name -> se,
+    one entry per scored task present, None where unknown)."""
+    out: dict[str, Optional[float]] = {}
+    if imagenet:
+        out["ImageNet"] = ses.get(imagenet)
+    for group, names in groups.items():
+        out[group] = mean_se([ses[n] for n in names if n in ses])
+    out["Average"] = mean_se(list(ses.values()))
     return out

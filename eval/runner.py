@@ -14,7 +14,7 @@ from datacurate.errors import UserError
 from . import metrics as M
 from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
-from .results import RESULTS, aggregate, read_state, result_line, scores_path, write_results, write_state
+from .results import RESULTS, aggregate, aggregate_se, read_state, result_line, scores_path, write_results, write_state
 from .tasks import (CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
                     task_dir)
 
@@ -124,6 +124,7 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     if len(bad):
         raise UserError(f"{folder}: class index {int(bad[0])} outside the {len(classnames)} class names")
     out = M.classification_metrics(logits, target)
+    out[M.SE_KEY] = M.classification_se(logits, target, task.main_metric)
     pred = logits.argmax(dim=1).numpy()
     if "f1_macro" in task.extra_metrics:                     # iWildCam (WILDS metric names)
         out["acc_avg"] = out["acc1"]
@@ -164,7 +165,9 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
                 txt_embs.append(F.normalize(lm.model.encode_text(tok).float(), dim=-1).cpu())
             n += len(batch)
             bar.update(len(batch))
-    out = M.retrieval_metrics(torch.cat(img_embs), torch.cat(txt_embs), txt_img)
+    hits = M.retrieval_hits(torch.cat(img_embs), torch.cat(txt_embs), txt_img)
+    out = M.retrieval_recalls(hits)
+    out[M.SE_KEY] = M.retrieval_se(hits, txt_img, task.main_metric)
     out["num_samples"] = n
     out["num_captions"] = len(txt_img)
     return out
@@ -199,7 +202,9 @@ def multi_objective(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATC
 
 
 def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
-    """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does."""
+    """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does, and
+    ``main_metric_se`` (its bootstrap standard error over eval items; None where the task's
+    main metric has no per-item outcome: worst-group, F1, FairFace)."""
     folder = task_dir(task, data_root)
     if task.type == CLASSIFICATION:
         metrics = classify(task, lm, folder, batch_size, cache)
@@ -210,6 +215,8 @@ def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATC
     else:
         raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
     metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None
+    if metrics["main_metric"] is None or metrics.get(M.SE_KEY) is None:
+        metrics[M.SE_KEY] = None
     return metrics
 
 
@@ -325,7 +332,7 @@ def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], miss
                 sha: str, timings: Optional[dict] = None) -> dict:
     """scores.json's content for a suite from its result lines."""
     imagenet, groups = suite_groups(suite_name, tasks)
-    per_task, chance, metric_names = {}, {}, {}
+    per_task, per_task_se, chance, metric_names = {}, {}, {}, {}
     for t in tasks:
         row = lines.get(t.key)
         if row is None or not t.scored:
@@ -335,6 +342,8 @@ def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], miss
             missing.setdefault(t.key, "evaluated, but its main metric is undefined")
             continue
         per_task[t.name] = float(v)
+        se = row["metrics"].get(M.SE_KEY)      # absent on lines of older code: unknown, never 0
+        per_task_se[t.name] = float(se) if isinstance(se, (int, float)) else None
         chance[t.name] = chance_level(t, row["metrics"])
         metric_names[t.name] = t.main_metric
     with warnings.catch_warnings():
@@ -344,7 +353,9 @@ def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], miss
         "suite": suite_name,
         "checkpoint_sha256": sha,
         "aggregates": aggregates,
+        "aggregates_se": aggregate_se(per_task_se, imagenet, groups),
         "tasks": per_task,
+        "tasks_se": per_task_se,
         "main_metric": metric_names,
         "chance": chance,
         "missing": missing,

@@ -159,10 +159,11 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
                 return HTMLResponse(hit[1])
             teams = store.team_names(s)
             rows = [store.as_dict(r, teams.get(r.team_id)) for r in store.ranked(s, scale, track)]
-        sections = [_section(suite, [r for r in rows if r["suite"] == suite], Markup)
+        intervals = scale in cpu_scales()
+        sections = [_section(suite, [r for r in rows if r["suite"] == suite], Markup, intervals)
                     for suite in dict.fromkeys(r["suite"] for r in rows)]
         resp = html("board.html", request, scale=scale, track=track, track_label=TRACK_LABELS[track],
-                    sections=sections)
+                    sections=sections, intervals=intervals)
         page_cache[key] = (version, resp.body)
         return resp
 
@@ -180,8 +181,28 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     return app
 
 
-def _section(suite: str, rows: list[dict], Markup) -> dict:
-    """One suite's table columns and plots."""
+def cpu_scales() -> set[str]:
+    """The scales trained here on CPU (micro, tiny, ...): small eval sets and few samples seen, so
+    their boards show each score's interval and mark entries not separated by it."""
+    from datacurate.scales import offline_scales
+
+    return set(offline_scales())
+
+
+def within_noise(above: dict, row: dict, column: str = "Average") -> bool | None:
+    """Whether ``row``'s score is not separated from the entry above it: the gap is not larger than
+    both standard errors (a win needs it outside both). None when either has no se."""
+    a, b = (above.get("aggregates_se") or {}).get(column), (row.get("aggregates_se") or {}).get(column)
+    va, vb = above["aggregates"].get(column), row["aggregates"].get(column)
+    if a is None or b is None or va is None or vb is None:
+        return None
+    gap = abs(va - vb)
+    return not (gap > a and gap > b)
+
+
+def _section(suite: str, rows: list[dict], Markup, intervals: bool = False) -> dict:
+    """One suite's table columns and plots; on interval boards each row says whether it is tied
+    with the entry above (``tie``) and whether its Average has no standard error (``no_se``)."""
     from .svgplot import scatter_svg
     from .validate import suite_tasks
 
@@ -198,4 +219,7 @@ def _section(suite: str, rows: list[dict], Markup) -> dict:
     plots.append(scatter_svg([(r["dataset_size"], r["average"], r["name"]) for r in rows], "dataset size (log)",
                              "Average (suite)", title="dataset size vs average", log_x=True,
                              css_class="plot size-vs-average"))
+    for i, r in enumerate(rows):
+        r["no_se"] = intervals and (r.get("aggregates_se") or {}).get("Average") is None
+        r["tie"] = intervals and i > 0 and bool(within_noise(rows[i - 1], r))
     return {"suite": suite, "rows": rows, "columns": columns, "plots": [Markup(p) for p in plots]}

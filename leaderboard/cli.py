@@ -170,13 +170,14 @@ def _export(args) -> int:
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     aggs = list(dict.fromkeys(a for r in rows for a in r["aggregates"]))
-    fields = ["scale", "track", "suite", "rank", "name", "team", *aggs, "dataset_size", "id",
+    ses = [f"{a} se" for a in aggs]   # bootstrap standard errors; empty where not submitted
+    fields = ["scale", "track", "suite", "rank", "name", "team", *aggs, *ses, "dataset_size", "id",
               "checkpoint_sha256", "uid_fingerprint", "created_at", "description"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()
     for r in rows:
-        w.writerow({**r, **r["aggregates"]})
+        w.writerow({**r, **r["aggregates"], **{f"{a} se": v for a, v in (r["aggregates_se"] or {}).items()}})
     for name, text in (("leaderboard.csv", buf.getvalue()), ("leaderboard.json", json.dumps(rows, indent=1))):
         write_text_atomic(out / name, text)
     print(f"wrote {len(rows)} submission(s) to {out / 'leaderboard.csv'} and {out / 'leaderboard.json'}")

@@ -53,6 +53,9 @@ class Submission(Base):
     average: Mapped[float] = mapped_column(Float)
     aggregates: Mapped[dict] = mapped_column(JSON)
     results: Mapped[dict] = mapped_column(JSON)
+    # bootstrap standard errors (scores.json tasks_se, recomputed aggregates_se); NULL: submitted without
+    results_se: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    aggregates_se: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 

@@ -28,7 +28,8 @@ def add_submission(session: Session, team: Team, bundle_bytes: bytes, bundle, ch
         name=m["name"], description=m.get("description", ""), dataset_size=m["dataset_size"],
         checkpoint_sha256=m["checkpoint_sha256"], uid_fingerprint=fp,
         imagenet=checked.aggregates.get("ImageNet"), average=checked.aggregates["Average"],
-        aggregates=checked.aggregates, results=checked.results)
+        aggregates=checked.aggregates, results=checked.results,
+        aggregates_se=checked.aggregates_se, results_se=checked.tasks_se)
     session.add(row)
     try:
         session.flush()
@@ -49,7 +50,7 @@ def get_submission(session: Session, content_hash: str) -> Submission | None:
 
 def ranked(session: Session, scale: str | None = None, track: str | None = None) -> list[Submission]:
     """Submissions best first: Average, then ImageNet, then the earliest."""
-    q = select(Submission).options(defer(Submission.results))  # per-task numbers: details page only
+    q = select(Submission).options(defer(Submission.results), defer(Submission.results_se))  # details page only
     if scale:
         q = q.where(Submission.scale == scale)
     if track:
@@ -116,8 +117,10 @@ def as_dict(row: Submission, team: str | None = None, full: bool = False) -> dic
     d = {"id": row.content_hash, "name": row.name, "description": row.description, "team": team,
          "scale": row.scale, "track": row.track, "suite": row.suite, "dataset_size": row.dataset_size,
          "imagenet": row.imagenet, "average": row.average, "aggregates": row.aggregates,
+         "aggregates_se": row.aggregates_se,
          "checkpoint_sha256": row.checkpoint_sha256, "uid_fingerprint": row.uid_fingerprint,
          "created_at": row.created_at.isoformat() + "Z"}
     if full:
         d["results"] = row.results
+        d["results_se"] = row.results_se
     return d

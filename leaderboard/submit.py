@@ -211,7 +211,9 @@ def _run(args) -> int:
     tmp = out.with_name(out.name + ".tmp")
     tmp.write_bytes(data)
     os.replace(tmp, out)
-    agg = ", ".join(f"{k} {v:.4f}" for k, v in checked.aggregates.items())
+    se = checked.aggregates_se or {}
+    agg = ", ".join(f"{k} {v:.4f}" + (f" ± {se[k]:.4f}" if se.get(k) is not None else "")
+                    for k, v in checked.aggregates.items())
     print(f"bundle {out} ({len(data):,} bytes, id {bundle.content_hash[:16]}): {agg}")
     if args.dry_run:
         return 0

@@ -5,6 +5,8 @@ present with a main metric in [0, 1], the aggregates recomputed from those per-t
 numbers (upstream ``aggregate_scores.py``) and compared with what ``scores.json`` claims,
 the scale known, and for the filtering track the uid file well-formed (upstream dtype,
 sorted, unique), no larger than the scale's pool and, when the pool is known, inside it.
+Standard errors are optional (``tasks_se``, ``aggregates_se`` in scores.json): when given,
+their shape is checked and the aggregates' recomputed from the tasks'.
 """
 from __future__ import annotations
 
@@ -148,6 +150,64 @@ def check_scores(claimed: object, computed: dict[str, float], source: str = "sco
                                   f"{value:.6f}")
 
 
+def _mean_se(ses: list) -> float | None:
+    """se of a mean of tasks, taken as independent: sqrt(sum se^2) / n; None if any is unknown."""
+    if not ses or any(v is None for v in ses):
+        return None
+    return math.sqrt(sum(v * v for v in ses)) / len(ses)
+
+
+def compute_aggregates_se(suite: Suite, tasks_se: dict[str, float | None]) -> dict[str, float | None]:
+    """The standard errors of :func:`compute_aggregates`' numbers (as eval.results.aggregate_se)."""
+    out: dict[str, float | None] = {}
+    if suite.imagenet:
+        out["ImageNet"] = tasks_se.get(suite.imagenet)
+    for group, names in suite.groups.items():
+        out[group] = _mean_se([tasks_se.get(n) for n in names])
+    out["Average"] = _mean_se(list(tasks_se.values()))
+    return out
+
+
+def _se_map(value: object, expected: list[str], field: str, what: str, source: str) -> dict[str, float | None]:
+    """{name: number >= 0 or null} with exactly the expected names."""
+    if not isinstance(value, dict):
+        raise SubmissionError(f"{source}: field {field!r} must be an object {{{what}: number >= 0 or null}}, "
+                              f"found {type(value).__name__}")
+    unknown = [k for k in value if k not in expected]
+    if unknown:
+        raise SubmissionError(f"{source}: field {field!r}: unknown {what}(s) {', '.join(map(repr, unknown[:5]))}")
+    lacking = [k for k in expected if k not in value]
+    if lacking:
+        raise SubmissionError(f"{source}: field {field!r}: {what}(s) missing: {', '.join(map(repr, lacking[:5]))}")
+    for k, v in value.items():
+        if v is not None and (isinstance(v, bool) or not isinstance(v, (int, float)) or not math.isfinite(v)
+                              or v < 0):
+            raise SubmissionError(f"{source}: field {field!r}: {what} {k!r}: {v!r} is not a number >= 0 or null")
+    return {k: None if value[k] is None else float(value[k]) for k in expected}
+
+
+def check_se(scores: object, suite: Suite, results: dict[str, float], aggregates: dict[str, float],
+             source: str = "scores.json") -> tuple[dict | None, dict | None]:
+    """Optional standard errors: ``tasks_se`` {dataset: se | null} for every scored task, and
+    ``aggregates_se`` {aggregate: se | null}, which must equal the one recomputed from them.
+    Returns (tasks_se, recomputed aggregates_se), or (None, None) for a submission without."""
+    if not isinstance(scores, dict) or (scores.get("tasks_se") is None and scores.get("aggregates_se") is None):
+        return None, None
+    if scores.get("tasks_se") is None:
+        raise SubmissionError(f"{source}: field 'aggregates_se' is given without 'tasks_se', the per-task "
+                              "standard errors it is recomputed from")
+    tasks_se = _se_map(scores["tasks_se"], list(results), "tasks_se", "task", source)
+    agg_se = compute_aggregates_se(suite, tasks_se)
+    if scores.get("aggregates_se") is not None:
+        claimed = _se_map(scores["aggregates_se"], list(aggregates), "aggregates_se", "aggregate", source)
+        for name, want in agg_se.items():
+            got = claimed[name]
+            if (got is None) != (want is None) or (want is not None and abs(got - want) > AGGREGATE_TOLERANCE):
+                raise SubmissionError(f"{source}: field 'aggregates_se': {name!r} is {got!r} but the per-task "
+                                      f"standard errors give {'null' if want is None else f'{want:.6f}'}")
+    return tasks_se, agg_se
+
+
 def check_uids(uids: np.ndarray, scale, pool: np.ndarray | None = None, source: str = "subset.npy") -> None:
     """Upstream dtype, sorted, unique, within the pool size and (if known) inside the pool."""
     from datacurate.uids import validate_pairs, UidFileError
@@ -213,6 +273,8 @@ class Checked:
     manifest: dict
     results: dict[str, float]        # dataset name -> main metric
     aggregates: dict[str, float]     # recomputed
+    tasks_se: dict | None = None     # dataset name -> bootstrap se (None: not known); None: not given
+    aggregates_se: dict | None = None  # recomputed from tasks_se
 
 
 def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
@@ -223,6 +285,7 @@ def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
     results = parse_results(bundle.results_text, suite)
     aggregates = compute_aggregates(suite, results)
     check_scores(bundle.scores, aggregates)
+    tasks_se, aggregates_se = check_se(bundle.scores, suite, results, aggregates)
     if m["track"] == "filtering":
         if bundle.uids is None:
             raise SubmissionError("bundle: the filtering track needs the uid file (subset.npy.gz)")
@@ -236,4 +299,5 @@ def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
             validate_pairs(bundle.uids, "subset.npy")
         except UidFileError as e:
             raise SubmissionError(str(e)) from None
-    return Checked(manifest=m, results=results, aggregates=aggregates)
+    return Checked(manifest=m, results=results, aggregates=aggregates, tasks_se=tasks_se,
+                   aggregates_se=aggregates_se)

@@ -88,6 +88,73 @@ def test_group_metrics_worst_group_and_f1():
     assert f1_macro([0, 0, 1], [0, 1, 1]) == pytest.approx(2 / 3, abs=1e-15)
 
 
+# ----------------------------------------------------------------------------- bootstrap standard errors
+
+def test_bootstrap_se_of_accuracy_is_deterministic_and_near_the_binomial():
+    from eval.metrics import classification_se
+
+    n, right = 400, 120                                    # accuracy 0.3 on 400 items
+    target = torch.zeros(n, dtype=torch.long)
+    logits = torch.zeros(n, 3)
+    logits[:right, 0] = 1.0                                # the first 120 are right, the rest say class 1
+    logits[right:, 1] = 1.0
+    se = classification_se(logits, target, "acc1")
+    assert se == classification_se(logits, target, "acc1")   # seeded: the same items, the same number
+    binomial = math.sqrt(0.3 * 0.7 / n)
+    assert se == pytest.approx(binomial, rel=0.1)          # 1,000 resamples: about 2% sampling error
+    other = classification_se(logits, target, "acc1", seed=1)
+    assert other != se and other == pytest.approx(binomial, rel=0.1)
+    assert classification_se(logits[:, :3], target, "acc5") is None        # acc5 is None under 5 classes
+    assert classification_se(logits, target, "acc_wg") is None             # no per-item outcome here
+    assert classification_se(logits[:1], target[:1], "acc1") is None       # one item: no spread
+    assert classification_se(torch.ones(50, 2), torch.zeros(50, dtype=torch.long), "acc1") == 0.0
+
+
+def test_bootstrap_se_of_mean_per_class_recall_matches_a_plain_loop():
+    from eval.metrics import BOOTSTRAP_SEED, classification_se, mean_per_class_recall
+
+    rng = np.random.default_rng(3)
+    target = rng.integers(0, 4, 60)
+    pred = np.where(rng.random(60) < 0.6, target, (target + 1) % 4)
+    logits = torch.nn.functional.one_hot(torch.tensor(pred), 4).float()
+    se = classification_se(logits, target, "mean_per_class_recall")
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, 60, size=(1000, 60))   # the same resamples
+    ref = np.std([mean_per_class_recall(target[i], pred[i]) for i in draws], ddof=1)
+    assert se == pytest.approx(ref, abs=1e-12)
+
+
+def test_bootstrap_se_of_retrieval_resamples_images_with_their_captions():
+    from eval.metrics import BOOTSTRAP_SEED, retrieval_hits, retrieval_recalls, retrieval_se
+
+    hits = retrieval_hits(torch.eye(4), torch.tensor(S), OWNER)
+    assert retrieval_recalls(hits)["mean_recall@1"] == 0.5 * (3 / 4 + 3 / 6)
+    text_hit = hits["text_retrieval_recall@1"].numpy().astype(float)       # per image
+    cap_hit = hits["image_retrieval_recall@1"].numpy().astype(float)       # per caption
+    owner = np.array(OWNER)
+    ref = []
+    for imgs in np.random.default_rng(BOOTSTRAP_SEED).integers(0, 4, size=(1000, 4)):
+        caps = np.concatenate([np.flatnonzero(owner == i) for i in imgs])
+        ref.append(0.5 * (text_hit[imgs].mean() + cap_hit[caps].mean()))
+    se = retrieval_se(hits, OWNER, "mean_recall@1")
+    assert se == pytest.approx(np.std(ref, ddof=1), abs=1e-12) and se > 0
+    assert retrieval_se(hits, OWNER, "mean_recall@1") == se
+    assert retrieval_se(hits, OWNER, "text_retrieval_recall@5") > 0
+    assert retrieval_se(hits, OWNER, "image_retrieval_recall@7") is None   # not computed: unknown
+
+
+def test_aggregate_se_is_root_sum_of_squares_over_n_and_unknown_stays_unknown():
+    from eval.results import aggregate_se
+
+    ses = {"a": 0.03, "b": 0.04, "c": None, "d": 0.012}
+    out = aggregate_se(ses, "d", {"ab": ["a", "b"], "bc": ["b", "c"], "gone": ["zz"]})
+    assert out["ImageNet"] == 0.012
+    assert out["ab"] == pytest.approx(math.sqrt(0.03 ** 2 + 0.04 ** 2) / 2, abs=1e-15)   # 0.025
+    assert out["bc"] is None and out["gone"] is None         # one unknown se: the mean's is unknown, not 0
+    assert out["Average"] is None
+    known = aggregate_se({"a": 0.03, "b": 0.04}, None, {})
+    assert known == {"Average": pytest.approx(0.025, abs=1e-15)}
+
+
 # ----------------------------------------------------------------------------- through the loaders
 
 CLASSES = ["zero", "one", "two"]
@@ -158,6 +225,11 @@ def test_evaluate_run_exact_through_wds_folders(tmp_path):
     assert scores["aggregates"]["Average"] == pytest.approx((25 / 36 + 0.625) / 2, abs=1e-15)
     assert scores["complete"] and scores["missing"] == {}
     assert scores["chance"]["Toy retrieval"] == 0.25
+    # every main metric carries its bootstrap se; scores.json repeats them and combines them
+    se_cls, se_ret = cls["main_metric_se"], ret["main_metric_se"]
+    assert 0 < se_cls < 0.5 and 0 < se_ret < 0.5
+    assert scores["tasks_se"] == {"Toy classes": se_cls, "Toy retrieval": se_ret}
+    assert scores["aggregates_se"]["Average"] == pytest.approx(math.hypot(se_cls, se_ret) / 2, abs=1e-15)
 
 
 def test_resumable_same_checkpoint_not_redone_other_checkpoint_redone(tmp_path):
@@ -253,6 +325,21 @@ def test_geode_worst_group_from_npy_metadata(tmp_path, monkeypatch):
     assert m["acc_avg"] == 7 / 10
     assert m["acc_wg"] == min(per) == 1 / 3 and m["acc_region:2"] == 3 / 4
     assert m["main_metric"] == m["acc_wg"]
+    assert m["main_metric_se"] is None            # a worst group: no per-item bootstrap here, never 0
+
+
+def test_lines_without_se_give_null_standard_errors_never_zero():
+    """eval_results.jsonl lines of older code (or a task without per-item outcomes) have no se."""
+    from eval.runner import make_scores
+    from eval.tasks import Task
+
+    tasks = [Task(key="a", name="A", type="zeroshot_classification"), Task(key="b", name="B", type="retrieval",
+                                                                             main_metric="mean_recall@1")]
+    lines = {"a": {"key": "a", "dataset": "A", "metrics": {"main_metric": 0.5, "main_metric_se": 0.02}},
+             "b": {"key": "b", "dataset": "B", "metrics": {"main_metric": 0.25}}}        # legacy line
+    scores = make_scores("a,b", tasks, lines, {}, "0" * 64)
+    assert scores["tasks_se"] == {"A": 0.02, "B": None}
+    assert scores["aggregates_se"] == {"Average": None}
 
 
 # ----------------------------------------------------------------------------- registry, formats

@@ -107,7 +107,12 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     for x in lines:
         assert set(x) == {"key", "dataset", "metrics"}
         assert 0.0 <= x["metrics"]["main_metric"] <= 1.0
+        se = x["metrics"]["main_metric_se"]                      # every offline main metric has per-item outcomes
+        assert isinstance(se, float) and 0.0 <= se < 0.5
     scores = json.loads((run / "scores.json").read_text())
+    assert scores["tasks_se"] == {x["dataset"]: x["metrics"]["main_metric_se"] for x in lines}
+    assert set(scores["aggregates_se"]) == set(scores["aggregates"])
+    assert all(isinstance(v, float) for v in scores["aggregates_se"].values())
     assert scores["suite"] == "offline" and scores["complete"]
     assert set(scores["aggregates"]) == {"Classification", "Retrieval", "Average"}
     assert scores["chance"] == {"Emoji group": 0.5, "Emoji subgroup": pytest.approx(1 / 3, abs=1e-6),

@@ -125,6 +125,54 @@ def test_tampered_scores_refused(tmp_path):
         check_bundle(build_bundle(run, sub, "micro", "filtering", "m"))
 
 
+def _with_scores(good: dict[str, bytes], edit) -> bytes:
+    scores = json.loads(good["scores.json"])
+    edit(scores)
+    return _rezip({**good, "scores.json": json.dumps(scores).encode()})
+
+
+def test_standard_errors_are_optional_shape_checked_and_recomputed(tmp_path):
+    sub = make_subset(tmp_path / "s.npy", pool_uids()[:50])
+    plain = check_bundle(build_bundle(make_run(tmp_path / "plain"), sub, "micro", "filtering", "m"))[1]
+    assert plain.tasks_se is None and plain.aggregates_se is None          # older submissions still pass
+    run = make_run(tmp_path / "se", se=0.03)
+    good = _members(build_bundle(run, sub, "micro", "filtering", "m"))
+    checked = validate_bundle(read_bundle(_rezip(good)))
+    assert set(checked.tasks_se) == set(checked.results) and set(checked.tasks_se.values()) == {0.03}
+    assert checked.aggregates_se["Average"] == pytest.approx(0.03 / np.sqrt(38), abs=1e-15)
+    assert checked.aggregates_se["ImageNet"] == 0.03
+    vtab = len(suite().groups["VTAB"])
+    assert checked.aggregates_se["VTAB"] == pytest.approx(0.03 / np.sqrt(vtab), abs=1e-15)
+
+    def null_one(s):                                    # an unknown task se: its groups' se unknown too
+        s["tasks_se"]["Flickr"] = None
+        s["aggregates_se"]["Retrieval"] = s["aggregates_se"]["Average"] = None
+    ok = validate_bundle(read_bundle(_with_scores(good, null_one)))
+    assert ok.aggregates_se["Retrieval"] is None and ok.aggregates_se["VTAB"] is not None
+
+    def zero_for_unknown(s):                            # an unknown se claimed as 0: refused
+        null_one(s)
+        s["aggregates_se"]["Average"] = 0.0
+
+    def setter(field, key, value):
+        return lambda s: s[field].__setitem__(key, value)
+    bad = {
+        "aggregates_se as a list": (lambda s: s.__setitem__("aggregates_se", [0.01]),
+                                    "field 'aggregates_se' must be an object"),
+        "negative": (setter("aggregates_se", "Average", -0.01), r"field 'aggregates_se': aggregate 'Average': -0.01"),
+        "a string": (setter("tasks_se", "MNIST", "0.1"), r"field 'tasks_se': task 'MNIST': '0.1' is not a number"),
+        "unknown aggregate": (setter("aggregates_se", "Bogus", 0.1), r"field 'aggregates_se': unknown aggregate"),
+        "unknown task": (setter("tasks_se", "Bogus", 0.1), r"field 'tasks_se': unknown task"),
+        "missing task": (lambda s: s["tasks_se"].pop("MNIST"), r"field 'tasks_se': task\(s\) missing: 'MNIST'"),
+        "inconsistent": (setter("aggregates_se", "VTAB", 0.03), r"field 'aggregates_se': 'VTAB' is 0.03 but"),
+        "zero for unknown": (zero_for_unknown, r"field 'aggregates_se': 'Average' is 0.0 but .* give null"),
+        "no tasks_se": (lambda s: s.pop("tasks_se"), "'aggregates_se' is given without 'tasks_se'"),
+    }
+    for what, (edit, msg) in bad.items():
+        with pytest.raises(SubmissionError, match=msg):
+            validate_bundle(read_bundle(_with_scores(good, edit)))
+
+
 def test_submit_dry_run_and_errors(tmp_path, capsys):
     run = make_run(tmp_path / "run", seed=1)
     sub = make_subset(tmp_path / "s.npy", pool_uids()[:300])
@@ -179,3 +227,34 @@ def test_pool_membership_matches_set_semantics():
     expect = np.isin(np.array([f"{a}:{b}" for a, b in probe]), np.array([f"{a}:{b}" for a, b in pool]))
     assert np.array_equal(in_sorted_pool(probe, pool), expect) and 350 < expect.sum() <= 700
     assert fingerprint(probe) == __import__("hashlib").sha256(np.ascontiguousarray(probe).tobytes()).hexdigest()
+
+
+def test_a_database_from_before_standard_errors_is_upgraded_and_its_rows_have_none(tmp_path):
+    from pathlib import Path
+
+    import sqlalchemy as sa
+    from alembic import command
+    from alembic.config import Config
+
+    import leaderboard.db
+    from leaderboard import store
+    from leaderboard.db import make_engine, open_db
+
+    db = tmp_path / "old.sqlite"
+    engine = make_engine(db)
+    cfg = Config()
+    cfg.set_main_option("script_location", str(Path(leaderboard.db.__file__).with_name("migrations")))
+    with engine.begin() as conn:                     # the schema as it was at revision 0001
+        cfg.attributes["connection"] = conn
+        command.upgrade(cfg, "0001")
+        conn.execute(sa.text("insert into teams (id, name, token_hash, revoked, created_at) "
+                             "values (1, 't', 'h', 0, '2026-11-22 00:00:00')"))
+        conn.execute(sa.text(
+            "insert into submissions (content_hash, team_id, scale, track, suite, name, description, dataset_size, "
+            "checkpoint_sha256, average, aggregates, results, created_at) values ('c', 1, 'tiny', 'filtering', "
+            "'offline', 'old', '', 10, 'x', 0.1, '{\"Average\": 0.1}', '{}', '2026-11-22 00:00:00')"))
+    engine.dispose()
+    _, Session = open_db(db)                         # upgrades to the newest revision
+    with Session() as s:
+        row = store.as_dict(store.ranked(s, "tiny")[0], full=True)
+    assert row["name"] == "old" and row["aggregates_se"] is None and row["results_se"] is None

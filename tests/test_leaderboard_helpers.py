@@ -33,9 +33,11 @@ def pool_uids(n: int = 1000, seed: str = "pool") -> list[str]:
 
 
 def make_run(root: Path, values: dict[str, float] | None = None, seed: int = 0, scale: str = "micro",
-             base: float | None = None) -> Path:
-    """RUN/ with eval_results.jsonl, scores.json, info.json and a checkpoint file."""
-    from leaderboard.validate import compute_aggregates
+             base: float | None = None, se: float | None = None) -> Path:
+    """RUN/ with eval_results.jsonl, scores.json, info.json and a checkpoint file; with ``se``, every
+    task's bootstrap standard error is ``se`` (lines' main_metric_se, scores.json tasks_se and
+    aggregates_se), as `datacurate eval` writes them."""
+    from leaderboard.validate import compute_aggregates, compute_aggregates_se
 
     s = suite()
     rng = np.random.default_rng(seed)
@@ -46,12 +48,15 @@ def make_run(root: Path, values: dict[str, float] | None = None, seed: int = 0, 
     for key, name in s.tasks.items():
         v = float(values[key]) if values and key in values else float(np.clip(base + rng.normal(0, 0.05), 0, 1))
         results[name] = v
-        lines.append(json.dumps({"key": key, "dataset": name, "metrics": {"acc1": v, "main_metric": v}}))
+        metrics = {"acc1": v, "main_metric": v, **({} if se is None else {"main_metric_se": se})}
+        lines.append(json.dumps({"key": key, "dataset": name, "metrics": metrics}))
     for key, name in s.unscored.items():
         lines.append(json.dumps({"key": key, "dataset": name, "metrics": {"main_metric": None}}))
     (run / "eval_results.jsonl").write_text("\n".join(lines) + "\n")
     agg = compute_aggregates(s, results)
-    (run / "scores.json").write_text(json.dumps({"suite": s.name, **agg}))
+    extra = {} if se is None else {"tasks_se": {n: se for n in results},
+                                   "aggregates_se": compute_aggregates_se(s, {n: se for n in results})}
+    (run / "scores.json").write_text(json.dumps({"suite": s.name, **agg, **extra}))
     (run / "info.json").write_text(json.dumps({"scale": scale, "seed": seed}))
     (run / "checkpoints" / "epoch_latest.pt").write_bytes(b"checkpoint-%d" % seed)
     return run

@@ -11,7 +11,7 @@ import pytest
 
 from datacurate.cli import main
 from datacurate.uids import make_uid
-from test_leaderboard_helpers import Server, bundle_for, make_run, make_subset, new_token, pool_uids
+from test_leaderboard_helpers import Server, bundle_for, make_run, make_subset, new_token, pool_uids, suite
 
 
 @pytest.fixture(scope="module")
@@ -104,8 +104,17 @@ def test_refusals(lb):
         s["Average"] = min(1.0, s["Average"] + 0.05)
         p.write_text(json.dumps(s))
 
+    def malformed_se(run):
+        p = run / "scores.json"
+        s = json.loads(p.read_text())
+        s["tasks_se"] = {name: 0.01 for name in suite().tasks.values()}
+        s["aggregates_se"] = [0.01]
+        p.write_text(json.dumps(s))
+
     cases = {
         "missing task": (_edited(lb, "missing", drop_task), 422, "missing: imagenet-r"),
+        "malformed aggregates_se": (_edited(lb, "badse", malformed_se), 422,
+                                    "scores.json: field 'aggregates_se' must be an object"),
         "tampered aggregate": (_edited(lb, "tamper", tamper), 422, "aggregate 'Average'"),
         "unknown scale": (_edited(lb, "scale", scale="galactic"), 422, "unknown scale 'galactic'"),
     }
@@ -114,7 +123,9 @@ def test_refusals(lb):
     cases["uids outside the pool"] = (
         _edited(lb, "outside", uids=np.unique(np.array([(i, i) for i in range(60)], dtype="u8,u8"))), 422,
         "not in the registered 'micro' pool")
-    big = np.unique(np.array([(int(make_uid("x", i)[:16], 16), i) for i in range(1001)], dtype="u8,u8"))
+    from datacurate.scales import get_scale
+    over = get_scale("micro").pool_size + 1                  # one uid more than the scale's pool holds
+    big = np.unique(np.array([(int(make_uid("x", i)[:16], 16), i) for i in range(over)], dtype="u8,u8"))
     cases["oversized uid file"] = (_edited(lb, "big", uids=big), 413, "more than the 'micro' pool")
     before = len(httpx.get(lb["url"] + "/api/submissions").json())
     for what, (data, status, msg) in cases.items():
@@ -188,8 +199,12 @@ def test_export_csv_and_json(lb, tmp_path):
         table = list(csv.DictReader(f))
     assert len(table) == len(rows)
     assert [int(r["rank"]) for r in table[:3]] == [1, 2, 3]
-    avgs = [float(r["Average"]) for r in table]
-    assert avgs == sorted(avgs, reverse=True)
+    for board in {(r["scale"], r["track"], r["suite"]) for r in table}:   # ranked within each board
+        avgs = [float(r["Average"]) for r in table if (r["scale"], r["track"], r["suite"]) == board]
+        assert avgs == sorted(avgs, reverse=True)
+    assert "Average se" in table[0]
+    for r, j in zip(table, rows):
+        assert r["Average se"] == ("" if j["aggregates_se"] is None else str(j["aggregates_se"]["Average"]))
 
 
 def test_killed_server_loses_no_accepted_submission(tmp_path):
@@ -300,3 +315,54 @@ def test_pool_command_reads_pool_metadata(tmp_path, capsys):
     assert np.array_equal(arr, np.unique(sort_pairs(hex_to_pairs(uids))))
     assert main(["leaderboard", "pool", "--db", str(db), "--scale", "micro", "--pool", str(tmp_path)]) == 2
     assert "no metadata/*.parquet" in capsys.readouterr().err
+
+
+def _board_rows(html: str) -> dict[str, str]:
+    """method name -> its table row's HTML, for the one suite on a board."""
+    import re
+
+    body = html.split("<tbody>", 1)[1].split("</tbody>", 1)[0]
+    rows = re.findall(r"<tr>.*?</tr>", body, flags=re.S)
+    return {re.search(r'<td class="name method">(.*?)</td>', r).group(1): r for r in rows}
+
+
+def test_cpu_board_shows_intervals_and_marks_entries_within_noise(lb):
+    """tiny: every score with its ± se; ≈ where the gap to the entry above is not outside both
+    standard errors; † for a submission without them (shown, never compared)."""
+    from leaderboard.submit import build_bundle
+
+    tmp, names = lb["tmp"], list(suite().tasks)
+    sub = make_subset(tmp / "sub_se.npy", pool_uids()[:100])
+    se_avg = 0.06 / np.sqrt(len(names))                        # every task se 0.06: Average se 0.0097
+    entries = [("A lead", 0.50, 0.06), ("B close", 0.495, 0.06), ("C far", 0.40, 0.06),
+               ("D plain", 0.30, None), ("E plain", 0.2999, None)]
+    for name, v, se in entries:
+        run = make_run(tmp / f"run_se_{name[0]}", values={k: v for k in names}, scale="tiny", se=se)
+        assert post(lb, build_bundle(run, sub, "tiny", "filtering", name)).status_code == 201
+    page = httpx.get(lb["url"] + "/leaderboard/tiny/filtering").text
+    rows = _board_rows(page)
+    assert list(rows) == [n for n, _, _ in entries]
+    assert f"0.5000<span class=\"se\"> ± {se_avg:.4f}</span>" in rows["A lead"]
+    assert 'class="tie"' not in rows["A lead"] and 'class="tie"' in rows["B close"]   # 0.005 < 0.0097
+    assert 'class="tie"' not in rows["C far"]                                          # 0.095 > both
+    for plain in ("D plain", "E plain"):                       # no se: no ±, marked †, never called a tie
+        assert "±" not in rows[plain] and 'class="nose"' in rows[plain] and 'class="tie"' not in rows[plain]
+    assert "±" in rows["C far"] and 'class="nose"' not in rows["C far"]
+    assert "within noise" in page and "submitted without standard errors" in page
+    one = [x for x in httpx.get(lb["url"] + "/api/submissions", params={"scale": "tiny"}).json()
+           if x["name"] == "B close"][0]
+    assert one["aggregates_se"]["Average"] == pytest.approx(se_avg, abs=1e-12)
+    details = httpx.get(lb["url"] + f"/submissions/{one['id']}").text
+    aggregates, per_task = details.split("<h2>Per task", 1)
+    assert per_task.count("± 0.0600") == len(names)            # each task with its se
+    assert f"± {se_avg:.4f}" in aggregates and "± 0.0600" in aggregates   # Average; ImageNet is one task
+
+
+def test_upstream_board_shows_no_intervals(lb):
+    from leaderboard.submit import build_bundle
+
+    run = make_run(lb["tmp"] / "run_small_se", seed=4, scale="small", se=0.01)
+    sub = make_subset(lb["tmp"] / "sub_small.npy", pool_uids()[:100])
+    assert post(lb, build_bundle(run, sub, "small", "filtering", "small entry")).status_code == 201
+    page = httpx.get(lb["url"] + "/leaderboard/small/filtering").text
+    assert "small entry" in page and "±" not in page and 'class="nose"' not in page

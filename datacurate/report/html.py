@@ -212,6 +212,96 @@ def _main_metric(scores: dict) -> tuple[str, float | None]:
     return "Average", float(value) if isinstance(value, (int, float)) else None
 
 
+def _number(v) -> float | None:
+    return float(v) if isinstance(v, (int, float)) and not isinstance(v, bool) else None
+
+
+@dataclass
+class Score:
+    """A recipe's score with its interval: the sample std over seed runs (ddof=1) when there are
+    several, else the one run's bootstrap standard error over eval items (None: not known)."""
+
+    mean: float | None
+    interval: float | None = None
+    n: int = 0
+
+    @property
+    def source(self) -> str:
+        if self.interval is None:
+            return "no interval known"
+        return f"seed std, {self.n} seeds" if self.n > 1 else "eval bootstrap se"
+
+    @property
+    def kind(self) -> str:
+        """What the ± is, as a column says it: "± seed std (3 seeds)", "± eval bootstrap se"."""
+        if self.interval is None:
+            return "(no interval known)"
+        return f"± seed std ({self.n} seeds)" if self.n > 1 else "± eval bootstrap se"
+
+    def cell(self, digits: int = 3) -> str:
+        if self.mean is None:
+            return "-"
+        return f"{self.mean:.{digits}f}" + ("" if self.interval is None else f" ± {self.interval:.{digits}f}")
+
+
+def recipe_score(runs: list[tuple[float | None, float | None]]) -> Score:
+    """(value, bootstrap se) of each seed run -> mean ± seed std (ddof=1), or the single run's se."""
+    got = [(v, se) for v, se in runs if v is not None]
+    if not got:
+        return Score(None)
+    if len(got) == 1:
+        return Score(got[0][0], got[0][1], 1)
+    vals = [v for v, _ in got]
+    return Score(float(np.mean(vals)), float(np.std(vals, ddof=1)), len(vals))
+
+
+def verdict(score: Score, ref: Score) -> str:
+    """'win' / 'loss' only when the gap is outside both intervals, else 'within noise'."""
+    if score.mean is None or ref.mean is None:
+        return "not scored"
+    if score.interval is None or ref.interval is None:
+        return "no interval known: not judged"
+    gap = score.mean - ref.mean
+    if abs(gap) > score.interval and abs(gap) > ref.interval:
+        return "win" if gap > 0 else "loss"
+    return "within noise"
+
+
+def _task_lines(run: Path) -> dict[str, dict]:
+    """dataset -> metrics of RUN/eval_results.jsonl (upstream evaluate.py's lines)."""
+    out = {}
+    p = run / "eval_results.jsonl"
+    for line in p.read_text().splitlines() if p.exists() else []:
+        try:
+            rec = json.loads(line)
+        except ValueError:
+            continue
+        out[rec.get("dataset", rec.get("key", "?"))] = rec.get("metrics") or {}
+    return out
+
+
+def _average(run: Path) -> tuple[float | None, float | None]:
+    sc = _scores(run)
+    return _main_metric(sc)[1], _number((sc.get("aggregates_se") or {}).get("Average"))
+
+
+def _comparison_lines(comp: list[dict], ref_name: str = "no_filter") -> str:
+    """Each recipe against no filter: a win only when the gap is outside both intervals."""
+    ref = next((c for c in comp if c["recipe"] == ref_name), None)
+    if ref is None or ref["score"].mean is None:
+        return ""
+    out = []
+    for c in comp:
+        if c is ref or c["score"].mean is None:
+            continue
+        a, b = c["score"], ref["score"]
+        out.append(f"{_esc(c['recipe'])} against no filter: Average {a.mean - b.mean:+.4f} "
+                   f"({a.cell(4)} {_esc(a.source)}; no filter {b.cell(4)} {_esc(b.source)}): "
+                   f"<b>{_esc(verdict(a, b))}</b>")
+    return ("<p class='verdict'>" + "<br>".join(out) + "<br><small>A difference is a win only when it is larger "
+            "than both recipes' intervals; otherwise it is within noise.</small></p>") if out else ""
+
+
 def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
     from datacurate.uids import read_subset
 
@@ -220,38 +310,41 @@ def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
     if any(curves.values()):
         plots.training_curves(curves, img_dir / "training.png")
         parts += ["<h2>Training</h2>", '<img src="report/training.png" alt="training curves">']
-    task_rows: dict[str, dict[str, float]] = {}
+    task_cells: dict[str, dict[str, Score]] = {}
     comp = []
     for r in recipes:
-        for line in (r.run / "eval_results.jsonl").read_text().splitlines() if (r.run / "eval_results.jsonl").exists() else []:
-            try:
-                rec = json.loads(line)
-            except ValueError:
-                continue
-            main = (rec.get("metrics") or {}).get("main_metric")  # upstream evaluate.py's field
-            task_rows.setdefault(rec.get("dataset", rec.get("key", "?")), {})[r.name] = main
-        sc = _scores(r.run)
-        metric, value = _main_metric(sc)
+        runs = [r.run, *r.seeds]
+        lines = [_task_lines(p) for p in runs]
+        for t in dict.fromkeys(t for ln in lines for t in ln):
+            task_cells.setdefault(t, {})[r.name] = recipe_score(
+                [(_number(ln[t].get("main_metric")), _number(ln[t].get("main_metric_se"))) for ln in lines if t in ln])
+        score = recipe_score([_average(p) for p in runs])
         size = len(read_subset(r.subset)) if r.subset.exists() else 0
-        vals = [value] + [_main_metric(_scores(s))[1] for s in r.seeds]
-        vals = [v for v in vals if v is not None]
-        comp.append({"recipe": r.name, "size": size, metric: float(np.mean(vals)) if vals else None,
-                     metric + "_std": float(np.std(vals)) if len(vals) > 1 else None, "n": len(vals),
-                     "metric": metric})
-    if task_rows:
-        names = [r.name for r in recipes]
-        parts += ["<h2>Per-task results</h2>",
-                  _table(["task", *names], [[t, *[_fmt(v.get(n)) for n in names]] for t, v in sorted(task_rows.items())])]
+        comp.append({"recipe": r.name, "size": size, "Average": score.mean, "Average_std": score.interval,
+                     "n": score.n, "metric": "Average", "score": score})
+    if task_cells:
+        kinds = {c["recipe"]: c["score"].kind for c in comp}
+        header = ["task", *[f"{n} {kinds[n]}" for n in kinds]]
+        rows = [[t, *[_task_cell(v.get(n), kinds[n]) for n in kinds]] for t, v in sorted(task_cells.items())]
+        parts += ["<h2>Per-task results</h2>", _table(header, rows)]
     if comp:
-        metric = comp[0]["metric"]
         parts += ["<h2>Recipes compared</h2>",
-                  _table(["recipe", "subset size", metric, "std over seeds", "runs"],
-                         [[c["recipe"], _fmt(c["size"]), _fmt(c.get(metric)), _fmt(c.get(metric + "_std")), c["n"]]
-                          for c in comp])]
-        if any(c.get(metric) is not None for c in comp):
-            plots.recipe_comparison(comp, metric, img_dir / "comparison.png")
+                  _table(["recipe", "subset size", "Average", "interval", "runs"],
+                         [[c["recipe"], _fmt(c["size"]), c["score"].cell(4), c["score"].kind, c["n"]] for c in comp]),
+                  _comparison_lines(comp)]
+        if any(c["Average"] is not None for c in comp):
+            plots.recipe_comparison(comp, "Average", img_dir / "comparison.png")
             parts.append('<img src="report/comparison.png" alt="size against score">')
-    return "\n".join(parts)
+    return "\n".join(p for p in parts if p)
+
+
+def _task_cell(score: Score | None, column_kind: str) -> str:
+    """mean ± interval; the interval's kind is named in the column, or here when it differs."""
+    if score is None:
+        return "-"
+    if score.kind == column_kind or score.mean is None:
+        return score.cell()
+    return f"{score.cell()} {score.kind if score.kind.startswith('(') else f'({score.kind})'}"
 
 
 STYLE = """body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;padding:0 1em;color:#222}
