@@ -94,7 +94,7 @@ def test_bundle_defects_are_refused(tmp_path):
         read_bundle(_rezip({k: v for k, v in good.items() if k != "scores.json"}))
     with pytest.raises(SubmissionError, match="not a zip"):
         read_bundle(b"hello")
-    # a gzip bomb: 64 MiB of zeros is far over what the micro pool (1000 uids) allows
+    # a gzip bomb: 64 MiB of zeros is far over what the micro pool (4,096 uids) allows
     bomb = gzip.compress(b"\0" * (64 << 20))
     with pytest.raises(SubmissionTooLarge, match="more uids than"):
         read_bundle(_rezip({**good, "subset.npy.gz": bomb}))

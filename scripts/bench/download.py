@@ -6,7 +6,7 @@ ratio of their img2dataset times, with Spark's start-up timed apart.
 Aim: Spark within 1.3x of plain img2dataset once Spark has started.
 
     python scripts/bench/download.py                 # builds the tiny pool (20,000 samples)
-    python scripts/bench/download.py --quick         # the micro pool (1,000 samples)
+    python scripts/bench/download.py --quick         # the micro pool (4,096 samples)
     python scripts/bench/download.py --pool runs/tiny/pool --processes 2
 """
 from __future__ import annotations
