@@ -176,6 +176,16 @@ def _retrieval_task(root):
     write_wds_task(root / "toy_ret", samples, {"name": "Toy retrieval", "type": "retrieval"})
 
 
+def _toy_tasks_and_run(tmp_path):
+    """(data root holding toy_cls and toy_ret, an empty run folder)."""
+    root = tmp_path / "data"
+    _classification_task(root)
+    _retrieval_task(root)
+    run = tmp_path / "run"
+    run.mkdir()
+    return root, run
+
+
 def _stub(sha="a" * 64):
     """Image i (first pixel = i) predicts PRED[i]; images 10..13 are one-hot for retrieval;
     every caption row has the same norm so that normalising keeps S's rankings."""
@@ -206,11 +216,7 @@ def test_evaluate_run_exact_through_wds_folders(tmp_path):
     from eval import evaluate_run
     from eval.results import read_results
 
-    root = tmp_path / "data"
-    _classification_task(root)
-    _retrieval_task(root)
-    run = tmp_path / "run"
-    run.mkdir()
+    root, run = _toy_tasks_and_run(tmp_path)
     scores = evaluate_run(run, suite="toy_cls,toy_ret", data_root=root, model=_stub(), log=lambda m: None)
     lines = read_results(run / "eval_results.jsonl")
     cls = lines["toy_cls"]["metrics"]
@@ -534,11 +540,7 @@ def test_results_hold_every_task_of_the_checkpoint_and_drop_an_older_checkpoints
     from eval import evaluate_run
     from eval.results import read_results
 
-    root = tmp_path / "data"
-    _classification_task(root)
-    _retrieval_task(root)
-    run = tmp_path / "run"
-    run.mkdir()
+    root, run = _toy_tasks_and_run(tmp_path)
     cls = evaluate_run(run, suite="toy_cls", data_root=root, model=_stub(), log=lambda m: None)
     ret = evaluate_run(run, suite="toy_ret", data_root=root, model=_stub(), log=lambda m: None)
     assert list(read_results(run / "eval_results.jsonl")) == ["toy_cls", "toy_ret"]
