@@ -148,8 +148,12 @@ def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> li
 
 
 def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None,
-                  train_seed: int | None = None, subset_stages: bool = True) -> list[Stage]:
-    """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run."""
+                  train_seed: int | None = None, subset_stages: bool = True,
+                  run_stages: bool = True) -> list[Stage]:
+    """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run.
+
+    ``subset_stages`` / ``run_stages`` keep only the subset's half (filter, reshard) or the
+    run's half (train, eval): a seed study makes each subset once and trains it per seed."""
     name = _recipe_name(recipe)
     train_seed = seed if train_seed is None else train_seed
     subset, data, run = lay.subset(name), lay.data(name), lay.run(name, train_seed)
@@ -175,18 +179,19 @@ def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: st
         evaluate_run(run, suite="offline", pool=lay.pool)
 
     tag = name if train_seed == seed else f"{name} seed {train_seed}"
-    stages = [
+    making = [
         Stage(f"filter [{name}]", lambda: subset.with_suffix(".json").exists() and subset.exists(), do_filter,
               f"recipe {recipe} -> {subset.name}"),
         Stage(f"reshard [{name}]", lambda: (data / "reshard.json").exists(), do_reshard,
               "the subset copied into training shards"),
     ]
-    return (stages if subset_stages else []) + [
+    training = [
         Stage(f"train [{tag}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
               f"the fixed {scale} recipe with open_clip_train"),
         Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
               "the offline zero-shot suite"),
     ]
+    return (making if subset_stages else []) + (training if run_stages else [])
 
 
 def _scored_on_current_suite(run: Path, pool: Path) -> bool:

@@ -60,9 +60,7 @@ def study_stages(lay, recipes: list[str], scale: str, seeds: int, master: str | 
 
     stages = pool_stages(lay, scale, 0, master)
     for r in recipes:
-        full = recipe_stages(lay, r, scale, 0, master, train_seed=0, subset_stages=True)
-        runs = recipe_stages(lay, r, scale, 0, master, train_seed=0, subset_stages=False)
-        stages += full[:len(full) - len(runs)]
+        stages += recipe_stages(lay, r, scale, 0, master, run_stages=False)
     for s in range(seeds):
         for r in recipes:
             stages += recipe_stages(lay, r, scale, 0, master, train_seed=s, subset_stages=False)
