@@ -21,9 +21,11 @@ from pathlib import Path
 
 from .atomic import write_json_atomic
 from .errors import UserError
+from .scales import SCALES
 
 MAX_SHARD_SIZE = 1000   # default samples per output shard (upstream's resharder writes 10,000)
 MIN_SHARDS = 4          # open_clip's webdataset loader wants at least one shard per worker
+TASK_SAMPLES = 1000     # samples one Spark task copies (several small output shards share a task)
 SHARD_DIGITS = 5
 
 
@@ -46,19 +48,23 @@ def _tarinfo(name: str, size: int) -> tarfile.TarInfo:
     return ti
 
 
-def write_shard(task: tuple) -> tuple[str, int]:
-    """One output shard: ``(out_tar, pool_shards_dir, [(src_shard, key, record), ...])`` -> (name, n).
+def write_shards(task: tuple) -> list[tuple[str, int]]:
+    """A run of consecutive output shards: ``(pool_shards_dir, [(out_tar, [(src_shard, key, record), ...]), ...])``.
 
-    Runs on a Spark executor. Reads only the source tars it needs, once each, in order.
+    Runs on a Spark executor. Reads each source tar it needs once, in order, for all the
+    outputs of the task (fine training shards would otherwise re-read one pool tar per
+    output), then writes every output under a temporary name and renames it.
+    Returns ``[(name, n), ...]``.
     """
     import io
     from collections import defaultdict
 
-    out_tar, src_dir, items = task
-    out_tar, src_dir = Path(out_tar), Path(src_dir)
+    src_dir, outputs = task
+    src_dir = Path(src_dir)
     wanted: dict[str, set] = defaultdict(set)
-    for src, key, _ in items:
-        wanted[src].add(key)
+    for _, items in outputs:
+        for src, key, _ in items:
+            wanted[src].add(key)
     found: dict[tuple, dict] = {}
     for src in sorted(wanted):
         path = src_dir / f"{src}.tar"
@@ -73,20 +79,38 @@ def write_shard(task: tuple) -> tuple[str, int]:
                         found.setdefault((src, key), {})[ext] = tf.extractfile(m).read()
         except (OSError, tarfile.TarError) as e:
             raise RuntimeError(f"{path}: cannot read pool shard ({e})") from None
-    tmp = out_tar.with_name(f".{out_tar.name}.tmp")
-    with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tw:
-        for src, key, record in items:
-            files = found.get((src, key))
-            image_ext = next((e for e in sorted(files or {}) if e not in ("txt", "json")), None)
-            if image_ext is None:
-                raise RuntimeError(f"{src_dir / (src + '.tar')}: no image for key {key} "
-                                   f"(uid {record['uid']}) listed in metadata/{src}.parquet")
-            caption = files.get("txt", b"")
-            meta = json.dumps({**record, "key": key, "source_shard": src}, sort_keys=True).encode()
-            for ext, data in ((image_ext, files[image_ext]), ("json", meta), ("txt", caption)):
-                tw.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
-    os.replace(tmp, out_tar)
-    return out_tar.name, len(items)
+    written = []
+    for out_tar, items in outputs:
+        out_tar = Path(out_tar)
+        tmp = out_tar.with_name(f".{out_tar.name}.tmp")
+        with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tw:
+            for src, key, record in items:
+                files = found.get((src, key))
+                image_ext = next((e for e in sorted(files or {}) if e not in ("txt", "json")), None)
+                if image_ext is None:
+                    raise RuntimeError(f"{src_dir / (src + '.tar')}: no image for key {key} "
+                                       f"(uid {record['uid']}) listed in metadata/{src}.parquet")
+                caption = files.get("txt", b"")
+                meta = json.dumps({**record, "key": key, "source_shard": src}, sort_keys=True).encode()
+                for ext, data in ((image_ext, files[image_ext]), ("json", meta), ("txt", caption)):
+                    tw.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
+        os.replace(tmp, out_tar)
+        written.append((out_tar.name, len(items)))
+    return written
+
+
+def group_outputs(outputs: list[tuple], task_samples: int = TASK_SAMPLES) -> list[list[tuple]]:
+    """Consecutive ``(out_tar, items)`` pairs in runs of about ``task_samples`` samples: one Spark task each."""
+    groups, current, n = [], [], 0
+    for out in outputs:
+        current.append(out)
+        n += len(out[1])
+        if n >= task_samples:
+            groups.append(current)
+            current, n = [], 0
+    if current:
+        groups.append(current)
+    return groups
 
 
 # ----------------------------------------------------------------------------- driver side
@@ -176,22 +200,23 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
                            "(a subset of another pool?)")
     size = shard_size or default_shard_size(found)
     n_out = math.ceil(found / size)
-    tasks = []
+    todo = []
     sizes = {}
     for i in range(n_out):
         chunk = items[i * size:(i + 1) * size]
         name = f"{i:0{SHARD_DIGITS}d}.tar"
         sizes[name] = len(chunk)
         if not (shards_out / name).exists():
-            tasks.append((str(shards_out / name), str(pool / "shards"), chunk))
+            todo.append((str(shards_out / name), chunk))
     print(f"reshard: {found} of {len(subset_hex)} uids found ({missing} missing) -> {n_out} shard(s) "
-          f"of <= {size}; {len(tasks)} to write", flush=True)
-    if tasks:
+          f"of <= {size}; {len(todo)} to write", flush=True)
+    if todo:
         from .pool.download import FileCountProgress
 
-        # one Spark task per output shard; the bar counts the renamed tars
+        tasks = [(str(pool / "shards"), g) for g in group_outputs(todo)]
+        # one Spark task per run of output shards; the bar counts the renamed tars
         with FileCountProgress(shards_out, "*.tar", n_out, "reshard", enabled=progress):
-            results = spark.sparkContext.parallelize(tasks, len(tasks)).map(write_shard).collect()
+            results = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(write_shards).collect()
         for name, n in results:
             if sizes[name] != n:
                 raise RuntimeError(f"{shards_out / name}: wrote {n} samples, planned {sizes[name]}")
@@ -222,19 +247,25 @@ def add_parser(sub) -> None:
                     "DATA/shards/NNNNN.tar, with DATA/sizes.json (open_clip's format) and "
                     "DATA/reshard.json (subset fingerprint, found / missing counts). Resumable.",
         epilog="examples:\n  datacurate reshard --pool runs/micro/pool --subset runs/micro/basic.npy --out runs/micro/data_basic\n"
+               "  datacurate reshard --pool runs/tiny/pool --subset runs/tiny/subsets/basic_offline.npy --out DATA --scale tiny\n"
                "  datacurate reshard --pool POOL --subset S.npy --out DATA --shard-size 500 --master spark://head:7077",
         formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", required=True, type=Path, help="downloaded pool folder")
     p.add_argument("--subset", required=True, type=Path, help="upstream subset .npy (sorted u8,u8 uids)")
     p.add_argument("--out", required=True, type=Path, help="output folder DATA")
-    p.add_argument("--shard-size", type=int, default=None,
-                   help=f"samples per output shard (default: <= {MAX_SHARD_SIZE}, at least {MIN_SHARDS} shards)")
+    size = p.add_mutually_exclusive_group()
+    size.add_argument("--shard-size", type=int, default=None,
+                      help=f"samples per output shard (default: <= {MAX_SHARD_SIZE}, at least {MIN_SHARDS} shards)")
+    size.add_argument("--scale", default=None, choices=list(SCALES),
+                      help="use the scale's training shard size (`datacurate scales`: the benchmark's own "
+                           "runs reshard this way; tiny: 16 samples per shard)")
     p.add_argument("--master", default=None, help="Spark master URL (default local[*])")
     p.set_defaults(func=_cmd)
 
 
 def _cmd(args) -> int:
-    r = reshard(args.pool, args.subset, args.out, shard_size=args.shard_size, master=args.master)
+    shard_size = args.shard_size if args.scale is None else SCALES[args.scale].train_shard_size
+    r = reshard(args.pool, args.subset, args.out, shard_size=shard_size, master=args.master)
     print(f"{r['found']} samples in {r['shards']} shard(s) under {args.out}/shards; "
           f"{r['missing']} uid(s) of the subset not found in the pool")
     return 0

@@ -166,7 +166,7 @@ def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: st
     def do_reshard():
         from .reshard import reshard
 
-        reshard(lay.pool, subset, data, master=master)
+        reshard(lay.pool, subset, data, shard_size=get_scale(scale).train_shard_size, master=master)
 
     def do_train():
         from training import train

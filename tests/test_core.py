@@ -156,6 +156,9 @@ def test_every_scale_keeps_datacomps_economics():
     for name in offline_scales():
         s = get_scale(name)
         assert s.filter_net_steps > 0 and s.filter_net_batch > 0 and s.batch_size <= s.pool_size // 16
+        # the resampled shard draw's grain: over 1,000 training shards per pool, as upstream small's 1,280
+        assert s.pool_size // s.train_shard_size >= 1_000, name
+    assert small.pool_size // small.train_shard_size == 1_280   # upstream resharder's 10,000 per shard
     table = format_table()
     assert "seen/pool" in table and "samples seen = pool size" in table and "depart" in table
     assert [ln.split()[3] for ln in table.splitlines()[2:9]] == ["1.00"] * 7

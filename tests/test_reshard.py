@@ -172,3 +172,31 @@ def test_reshard_of_the_micro_pool(micro_pool, spark, tmp_path):
     got = [json.loads(data)["uid"] for t in sorted((tmp_path / "DATA" / "shards").glob("*.tar"))
            for name, data in read_tar(t) if name.endswith(".json")]
     assert sorted(got) == half
+
+
+def test_fine_shards_share_spark_tasks_and_keep_the_samples_in_order(pool, subset, data, spark, tmp_path):
+    """One-sample shards (a CPU scale's grain) hold the same samples, in the same order and bytes, as 4-sample ones."""
+    from datacurate.reshard import group_outputs, reshard
+
+    out, report = data
+    fine = reshard(pool[0], subset[0], tmp_path / "FINE", shard_size=1, spark=spark, progress=False)
+    assert fine["shards"] == fine["found"] == report["found"]
+    members = lambda d: [m for t in sorted((d / "shards").glob("*.tar")) for m in read_tar(t)]
+    assert members(tmp_path / "FINE") == members(out)
+    assert all(n == 1 for n in fine["sizes"].values())
+
+    outs = [("a", [1, 2]), ("b", [3]), ("c", [4, 5, 6]), ("d", [7])]
+    assert group_outputs(outs, task_samples=3) == [outs[:2], outs[2:3], outs[3:]]
+    assert group_outputs(outs, task_samples=100) == [outs]
+
+
+def test_reshard_cli_takes_the_scale_training_shard_size(pool, subset, tmp_path):
+    from datacurate.scales import SCALES
+
+    r = subprocess.run([sys.executable, "-m", "datacurate", "reshard", "--pool", str(pool[0]), "--subset",
+                        str(subset[0]), "--out", str(tmp_path / "D"), "--scale", "micro"],
+                       cwd=ROOT, capture_output=True, text=True, timeout=300)
+    assert r.returncode == 0, r.stderr
+    report = json.loads((tmp_path / "D" / "reshard.json").read_text())
+    assert report["shard_size"] == SCALES["micro"].train_shard_size
+    assert max(report["sizes"].values()) == SCALES["micro"].train_shard_size
