@@ -15,18 +15,19 @@ import argparse
 import json
 import math
 import os
+import sys
 import tarfile
 import time
 from pathlib import Path
 
 from .atomic import write_json_atomic
 from .errors import UserError
+from .layout import DataLayout, PoolLayout, as_pool, shard_name
 from .scales import SCALES
 
 MAX_SHARD_SIZE = 1000   # default samples per output shard (upstream's resharder writes 10,000)
 MIN_SHARDS = 4          # open_clip's webdataset loader wants at least one shard per worker
 TASK_SAMPLES = 1000     # samples one Spark task copies (several small output shards share a task)
-SHARD_DIGITS = 5
 
 
 class ReshardError(UserError):
@@ -115,7 +116,7 @@ def group_outputs(outputs: list[tuple], task_samples: int = TASK_SAMPLES) -> lis
 
 # ----------------------------------------------------------------------------- driver side
 
-def _select(spark, pool: Path, subset_hex: list[str], work: Path) -> list[tuple]:
+def _select(spark, pool: PoolLayout, subset_hex: list[str], work: Path) -> list[tuple]:
     """Spark: metadata (uid, key, shard, ...) joined with the subset; sorted (shard, key)."""
     import pyarrow as pa
     import pyarrow.parquet as pq
@@ -123,7 +124,7 @@ def _select(spark, pool: Path, subset_hex: list[str], work: Path) -> list[tuple]
 
     from .schema import write_table_atomic
 
-    files = sorted((pool / "metadata").glob("*.parquet"))
+    files = pool.metadata_files()
     for f in files:  # clear error before Spark's
         names = pq.ParquetFile(f).schema_arrow.names
         for col in ("uid", "key", "url", "original_width", "original_height", "sha256"):
@@ -150,15 +151,15 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
 
     apply_offline_env()
     t0 = time.time()
-    pool, out = Path(pool), Path(out)
+    lay, data = as_pool(pool), DataLayout(Path(out))
+    pool, out = lay.root, data.root
     arr = read_subset(subset)
     fp = fingerprint(arr)
     if shard_size is not None and shard_size < 1:
         raise ReshardError(f"--shard-size must be >= 1, got {shard_size}")
-    if not (pool / "metadata").is_dir() or not any((pool / "metadata").glob("*.parquet")):
-        raise ReshardError(f"{pool}/metadata: no metadata parquet files; run `datacurate pool download --pool {pool}`")
-    shards_out, work = out / "shards", out / ".reshard"
-    report_path = out / "reshard.json"
+    lay.shard_ids()  # a pool without metadata files: the layout's error, before Spark starts
+    shards_out, work = data.shards, data.work
+    report_path = data.report
     plan = {"subset_fingerprint": fp, "shard_size": shard_size, "pool": str(pool.resolve())}
     plan_path = work / "plan.json"
     if plan_path.exists():
@@ -186,7 +187,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
         spark = get_spark(master, app_name="datacurate-reshard")
         startup = time.time() - t
     subset_hex = pairs_to_hex(arr)
-    rows = _select(spark, pool, subset_hex, work)
+    rows = _select(spark, lay, subset_hex, work)
     seen, items, duplicates = set(), [], 0
     for r in rows:  # a uid in two metadata files: keep its first place in pool order
         if r[2]["uid"] in seen:
@@ -196,7 +197,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
         items.append(r)
     found, missing = len(items), len(subset_hex) - len(items)
     if found == 0:
-        raise ReshardError(f"none of the {len(subset_hex)} uids of {subset} is in {pool}/metadata "
+        raise ReshardError(f"none of the {len(subset_hex)} uids of {subset} is in {lay.metadata} "
                            "(a subset of another pool?)")
     size = shard_size or default_shard_size(found)
     n_out = math.ceil(found / size)
@@ -204,7 +205,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
     sizes = {}
     for i in range(n_out):
         chunk = items[i * size:(i + 1) * size]
-        name = f"{i:0{SHARD_DIGITS}d}.tar"
+        name = f"{shard_name(i)}.tar"
         sizes[name] = len(chunk)
         if not (shards_out / name).exists():
             todo.append((str(shards_out / name), chunk))
@@ -213,7 +214,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
     if todo:
         from .pool.download import FileCountProgress
 
-        tasks = [(str(pool / "shards"), g) for g in group_outputs(todo)]
+        tasks = [(str(lay.shards), g) for g in group_outputs(todo)]
         # one Spark task per run of output shards; the bar counts the renamed tars
         with FileCountProgress(shards_out, "*.tar", n_out, "reshard", enabled=progress):
             results = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(write_shards).collect()
@@ -223,8 +224,8 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
     for stale in sorted(shards_out.glob("*.tar")):
         if stale.name not in sizes:
             raise ReshardError(f"{stale}: not part of this reshard (another shard size?); remove {out}")
-    write_json_atomic(out / "sizes.json", sizes)
-    write_json_atomic(shards_out / "sizes.json", sizes)  # where open_clip looks: beside the tars
+    write_json_atomic(data.sizes, sizes)
+    write_json_atomic(data.sizes_beside_tars, sizes)  # where open_clip looks: beside the tars
     report = {
         "subset": str(subset), "subset_fingerprint": fp, "subset_size": len(subset_hex),
         "found": found, "missing": missing, "duplicates_in_pool": duplicates,
@@ -265,6 +266,9 @@ def add_parser(sub) -> None:
 
 def _cmd(args) -> int:
     shard_size = args.shard_size if args.scale is None else SCALES[args.scale].train_shard_size
+    lay = PoolLayout.find(args.pool)
+    if lay.kind != "pool":
+        print(lay.describe(), file=sys.stderr)
     r = reshard(args.pool, args.subset, args.out, shard_size=shard_size, master=args.master)
     print(f"{r['found']} samples in {r['shards']} shard(s) under {args.out}/shards; "
           f"{r['missing']} uid(s) of the subset not found in the pool")

@@ -27,6 +27,7 @@ from typing import Callable
 
 from .atomic import write_text_atomic
 from .errors import UserError
+from .layout import BenchLayout, DataLayout, NetLayout, RunLayout, subset_record
 from .scales import get_scale, offline_scales
 
 DEFAULT_RECIPES = ["no_filter", "dedup_clip"]
@@ -38,30 +39,6 @@ class Stage:
     done: Callable[[], bool]
     run: Callable[[], object]
     describe: str = ""
-
-
-@dataclass
-class RunLayout:
-    """The paths of one run folder (see the module docstring)."""
-
-    out: Path
-
-    @property
-    def pool(self) -> Path:
-        return self.out / "pool"
-
-    @property
-    def fnet(self) -> Path:
-        return self.out / "fnet"
-
-    def subset(self, recipe: str) -> Path:
-        return self.out / "subsets" / f"{recipe}.npy"
-
-    def data(self, recipe: str) -> Path:
-        return self.out / "data" / recipe
-
-    def run(self, recipe: str, seed: int = 0) -> Path:
-        return self.out / "runs" / (recipe if seed == 0 else f"{recipe}-seed{seed}")
 
 
 def add_parser(sub) -> None:
@@ -87,7 +64,7 @@ def add_parser(sub) -> None:
 
 def _cmd(args) -> int:
     if args.report_only:
-        path = write_run_report(RunLayout(args.out), args.recipe or DEFAULT_RECIPES, args.scale)
+        path = write_run_report(BenchLayout(args.out), args.recipe or DEFAULT_RECIPES, args.scale)
         print(f"report: {path}")
         return 0
     return run_benchmark(args.out, scale=args.scale, recipes=args.recipe, seed=args.seed, master=args.master)
@@ -110,7 +87,7 @@ def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> list[Stage]:
+def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> list[Stage]:
     pool = lay.pool
 
     def build():
@@ -133,21 +110,21 @@ def pool_stages(lay: RunLayout, scale: str, seed: int, master: str | None) -> li
         from filters.embed import embed_pool
 
         summary = embed_pool(pool, str(lay.fnet))
-        _write_json(lay.out / "embed.json", summary)
+        _write_json(lay.embed_summary, summary)
 
     return [
-        Stage("pool build", lambda: (pool / "manifest.json").exists(), build,
+        Stage("pool build", lay.pool_layout.is_built, build,
               "the offline pool from real registry data, with injected web defects"),
-        Stage("pool download", lambda: (pool / "download_summary.json").exists(), download,
+        Stage("pool download", lay.pool_layout.is_downloaded, download,
               "img2dataset on Spark from a loopback HTTP server"),
-        Stage("filter-net", lambda: (lay.fnet / "info.json").exists(), fnet,
+        Stage("filter-net", NetLayout(lay.fnet).is_trained, fnet,
               "a small CLIP trained on the trusted split (the offline CLIP score)"),
-        Stage("embed", lambda: (lay.out / "embed.json").exists(), embed,
+        Stage("embed", lay.embed_summary.exists, embed,
               "filtering-network embeddings and similarity scores for the pool and the held-out sets"),
     ]
 
 
-def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: str | None,
+def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: str | None,
                   train_seed: int | None = None, subset_stages: bool = True,
                   run_stages: bool = True) -> list[Stage]:
     """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run.
@@ -180,13 +157,13 @@ def recipe_stages(lay: RunLayout, recipe: str, scale: str, seed: int, master: st
 
     tag = name if train_seed == seed else f"{name} seed {train_seed}"
     making = [
-        Stage(f"filter [{name}]", lambda: subset.with_suffix(".json").exists() and subset.exists(), do_filter,
+        Stage(f"filter [{name}]", lambda: subset_record(subset).exists() and subset.exists(), do_filter,
               f"recipe {recipe} -> {subset.name}"),
-        Stage(f"reshard [{name}]", lambda: (data / "reshard.json").exists(), do_reshard,
+        Stage(f"reshard [{name}]", DataLayout(data).is_complete, do_reshard,
               "the subset copied into training shards"),
     ]
     training = [
-        Stage(f"train [{tag}]", lambda: _json(run / "info.json").get("finished") is True, do_train,
+        Stage(f"train [{tag}]", RunLayout(run).is_trained, do_train,
               f"the fixed {scale} recipe with open_clip_train"),
         Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
               "the offline zero-shot suite"),
@@ -199,7 +176,7 @@ def _scored_on_current_suite(run: Path, pool: Path) -> bool:
     (a new eval.parquet, taxonomy or suite version means scoring again; unchanged tasks are reused)."""
     from eval.offline import suite_fingerprint
 
-    scores = _json(run / "scores.json")
+    scores = _json(RunLayout(run).scores)
     return bool(scores) and scores.get("offline_fingerprint") == suite_fingerprint(pool)
 
 
@@ -219,7 +196,7 @@ def execute_stages(stages: list[Stage]) -> dict[str, float]:
     return times
 
 
-def comparison(lay: RunLayout, recipes: list[str]) -> list[dict]:
+def comparison(lay: BenchLayout, recipes: list[str]) -> list[dict]:
     """One row per recipe: subset size and the eval aggregates."""
     from .uids import read_subset
 
@@ -227,7 +204,7 @@ def comparison(lay: RunLayout, recipes: list[str]) -> list[dict]:
     for r in recipes:
         name = _recipe_name(r)
         sub = lay.subset(name)
-        scores = _json(lay.run(name) / "scores.json")
+        scores = _json(RunLayout(lay.run(name)).scores)
         rows.append({"recipe": name, "size": len(read_subset(sub)) if sub.exists() else None,
                      **(scores.get("aggregates") or {})})
     return rows
@@ -249,7 +226,7 @@ def print_comparison(rows: list[dict]) -> None:
         print("  ".join(c.ljust(w) for c, w in zip(t, widths)))
 
 
-def write_run_report(lay: RunLayout, recipes: list[str], scale: str) -> Path:
+def write_run_report(lay: BenchLayout, recipes: list[str], scale: str) -> Path:
     from .report.html import RecipeRun, write_report
 
     rr = [RecipeRun(_recipe_name(r), lay.subset(_recipe_name(r)), lay.run(_recipe_name(r))) for r in recipes]
@@ -259,7 +236,7 @@ def write_run_report(lay: RunLayout, recipes: list[str], scale: str) -> Path:
 def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = None, seed: int = 0,
                   master: str | None = None) -> int:
     """Run every stage not yet complete; print the comparison table and the report's path."""
-    lay = RunLayout(Path(out))
+    lay = BenchLayout(Path(out))
     lay.out.mkdir(parents=True, exist_ok=True)
     recipes = recipes or list(DEFAULT_RECIPES)
     names = [_recipe_name(r) for r in recipes]
@@ -272,14 +249,14 @@ def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = No
     times = execute_stages(stages)
     did = list(times)
     rows = comparison(lay, recipes)
-    report = lay.out / "report.html"
+    report = lay.report_html
     if did or not report.exists():
-        _write_json(lay.out / "comparison.json", rows)
+        _write_json(lay.comparison, rows)
         report = write_run_report(lay, recipes, scale)
-        state = _json(lay.out / "run_state.json")
+        state = _json(lay.state)
         state.setdefault("stage_seconds", {}).update(times)
         state.update({"scale": scale, "seed": seed, "recipes": names, "stages": [s.name for s in stages]})
-        _write_json(lay.out / "run_state.json", state)
+        _write_json(lay.state, state)
     print()
     print_comparison(rows)
     print()

@@ -9,6 +9,7 @@ from pathlib import Path
 from typing import Any, Callable
 
 from datacurate.errors import UserError
+from datacurate.layout import RunLayout
 
 
 @dataclass
@@ -43,7 +44,7 @@ def pick_device(device: str = "auto") -> str:
 def read_info(run: str | os.PathLike) -> tuple[dict, Path]:
     """(info.json, absolute checkpoint path), with errors naming the file and field."""
     run = Path(run)
-    f = run / "info.json"
+    f = RunLayout(run).info
     try:
         info = json.loads(f.read_text(encoding="utf-8"))
     except FileNotFoundError:

@@ -31,6 +31,7 @@ from pathlib import Path
 from datacurate.atomic import replace_dir
 from datacurate.errors import UserError
 from datacurate.images import to_rgb
+from datacurate.layout import PoolLayout
 
 from .tasks import CLASSIFICATION, RETRIEVAL
 
@@ -185,12 +186,12 @@ def suite_fingerprint(pool: str | os.PathLike) -> str | None:
     """What the offline tasks are built from (eval.parquet, taxonomy, builder version), or, for a
     pool copied without its holdout/, the built tasks' own record; None when neither exists.
     A run's scores.json keeps the one it was scored on, so a changed suite is scored again."""
-    pool = Path(pool)
-    parquet = pool / "holdout" / "eval.parquet"
+    lay = PoolLayout.at(pool)
+    parquet = lay.holdout_parquet("eval")
     if parquet.is_file():
         return _fingerprint(parquet)
     try:
-        return json.loads((pool / "evalsets" / next(iter(OFFLINE_TASKS)) / "source.json").read_text())["fingerprint"]
+        return json.loads((lay.evalsets / next(iter(OFFLINE_TASKS)) / "source.json").read_text())["fingerprint"]
     except (OSError, ValueError, KeyError):
         return None
 
@@ -205,12 +206,12 @@ def _is_current(dst: Path, fingerprint: str) -> bool:
 
 def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path:
     """Write POOL/evalsets/<task>/ for every offline task (skips tasks already built from this parquet)."""
-    pool = Path(pool)
-    parquet = pool / "holdout" / "eval.parquet"
+    lay = PoolLayout.at(pool)
+    parquet = lay.holdout_parquet("eval")
     if not parquet.is_file():
         raise UserError(f"{parquet}: missing (the pool builder writes the held-out items; run `datacurate pool build`)")
     fp = _fingerprint(parquet)
-    root = pool / "evalsets"
+    root = lay.evalsets
     todo = [k for k in OFFLINE_TASKS if force or not _is_current(root / k, fp)]
     if not todo:
         return root
@@ -256,9 +257,9 @@ def ensure_offline_evalsets(pool: str | os.PathLike) -> Path:
 
     A pool copied without its holdout/ but with built evalsets is used as it is.
     """
-    pool = Path(pool)
-    root = pool / "evalsets"
-    if not (pool / "holdout" / "eval.parquet").is_file() and all((root / k / "task.yaml").is_file()
+    lay = PoolLayout.at(pool)
+    root = lay.evalsets
+    if not lay.holdout_parquet("eval").is_file() and all((root / k / "task.yaml").is_file()
                                                                   for k in OFFLINE_TASKS):
         return root
     return build_offline_evalsets(pool, force=False)

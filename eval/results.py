@@ -28,10 +28,7 @@ from typing import Optional
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
-
-RESULTS = "eval_results.jsonl"
-SCORES = "scores.json"
-STATE = "eval_state.json"
+from datacurate.layout import RunLayout
 
 
 def _clean(v):
@@ -77,13 +74,13 @@ def write_results(path: str | os.PathLike, lines: dict[str, dict]) -> None:
 
 def read_state(run: Path) -> dict:
     try:
-        state = json.loads((Path(run) / STATE).read_text(encoding="utf-8"))
+        state = json.loads(RunLayout(Path(run)).eval_state.read_text(encoding="utf-8"))
     except FileNotFoundError:
         return {"tasks": {}, "files": {}}
     except json.JSONDecodeError as e:
-        raise UserError(f"{Path(run) / STATE}: not valid JSON ({e})") from None
+        raise UserError(f"{RunLayout(Path(run)).eval_state}: not valid JSON ({e})") from None
     if not isinstance(state, dict) or not isinstance(state.get("tasks"), dict):
-        raise UserError(f"{Path(run) / STATE}: expected {{'tasks': {{key: {{'sha256', 'line'}}}}}}")
+        raise UserError(f"{RunLayout(Path(run)).eval_state}: expected {{'tasks': {{key: {{'sha256', 'line'}}}}}}")
     state["tasks"] = {k: v for k, v in state["tasks"].items() if isinstance(v, dict) and "line" in v}
     if not isinstance(state.get("files"), dict):
         state["files"] = {}
@@ -91,7 +88,7 @@ def read_state(run: Path) -> dict:
 
 
 def write_state(run: Path, state: dict) -> None:
-    write_text_atomic(Path(run) / STATE, json.dumps(state, indent=1) + "\n")
+    write_text_atomic(RunLayout(Path(run)).eval_state, json.dumps(state, indent=1) + "\n")
 
 
 def _json_object(path: Path) -> dict:
@@ -109,11 +106,11 @@ def main_suite(run: str | os.PathLike) -> Optional[str]:
 
     from .tasks import DATACOMP38, OFFLINE
 
-    name = _json_object(Path(run) / "info.json").get("scale")
+    name = _json_object(RunLayout(Path(run)).info).get("scale")
     scale = SCALES.get(name) if isinstance(name, str) else None
     if scale is not None:
         return DATACOMP38 if scale.upstream else OFFLINE
-    return _json_object(Path(run) / SCORES).get("suite")
+    return _json_object(RunLayout(Path(run)).scores).get("suite")
 
 
 def suite_scores_name(suite: str) -> str:
@@ -131,15 +128,15 @@ def scores_path(run: str | os.PathLike, suite: str) -> Path:
 
     main = main_suite(run)
     if suite == main or (main is None and suite in (OFFLINE, DATACOMP38)):
-        return Path(run) / SCORES
-    return Path(run) / suite_scores_name(suite)
+        return RunLayout(Path(run)).scores
+    return RunLayout(Path(run)).root / suite_scores_name(suite)
 
 
 def scored_file(run: str | os.PathLike, suite: str) -> Path:
     """The file that holds a suite's aggregates: scores.json when it describes that suite, else
     scores.<suite>.json (which may not exist)."""
-    main = Path(run) / SCORES
-    return main if _json_object(main).get("suite") == suite else Path(run) / suite_scores_name(suite)
+    main = RunLayout(Path(run)).scores
+    return main if _json_object(main).get("suite") == suite else main.with_name(suite_scores_name(suite))
 
 
 def read_scores(run: str | os.PathLike, suite: str) -> dict:

@@ -10,11 +10,12 @@ from typing import Optional
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
+from datacurate.layout import RunLayout
 
 from . import metrics as M
 from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
-from .results import RESULTS, aggregate, aggregate_se, read_state, result_line, scores_path, write_results, write_state
+from .results import aggregate, aggregate_se, read_state, result_line, scores_path, write_results, write_state
 from .tasks import (CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
                     task_dir)
 
@@ -325,7 +326,7 @@ def _save(run: Path, state: dict) -> None:
     """eval_state.json, and eval_results.jsonl as upstream keeps it: a line for every task evaluated
     for this checkpoint, whichever suite asked for it (another suite's never disappear)."""
     write_state(run, state)
-    write_results(run / RESULTS, {k: v["line"] for k, v in state["tasks"].items()})
+    write_results(RunLayout(Path(run)).eval_results, {k: v["line"] for k, v in state["tasks"].items()})
 
 
 def make_scores(suite_name: str, tasks: list[Task], lines: dict[str, dict], missing: dict[str, str],

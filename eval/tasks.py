@@ -19,6 +19,7 @@ from pathlib import Path
 from typing import Optional
 
 from datacurate.errors import UserError
+from datacurate.layout import PoolLayout
 
 # task types
 CLASSIFICATION = "zeroshot_classification"
@@ -235,8 +236,8 @@ def resolve_suite(suite: str, pool: str | os.PathLike | None = None,
         found = find_user_tasks(root)
         return OFFLINE, [found[k] for k in OFFLINE_TASK_KEYS if k in found]
     pool_tasks = {}
-    if pool is not None and (Path(pool) / "evalsets").is_dir():
-        pool_tasks = find_user_tasks(Path(pool) / "evalsets")
+    if pool is not None and PoolLayout.at(pool).evalsets.is_dir():
+        pool_tasks = find_user_tasks(PoolLayout.at(pool).evalsets)
     user = find_user_tasks(data_root if data_root is not None else default_data_root())
     known = {**UPSTREAM_TASKS, **UNSCORED, **user, **pool_tasks}
     by_name = {t.name: t for t in known.values()}
@@ -286,7 +287,7 @@ def all_listed(data_root=None, pool=None) -> list[Task]:
     seen = {t.key for t in out}
     roots = []
     if pool is not None:
-        roots.append(Path(pool) / "evalsets")
+        roots.append(PoolLayout.at(pool).evalsets)
     roots.append(Path(data_root) if data_root is not None else default_data_root())
     for r in roots:
         for t in find_user_tasks(r).values():

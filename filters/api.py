@@ -106,7 +106,7 @@ class Needs:
 
 @dataclass
 class Context:
-    """Where a filter runs: the pool directory, the run seed, and a place for notes."""
+    """Where a filter runs: the pool folder (its root: holdout/ is there), the run seed, and a place for notes."""
 
     pool: Path
     seed: int = 0

@@ -24,7 +24,8 @@ def add_parser(sub) -> None:
                                    "write the kept uids.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--list", action="store_true", help="list filters (with parameters) and built-in recipes")
-    p.add_argument("--pool", help="pool directory (POOL/metadata/*.parquet [+ .npz])")
+    p.add_argument("--pool", help="pool folder (POOL/metadata/*.parquet [+ .npz]; upstream's download folder), "
+                                  "its metadata/ folder, or img2dataset's output folder")
     p.add_argument("--recipe", help="recipe YAML path or built-in recipe name")
     p.add_argument("--out", help="output subset .npy (SUBSET.json is written beside it)")
     p.add_argument("--master", default=None, help="Spark master (e.g. local[2], spark://host:7077): run on Spark")
@@ -83,8 +84,13 @@ def _run(args) -> int:
     missing = [f"--{k}" for k in ("pool", "recipe", "out") if not getattr(args, k)]
     if missing:
         raise UserError(f"missing {', '.join(missing)} (or use --list)")
+    from datacurate.layout import PoolLayout
+
     from .runner_local import filter_pool
 
+    lay = PoolLayout.find(args.pool)
+    if lay.kind != "pool":
+        print(lay.describe(), file=sys.stderr)
     rec = filter_pool(args.pool, args.recipe, args.out, master=args.master, seed=args.seed, runner=args.runner,
                       progress=not args.quiet)
     for c in rec["counts"]:

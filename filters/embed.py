@@ -21,6 +21,7 @@ from pathlib import Path
 import numpy as np
 
 from datacurate.errors import UserError
+from datacurate.layout import PoolLayout, as_pool
 from datacurate.images import to_rgb  # noqa: F401  (re-exported: tests and filters use embed.to_rgb)
 
 from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_device, pick_threads
@@ -33,28 +34,6 @@ _MODEL_CACHE: dict = {}  # (spec, device) -> (model, preprocess, tokenizer): one
 
 class EmbedError(UserError):
     """A shard or metadata file cannot be embedded as it is."""
-
-
-# ----------------------------------------------------------------------------- pool layout
-
-def list_shards(pool: Path) -> list[str]:
-    """Shard ids (``NNNNN``) that have a metadata parquet, sorted."""
-    meta = Path(pool) / "metadata"
-    if not meta.is_dir():
-        raise EmbedError(f"{meta}: no metadata directory; run `datacurate pool download --pool {pool}` first")
-    shards = sorted(p.stem for p in meta.glob("*.parquet") if not p.name.startswith("."))
-    if not shards:
-        raise EmbedError(f"{meta}: no metadata parquet files")
-    return shards
-
-
-def shard_paths(pool: Path, shard: str) -> tuple[Path, Path, Path]:
-    pool = Path(pool)
-    return pool / "metadata" / f"{shard}.parquet", pool / "metadata" / f"{shard}.npz", pool / "shards" / f"{shard}.tar"
-
-
-def holdout_npz_path(pool: Path, which: str, name: str) -> Path:
-    return Path(pool) / "holdout" / f"{which}.{name}.npz"
 
 
 # ----------------------------------------------------------------------------- small pieces
@@ -181,7 +160,8 @@ def shard_state(pool: Path, shard: str, spec: ModelSpec, fp: str | None = None) 
     """
     import pyarrow.parquet as pq
 
-    pq_path, npz_path, _ = shard_paths(pool, shard)
+    lay = as_pool(pool)
+    pq_path, npz_path = lay.parquet(shard), lay.npz(shard)
     try:
         pf = pq.ParquetFile(pq_path)
     except Exception as e:
@@ -222,7 +202,8 @@ def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", ba
     import pyarrow.parquet as pq
 
     t0 = time.time()
-    pq_path, npz_path, tar_path = shard_paths(pool, shard)
+    pool = as_pool(pool)
+    pq_path, npz_path, tar_path = pool.parquet(shard), pool.npz(shard), pool.tar(shard)
     fp = fp or fingerprint(spec)
     state = "todo" if force else shard_state(pool, shard, spec, fp)
     rows = pq.ParquetFile(pq_path).metadata.num_rows
@@ -268,12 +249,13 @@ def embed_holdout(pool: Path, spec: ModelSpec, device: str = "cpu", batch_size: 
     import pyarrow.parquet as pq
 
     fp = fp or fingerprint(spec)
+    lay = as_pool(pool)
     done = {}
     for which in HOLDOUT_SETS:
-        src = Path(pool) / "holdout" / f"{which}.parquet"
+        src = lay.holdout_parquet(which)
         if not src.is_file():
             continue
-        dst = holdout_npz_path(pool, which, spec.name)
+        dst = lay.holdout_npz(which, spec.name)
         table = pq.read_table(src)
         for col in ("item_id", "image", "text"):
             if col not in table.column_names:
@@ -302,7 +284,7 @@ def _spark_embed(spark, pool: Path, spec: ModelSpec, shards: list[str], device: 
 
     parallelism = max(1, spark.sparkContext.defaultParallelism)
     threads = max(1, (os.cpu_count() or 1) // parallelism) if spark.sparkContext.master.startswith("local") else 0
-    pool_s = str(Path(pool).resolve())
+    lay = as_pool(pool)
 
     def run(batches):
         import torch
@@ -317,7 +299,7 @@ def _spark_embed(spark, pool: Path, spec: ModelSpec, shards: list[str], device: 
             torch.set_num_threads(threads)
         for pdf in batches:
             for shard in pdf["shard"]:
-                r = embed_shard(Path(pool_s), shard, spec, dev, batch_size, force, fp=fp)
+                r = embed_shard(lay, shard, spec, dev, batch_size, force, fp=fp)
                 yield pd.DataFrame([r])
 
     # one partition per shard, no shuffle: a single stage of len(shards) tasks
@@ -375,9 +357,9 @@ def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: st
     """
     from tqdm import tqdm
 
-    pool = Path(pool)
+    pool = as_pool(pool)
     spec = model if isinstance(model, ModelSpec) else parse_model(model, name)
-    shards = list_shards(pool)
+    shards = pool.shard_ids()
     fp = fingerprint(spec)
     states = {s: ("todo" if force else shard_state(pool, s, spec, fp)) for s in shards}
     pending = [s for s in shards if states[s] != "done"]
@@ -393,7 +375,7 @@ def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: st
     else:
         import pyarrow.parquet as pq
 
-        todo_rows = sum(pq.ParquetFile(shard_paths(pool, s)[0]).metadata.num_rows
+        todo_rows = sum(pq.ParquetFile(pool.parquet(s)).metadata.num_rows
                         for s in pending if states[s] == "todo")
         results = []
         with tqdm(total=todo_rows, desc=f"embed {spec.name}", unit="sample", disable=not todo_rows) as bar:
@@ -415,11 +397,12 @@ def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: st
 def _holdout_pending(pool: Path, spec: ModelSpec, force: bool, fp: str) -> bool:
     import pyarrow.parquet as pq
 
+    lay = as_pool(pool)
     for which in HOLDOUT_SETS:
-        src = Path(pool) / "holdout" / f"{which}.parquet"
+        src = lay.holdout_parquet(which)
         if not src.is_file():
             continue
-        dst = holdout_npz_path(pool, which, spec.name)
+        dst = lay.holdout_npz(which, spec.name)
         if force or not dst.is_file():
             return True
         ids = np.asarray([str(x) for x in pq.read_table(src, columns=["item_id"]).column(0).to_pylist()])
@@ -447,7 +430,8 @@ def add_parser(sub) -> None:
                        description="Compute CLIP embeddings for every pool sample (upstream DataComp's npz "
                                    "layout) and the CLIP similarity score column.",
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
-    p.add_argument("--pool", required=True, type=Path, help="pool directory (with metadata/ and shards/)")
+    p.add_argument("--pool", required=True, type=Path, help="pool folder (with metadata/ and shards/), its metadata/ "
+                                                            "folder, or img2dataset's output folder")
     p.add_argument("--model", required=True,
                    help="ARCH:TAG (OpenCLIP hub weights), ARCH:CHECKPOINT, or a model directory")
     p.add_argument("--arch", default=None,
@@ -463,6 +447,7 @@ def add_parser(sub) -> None:
 
 def _run(args) -> int:
     import json
+    import sys
 
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
@@ -471,7 +456,10 @@ def _run(args) -> int:
         from datacurate.spark import get_spark
 
         spark = get_spark(args.master, app_name="datacurate-embed")
-    summary = embed_pool(args.pool, args.model, name=args.arch, device=args.device, batch_size=args.batch_size,
+    lay = PoolLayout.find(args.pool)
+    if lay.kind != "pool":
+        print(lay.describe(), file=sys.stderr)
+    summary = embed_pool(lay, args.model, name=args.arch, device=args.device, batch_size=args.batch_size,
                          spark=spark, force=args.force, holdout=not args.no_holdout)
     print(json.dumps(summary, indent=2))
     return 0

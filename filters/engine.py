@@ -24,6 +24,8 @@ from typing import Callable, Protocol
 import numpy as np
 
 from .api import Context, Filter, Needs, PoolDataError, RecipeError, pack_uids
+from datacurate.layout import as_pool
+
 from .pool_reader import ShardInfo, check_shard, iter_batches, list_shards
 from .recipe import Combine, Recipe, Step
 
@@ -137,8 +139,8 @@ def _needs_of(recipe: Recipe) -> tuple[Needs, dict]:
 def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, progress: bool = True) -> RunResult:
     """Evaluate ``recipe`` over ``pool`` with ``executor``; the driver-side algorithm both runners share."""
     t0 = time.time()
-    pool = Path(pool)
-    ctx = Context(pool=pool, seed=seed)
+    pool = as_pool(pool)
+    ctx = Context(pool=pool.root, seed=seed)
     shards = list_shards(pool)
     needs_all, who = _needs_of(recipe)
     for sh in shards:
@@ -155,7 +157,7 @@ def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, pro
     uids = np.concatenate([r["uids"] for r in results]) if results else np.empty((0, 2), np.uint64)
     n = len(uids)
     if n != sum(sh.rows for sh in shards):
-        raise PoolDataError(f"{pool}/metadata: read {n} rows but the parquet footers say "
+        raise PoolDataError(f"{pool.metadata}: read {n} rows but the parquet footers say "
                             f"{sum(sh.rows for sh in shards)}")
     row_out = {i: np.concatenate([r[i] for r in results]) for i, _, _ in local}
     del results

@@ -19,7 +19,9 @@ import numpy as np
 
 from datacurate.errors import UserError
 
-from .models import FILTER_NET_CHECKPOINT, FILTER_NET_INFO, FILTER_NET_NAME, pick_threads
+from datacurate.layout import NetLayout, PoolLayout, as_pool
+
+from .models import FILTER_NET_NAME, pick_threads
 
 DEFAULT_MODEL = "TinyCLIP-ViT-64"
 
@@ -27,7 +29,7 @@ DEFAULT_MODEL = "TinyCLIP-ViT-64"
 def _trusted_table(pool: Path):
     import pyarrow.parquet as pq
 
-    src = Path(pool) / "holdout" / "trusted.parquet"
+    src = PoolLayout.at(pool).holdout_parquet("trusted")
     if not src.is_file():
         raise UserError(f"{src}: no trusted set (made by `datacurate pool build`)")
     table = pq.read_table(src)
@@ -118,12 +120,12 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     train_s = time.time() - t0
     k = max(1, min(20, steps // 5))
     out.mkdir(parents=True, exist_ok=True)
-    ckpt = out / FILTER_NET_CHECKPOINT
+    ckpt = NetLayout(out).checkpoint
     tmp = ckpt.with_name(f".{ckpt.name}.tmp")
     torch.save({"state_dict": net.state_dict(), "step": steps}, tmp)
     tmp.replace(ckpt)
     info = {
-        "model": model, "checkpoint": FILTER_NET_CHECKPOINT, "arch_name": FILTER_NET_NAME,
+        "model": model, "checkpoint": ckpt.name, "arch_name": FILTER_NET_NAME,
         "steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
         "trusted_set": str(src), "trusted_size": len(items),
         "epochs": round(steps * batch_size / len(items), 2), "train_seconds": round(train_s, 1),
@@ -135,7 +137,7 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
 
 
 def _write_info(net: Path, info: dict) -> None:
-    path = Path(net) / FILTER_NET_INFO
+    path = NetLayout(Path(net)).info
     tmp = path.with_name(f".{path.name}.tmp")
     tmp.write_text(json.dumps(info, indent=2) + "\n")
     tmp.replace(path)
@@ -145,12 +147,12 @@ def _scores_with_truth(pool: Path, column: str):
     """(defect labels, scores) for every pool sample that has the score column."""
     import pyarrow.parquet as pq
 
-    gt_path = Path(pool) / "ground_truth.parquet"
+    gt_path = as_pool(pool).ground_truth
     if not gt_path.is_file():
         raise UserError(f"{gt_path}: no ground truth (only built pools have one)")
     gt = pq.read_table(gt_path, columns=["uid", "defect"]).to_pandas().set_index("uid")["defect"]
     uids, scores = [], []
-    for p in sorted((Path(pool) / "metadata").glob("*.parquet")):
+    for p in as_pool(pool).metadata_files():
         pf = pq.ParquetFile(p)
         if column not in pf.schema_arrow.names:
             raise UserError(f"{p}: no {column!r} column; run `datacurate embed` first")
@@ -191,7 +193,7 @@ def evaluate_auc(pool, arch: str = FILTER_NET_NAME) -> dict:
 def record_auc(net, pool, arch: str = FILTER_NET_NAME) -> dict:
     """evaluate_auc and store the result in NET/info.json under 'pool_auc'."""
     net = Path(net)
-    path = net / FILTER_NET_INFO
+    path = NetLayout(net).info
     if not path.is_file():
         raise UserError(f"{path}: no filtering-network info (run `datacurate filter-net train`)")
     info = json.loads(path.read_text())
@@ -249,7 +251,7 @@ def _run_train(args) -> int:
     if args.epochs is not None:
         import pyarrow.parquet as pq
 
-        src = args.pool / "holdout" / "trusted.parquet"
+        src = PoolLayout.at(args.pool).holdout_parquet("trusted")
         n = pq.ParquetFile(src).metadata.num_rows if src.is_file() else 0
         steps = max(1, math.ceil(args.epochs * n / max(1, min(args.batch_size, n or 1))))
     info = train_filter_net(args.pool, args.out, steps=steps, batch_size=args.batch_size, lr=args.lr,

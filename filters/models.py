@@ -23,12 +23,11 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from datacurate.errors import UserError
+from datacurate.layout import NetLayout, RunLayout
 
 # upstream DataComp's names for the two models it ships scores for (datacomp README, metadata columns)
 UPSTREAM_NAMES = {("ViT-B-32", "openai"): "b32", ("ViT-L-14", "openai"): "l14"}
 FILTER_NET_NAME = "fnet"
-FILTER_NET_CHECKPOINT = "checkpoint.pt"
-FILTER_NET_INFO = "info.json"
 
 
 class ModelLoadError(UserError):
@@ -78,22 +77,22 @@ def _default_name(arch: str, tag: str) -> str:
 
 
 def _from_dir(d: Path, name: str | None) -> ModelSpec:
-    info = d / FILTER_NET_INFO
-    if (d / FILTER_NET_CHECKPOINT).is_file() and info.is_file():
+    net, run = NetLayout(d), RunLayout(d)
+    if net.is_trained():
         try:
-            arch = json.loads(info.read_text())["model"]
+            arch = json.loads(net.info.read_text())["model"]
         except (ValueError, KeyError) as e:
-            raise ModelLoadError(f"{info}: not a filtering-network info file ({e})") from None
-        return ModelSpec(arch, str(d / FILTER_NET_CHECKPOINT), _check_name(name or FILTER_NET_NAME), True)
-    ckpt, params = d / "checkpoints" / "epoch_latest.pt", d / "params.txt"
+            raise ModelLoadError(f"{net.info}: not a filtering-network info file ({e})") from None
+        return ModelSpec(arch, str(net.checkpoint), _check_name(name or FILTER_NET_NAME), True)
+    ckpt, params = run.checkpoint, run.params
     if ckpt.is_file() and params.is_file():
         m = re.search(r"^model:\s*(\S+)\s*$", params.read_text(), re.M)
         if not m:
             raise ModelLoadError(f"{params}: no 'model: NAME' line")
         return ModelSpec(m.group(1), str(ckpt), _check_name(name or _default_name(m.group(1), "")), True)
-    raise ModelLoadError(f"{d}: not a model directory (expected {FILTER_NET_CHECKPOINT} + {FILTER_NET_INFO} "
-                         "from `datacurate filter-net train`, or checkpoints/epoch_latest.pt + params.txt "
-                         "from `datacurate train`)")
+    raise ModelLoadError(f"{d}: not a model directory (expected {net.checkpoint.name} + {net.info.name} "
+                         f"from `datacurate filter-net train`, or {run.checkpoint.relative_to(d)} + "
+                         f"{run.params.name} from `datacurate train`)")
 
 
 def parse_model(model: str, name: str | None = None) -> ModelSpec:
@@ -102,7 +101,7 @@ def parse_model(model: str, name: str | None = None) -> ModelSpec:
     if p.is_dir():
         return _from_dir(p, name)
     if p.is_file():
-        if (p.parent / FILTER_NET_INFO).is_file():
+        if NetLayout(p.parent).info.is_file():
             spec = _from_dir(p.parent, name)
             return ModelSpec(spec.arch, str(p), spec.name, True)
         raise ModelLoadError(f"{model}: a checkpoint file needs its architecture: pass ARCH:{model} "

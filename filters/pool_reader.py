@@ -14,6 +14,8 @@ from typing import Iterator
 
 import numpy as np
 
+from datacurate.layout import as_pool
+
 from .api import Batch, Needs, PoolDataError
 
 BATCH_ROWS = 65_536
@@ -26,24 +28,14 @@ class ShardInfo:
     offset: int    # first global row of this shard
 
 
-def metadata_dir(pool: Path) -> Path:
-    d = Path(pool) / "metadata"
-    if not d.is_dir():
-        raise PoolDataError(f"{d}: no metadata directory; run `datacurate pool download --pool {pool}` first")
-    return d
-
-
-def list_shards(pool: Path) -> list[ShardInfo]:
+def list_shards(pool) -> list[ShardInfo]:
     """Every metadata parquet of the pool in name order, with its row count (from the footer)."""
     import pyarrow.parquet as pq
 
-    d = metadata_dir(pool)
-    names = sorted(p.stem for p in d.glob("*.parquet") if not p.name.startswith("."))
-    if not names:
-        raise PoolDataError(f"{d}: no metadata parquet files")
+    lay = as_pool(pool)
     out, offset = [], 0
-    for n in names:
-        path = d / f"{n}.parquet"
+    for n in lay.shard_ids():
+        path = lay.parquet(n)
         try:
             rows = pq.ParquetFile(path).metadata.num_rows
         except Exception as e:
@@ -80,14 +72,15 @@ def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] 
     import pyarrow.parquet as pq
 
     who = who or {}
-    meta = metadata_dir(pool) / f"{shard.name}.parquet"
+    lay = as_pool(pool)
+    meta = lay.parquet(shard.name)
     names = set(pq.ParquetFile(meta).schema_arrow.names)
     for col in needs.columns:
         if col != "*" and col not in names:
             hint = " (run `datacurate embed` to add CLIP score columns)" if col.endswith("_similarity_score") else ""
             raise PoolDataError(f"{meta}: no column {col!r}, needed by {who.get(col, 'a filter')}{hint}")
     if needs.embeddings:
-        npz = meta.with_suffix(".npz")
+        npz = lay.npz(shard.name)
         shapes = npz_shapes(npz)
         for key in needs.embeddings:
             if key not in shapes:
@@ -97,7 +90,7 @@ def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] 
                 raise PoolDataError(f"{npz}: embeddings {key!r} have {shapes[key][0] if shapes[key] else 0} rows "
                                     f"but {meta.name} has {shard.rows}: misaligned with the metadata")
     if needs.pixels:
-        tar = Path(pool) / "shards" / f"{shard.name}.tar"
+        tar = lay.tar(shard.name)
         if not tar.is_file():
             raise PoolDataError(f"{tar}: no image shard, needed by {who.get('pixels', 'a filter')}")
         if "key" not in names:
@@ -108,7 +101,8 @@ def iter_batches(pool: Path, shard: ShardInfo, needs: Needs, batch_rows: int = B
     """Batches of one shard with the needed columns (always uid) and embedding slices."""
     import pyarrow.parquet as pq
 
-    meta = metadata_dir(pool) / f"{shard.name}.parquet"
+    lay = as_pool(pool)
+    meta = lay.parquet(shard.name)
     pf = pq.ParquetFile(meta)
     if "*" in needs.columns:
         columns = None
@@ -118,14 +112,14 @@ def iter_batches(pool: Path, shard: ShardInfo, needs: Needs, batch_rows: int = B
             columns.append("key")
     emb: dict[str, np.ndarray] = {}
     if needs.embeddings:
-        npz = meta.with_suffix(".npz")
+        npz = lay.npz(shard.name)
         with np.load(npz) as z:
             for key in needs.embeddings:
                 emb[key] = z[key]
                 if len(emb[key]) != shard.rows:
                     raise PoolDataError(f"{npz}: embeddings {key!r} have {len(emb[key])} rows but "
                                         f"{meta.name} has {shard.rows}: misaligned with the metadata")
-    tar = Path(pool) / "shards" / f"{shard.name}.tar"
+    tar = lay.tar(shard.name)
     start = 0
     for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
         import pyarrow as pa

@@ -18,9 +18,12 @@ from pathlib import Path
 
 import numpy as np
 
+from datacurate.layout import EVAL_RESULTS, INFO, SCORES
+
 from .validate import SubmissionError, SubmissionTooLarge
 
-MANIFEST, RESULTS, SCORES, INFO, UIDS = "manifest.json", "eval_results.jsonl", "scores.json", "info.json", "subset.npy.gz"
+MANIFEST, UIDS = "manifest.json", "subset.npy.gz"
+RESULTS = EVAL_RESULTS   # a run's own files keep their names in the bundle (SCORES, INFO too)
 REQUIRED = (MANIFEST, RESULTS, SCORES, INFO)
 MAX_TEXT_MEMBER = 16 << 20          # bytes of any JSON member
 NPY_HEADER_SLACK = 4096

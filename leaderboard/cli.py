@@ -101,15 +101,12 @@ def _token(args) -> int:
 
 def pool_uids(pool_dir: str):
     """All uids of a downloaded pool (POOL/metadata/*.parquet), sorted as upstream."""
-    from pathlib import Path
-
     import pyarrow.parquet as pq
 
+    from datacurate.layout import PoolLayout
     from datacurate.uids import hex_to_pairs, sort_pairs
 
-    files = sorted(Path(pool_dir, "metadata").glob("*.parquet"))
-    if not files:
-        raise UserError(f"--pool {pool_dir}: no metadata/*.parquet (run `datacurate pool download` first)")
+    files = PoolLayout.find(pool_dir).metadata_files()
     uids: list[str] = []
     for f in files:
         uids += pq.read_table(f, columns=["uid"]).column("uid").to_pylist()

@@ -10,6 +10,7 @@ import time
 from pathlib import Path
 
 from datacurate.errors import UserError
+from datacurate.layout import RunLayout
 
 DEFAULT_SUITE = "datacomp38"
 RETRY_STATUS = {429, 500, 502, 503, 504}
@@ -57,10 +58,10 @@ def _need(path: Path, what: str) -> Path:
 def _scores_file(run: Path, suite: str | None) -> Path:
     """RUN/scores.json (the run's main suite), or scores.<suite>.json where --suite names another
     suite that `datacurate eval` scored beside it."""
-    from eval.results import SCORES, scored_file
+    from eval.results import scored_file
 
     other = scored_file(run, suite) if suite is not None else None
-    return other if other is not None and other.is_file() else run / SCORES
+    return other if other is not None and other.is_file() else RunLayout(run).scores
 
 
 def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale: str, track: str, name: str,
@@ -73,16 +74,17 @@ def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale
     from .bundle import sha256_file, write_bundle
 
     run = Path(run)
-    results = _need(run / "eval_results.jsonl", "written by `datacurate eval`").read_text(encoding="utf-8")
+    lay = RunLayout(run)
+    results = _need(lay.eval_results, "written by `datacurate eval`").read_text(encoding="utf-8")
     scores_bytes = _need(_scores_file(run, suite), "written by `datacurate eval`").read_bytes()
-    info_bytes = _need(run / "info.json", "written by `datacurate train`").read_bytes()
-    ckpt = _need(run / "checkpoints" / "epoch_latest.pt", "written by `datacurate train`")
+    info_bytes = _need(lay.info, "written by `datacurate train`").read_bytes()
+    ckpt = _need(lay.checkpoint, "written by `datacurate train`")
     try:
         scores, info = json.loads(scores_bytes), json.loads(info_bytes)
     except json.JSONDecodeError as e:
         raise UserError(f"{run}: scores.json or info.json is not valid JSON ({e})") from None
     if isinstance(info, dict) and isinstance(info.get("scale"), str) and info["scale"] != scale:
-        raise UserError(f"{run / 'info.json'}: the run was trained at scale {info['scale']!r}, not {scale!r}")
+        raise UserError(f"{lay.info}: the run was trained at scale {info['scale']!r}, not {scale!r}")
     uid_npy = None
     if subset is not None:
         arr = read_subset(subset)
@@ -174,9 +176,9 @@ def hf_upload(repo: str, bundle_path: Path, run: Path, scale: str, subset: Path 
         raise UserError("--hf-repo needs the huggingface_hub package (pip install huggingface_hub)") from None
     prefix = f"{scale}_scale"
     ops = [CommitOperationAdd(path_in_repo=f"{prefix}/submission.zip", path_or_fileobj=str(bundle_path)),
-           CommitOperationAdd(path_in_repo=f"{prefix}/results.jsonl", path_or_fileobj=str(run / "eval_results.jsonl")),
+           CommitOperationAdd(path_in_repo=f"{prefix}/results.jsonl", path_or_fileobj=str(RunLayout(run).eval_results)),
            CommitOperationAdd(path_in_repo=f"{prefix}/checkpoint.pt",
-                              path_or_fileobj=str(run / "checkpoints" / "epoch_latest.pt"))]
+                              path_or_fileobj=str(RunLayout(run).checkpoint))]
     if subset is not None:
         ops.append(CommitOperationAdd(path_in_repo=f"{prefix}/samples/{subset.name}", path_or_fileobj=str(subset)))
     try:

@@ -40,9 +40,9 @@ def test_study_recipes_are_built_in_and_load(bl):
 
 
 def test_stages_are_subsets_first_then_seed_major(bl, tmp_path):
-    from datacurate.run import RunLayout
+    from datacurate.layout import BenchLayout
 
-    names = [s.name for s in bl.study_stages(RunLayout(tmp_path), ["a", "b"], "micro", 2)]
+    names = [s.name for s in bl.study_stages(BenchLayout(tmp_path), ["a", "b"], "micro", 2)]
     assert names == ["pool build", "pool download", "filter-net", "embed",
                      "filter [a]", "reshard [a]", "filter [b]", "reshard [b]",
                      "train [a]", "eval [a]", "train [b]", "eval [b]",
@@ -127,10 +127,10 @@ def test_cross_scale_rho(bl):
 
 
 def _fake_folder(tmp_path: Path, values: dict[str, list[float | None]], sizes: dict[str, int]):
-    from datacurate.run import RunLayout
+    from datacurate.layout import BenchLayout
     from datacurate.uids import make_uid, write_subset
 
-    lay = RunLayout(tmp_path / "study")
+    lay = BenchLayout(tmp_path / "study")
     lay.pool.mkdir(parents=True)
     (lay.out / "subsets").mkdir()
     (lay.pool / "download_summary.json").write_text(json.dumps({"succeeded": 1000}))

@@ -314,7 +314,7 @@ def test_pool_command_reads_pool_metadata(tmp_path, capsys):
 
     assert np.array_equal(arr, np.unique(sort_pairs(hex_to_pairs(uids))))
     assert main(["leaderboard", "pool", "--db", str(db), "--scale", "micro", "--pool", str(tmp_path)]) == 2
-    assert "no metadata/*.parquet" in capsys.readouterr().err
+    assert "not a pool" in capsys.readouterr().err
 
 
 def _board_rows(html: str) -> dict[str, str]:

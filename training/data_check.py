@@ -20,6 +20,7 @@ from pathlib import Path
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
+from datacurate.layout import DataLayout
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")   # what open_clip_train's loader renames to "image"
 
@@ -100,14 +101,15 @@ def _stamp(shard_paths: list[Path], sizes_path: Path) -> str:
 def check_training_data(data: str | Path, cache: Path | None = None, progress: bool = True) -> DataSummary:
     """Validate DATA and describe it; ``cache`` (a json file) skips the scan when nothing changed."""
     data = Path(data).resolve()
-    shard_dir = data / "shards"
+    lay = DataLayout(data)
+    shard_dir = lay.shards
     if not data.is_dir():
         raise TrainingDataError(f"{data}: no such data folder (make one with `datacurate reshard`)")
     shard_paths = sorted(shard_dir.glob("*.tar")) if shard_dir.is_dir() else []
     if not shard_paths:
         raise TrainingDataError(f"{shard_dir}: no shards (*.tar) found; a DATA folder from `datacurate reshard` "
                                 "holds shards/NNNNN.tar and sizes.json")
-    sizes_path = data / "sizes.json"
+    sizes_path = lay.sizes
     if not sizes_path.is_file():
         raise TrainingDataError(f"{sizes_path}: missing (it lists the samples per shard: {{\"00000.tar\": n}})")
     try:
@@ -146,7 +148,7 @@ def check_training_data(data: str | Path, cache: Path | None = None, progress: b
         raise TrainingDataError(f"{shard_dir}: the shards hold no samples")
 
     fingerprint = None
-    reshard = data / "reshard.json"
+    reshard = lay.report
     if reshard.is_file():
         try:
             meta = json.loads(reshard.read_text())

@@ -24,12 +24,12 @@ from pathlib import Path
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
+from datacurate.layout import CHECKPOINT, RunLayout
 
 from .data_check import DataSummary, check_training_data
 from .recipe import Recipe, RecipeError, expected_samples_seen, open_clip_argv, per_device_batch, recipe_for
 
 PROJECT_ROOT = Path(__file__).resolve().parent.parent
-CHECKPOINT = "checkpoints/epoch_latest.pt"
 # "Train Epoch: 0 [  64/2048 (3%)] ... LR: 0.000125 Logit Scale: 14.286 ... Loss: 4.1589 (4.1589)"
 _STEP = re.compile(r"Train Epoch: (\d+) \[\s*(\d+)/(\d+) .*?LR: ([\d.e+-]+) .*?Loss: ([\d.e+-]+) \(")
 
@@ -114,7 +114,7 @@ def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str 
     if workers is None:
         workers = 1 if device.startswith("cpu") else 4   # 4: upstream train.py's default
     per_device_batch(recipe, nodes * procs, accum_freq)   # refuses an uneven split early
-    summary = check_training_data(data, cache=run / ".data_check.json", progress=progress)
+    summary = check_training_data(data, cache=RunLayout(run).data_check, progress=progress)
     if log_every_n_steps is None:
         steps = recipe.samples_per_checkpoint // recipe.batch_size
         log_every_n_steps = max(1, min(100, steps // 50))   # 100: upstream's default
@@ -214,15 +214,12 @@ def _write_json(path: Path, obj: dict) -> None:
 
 def read_info(run: str | Path) -> dict | None:
     """RUN/info.json of a finished run, or None."""
-    p = Path(run) / "info.json"
-    if not p.is_file():
-        return None
-    info = json.loads(p.read_text())
-    return info if info.get("finished") else None
+    lay = RunLayout(Path(run))
+    return lay.read_info() if lay.is_trained() else None
 
 
 def _load_state(plan: LaunchPlan) -> dict:
-    path = plan.run / "train_state.json"
+    path = RunLayout(plan.run).train_state
     state = json.loads(path.read_text()) if path.is_file() else {}
     old = state.get("request")
     if old and old != plan.request():
@@ -270,7 +267,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
     proc = subprocess.Popen(plan.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, env=env, cwd=str(PROJECT_ROOT))
     try:
-        with open(plan.run / "console.log", "a") as console:
+        with open(RunLayout(plan.run).console, "a") as console:
             console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(plan.command())}\n")
             for line in proc.stdout:
                 console.write(line)
@@ -295,7 +292,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
         bar.close()
     if rc != 0:
         raise TrainingFailed(f"OpenCLIP training stopped with exit code {rc}; last lines:\n  "
-                             + "\n  ".join(tail) + f"\n(full output: {plan.run / 'console.log'})")
+                             + "\n  ".join(tail) + f"\n(full output: {RunLayout(plan.run).console})")
     return rc, time.time() - t0
 
 
@@ -326,15 +323,16 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
         _run_child(plan, 0, progress=False)
         return {}
     state = _load_state(plan)
-    _write_json(run / "train_state.json", state)
+    lay = RunLayout(run)
+    _write_json(lay.train_state, state)
 
     per_interval = plan.samples_seen // plan.recipe.num_checkpoints
-    epoch = checkpoint_epoch(run / CHECKPOINT) or 0
+    epoch = checkpoint_epoch(lay.checkpoint) or 0
     if epoch >= plan.recipe.num_checkpoints:
-        print(f"{run}: training already complete in {CHECKPOINT}; writing info.json", file=sys.stderr)
+        print(f"{run}: training already complete in {lay.checkpoint}; writing {lay.info.name}", file=sys.stderr)
     else:
         if epoch:
-            print(f"resuming {run} from {CHECKPOINT}: checkpoint {epoch} of {plan.recipe.num_checkpoints}",
+            print(f"resuming {run} from {lay.checkpoint}: checkpoint {epoch} of {plan.recipe.num_checkpoints}",
                   file=sys.stderr)
         print(f"training {plan.recipe.model} ({plan.recipe.scale} scale) on {plan.data.data_size:,} samples, "
               f"{plan.samples_seen:,} samples seen, global batch {plan.recipe.batch_size} = "
@@ -344,18 +342,18 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
         _, wall = _run_child(plan, epoch * per_interval, progress)
         state["attempts"].append({"started": started, "wall_time_s": round(wall, 3), "from_checkpoint": epoch,
                                   "world_size": plan.world_size, "workers": plan.workers})
-        _write_json(run / "train_state.json", state)
-        epoch = checkpoint_epoch(run / CHECKPOINT) or 0
+        _write_json(lay.train_state, state)
+        epoch = checkpoint_epoch(lay.checkpoint) or 0
         if epoch < plan.recipe.num_checkpoints:
-            raise TrainingFailed(f"{run / CHECKPOINT}: training ended at checkpoint {epoch} of "
-                                 f"{plan.recipe.num_checkpoints}; see {run / 'out.log'}")
+            raise TrainingFailed(f"{lay.checkpoint}: training ended at checkpoint {epoch} of "
+                                 f"{plan.recipe.num_checkpoints}; see {lay.log}")
     return _finish(plan, state)
 
 
 def _finish(plan: LaunchPlan, state: dict) -> dict:
     """Write RUN/info.json (last, atomically): the contract the eval stage reads."""
-    run = plan.run
-    seen = samples_seen_from_log(run / "out.log") or plan.samples_seen
+    lay = RunLayout(plan.run)
+    seen = samples_seen_from_log(lay.log) or plan.samples_seen
     info = {
         "scale": plan.recipe.scale,
         "model": plan.recipe.model,
@@ -379,9 +377,9 @@ def _finish(plan: LaunchPlan, state: dict) -> dict:
         "finished": True,
         "finished_at": time.strftime("%Y-%m-%dT%H:%M:%S"),
     }
-    _write_json(run / "info.json", info)
+    _write_json(lay.info, info)
     print(f"finished: {seen:,} samples seen in {info['wall_time_s']:.1f}s of training; "
-          f"checkpoint {run / CHECKPOINT}", file=sys.stderr)
+          f"checkpoint {lay.checkpoint}", file=sys.stderr)
     return info
 
 

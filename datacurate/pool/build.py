@@ -19,6 +19,7 @@ from pathlib import Path
 
 from ..atomic import replace_dir
 from ..errors import UserError
+from ..layout import PoolLayout
 
 BUILDER_VERSION = "3"
 URL_BASE = "http://offline.datacurate/"
@@ -79,7 +80,7 @@ def _manifest_matches(m: dict, scale: str, seed: int) -> bool:
 
 def _check_out(out: Path, scale: str, seed: int, force: bool) -> dict | None:
     """The existing manifest when the same pool is already built; error on anything else."""
-    man = out / "manifest.json"
+    man = PoolLayout.at(out).manifest_path
     if man.exists():
         try:
             m = json.loads(man.read_text())
@@ -222,8 +223,9 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
 
     tmp = out.parent / f".{out.name}.building-{os.getpid()}"
     shutil.rmtree(tmp, ignore_errors=True)
-    (tmp / "www").mkdir(parents=True)
-    (tmp / "holdout").mkdir()
+    staged = PoolLayout.at(tmp)
+    staged.www.mkdir(parents=True)
+    staged.holdout.mkdir()
     try:
         uids = [make_uid("datacurate-pool", BUILDER_VERSION, scale, seed, s.index) for s in specs]
         urls: list = [None] * len(specs)
@@ -238,7 +240,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
                 rel = _broken_path(rng, s.label, token, r.fmt)
             else:
                 rel = web_path(rng, s.label, token, r.fmt)
-                dst = tmp / "www" / rel
+                dst = staged.www / rel
                 dst.parent.mkdir(parents=True, exist_ok=True)
                 dst.write_bytes(r.data)
             urls[s.index] = URL_BASE + rel
@@ -252,7 +254,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
                 place(s, render_duplicate(s, results[s.dup_of]))
 
         for s in specs:   # a dead link must 404: neither a file nor a folder (listing) under www/
-            if s.defect == "broken_url" and (tmp / "www" / urls[s.index][len(URL_BASE):]).exists():
+            if s.defect == "broken_url" and (staged.www / urls[s.index][len(URL_BASE):]).exists():
                 raise RuntimeError(f"internal: broken url {urls[s.index]} points at something that exists")
         order = list(range(len(specs)))
         random.Random(f"datacurate-order/{seed}").shuffle(order)
@@ -270,15 +272,15 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
                          ("source", s.source), ("planted_as", r.planted_as)):
                 gt_cols[k].append(v)
         _write_parquet(pa.table(url_cols, schema=pa.schema([(k, pa.string()) for k in url_cols])),
-                       tmp / "urls.parquet")
+                       staged.urls)
         _write_parquet(pa.table(gt_cols, schema=pa.schema([(k, pa.string()) for k in gt_cols])),
-                       tmp / "ground_truth.parquet")
+                       staged.ground_truth)
         held = {}
         for which in ("eval", "trusted"):
             t = _holdout_table(splits[which], seed)
-            _write_parquet(t, tmp / "holdout" / f"{which}.parquet")
+            _write_parquet(t, staged.holdout_parquet(which))
             held[which] = t.num_rows
-        _write_parquet(taxonomy_table(splits), tmp / "holdout" / "taxonomy.parquet")
+        _write_parquet(taxonomy_table(splits), staged.holdout_parquet("taxonomy"))
 
         import skimage
 
@@ -305,7 +307,7 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
             "files": {"urls": "urls.parquet", "www": "www/", "ground_truth": "ground_truth.parquet",
                       "eval": "holdout/eval.parquet", "trusted": "holdout/trusted.parquet"},
         }
-        (tmp / "manifest.json").write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
+        staged.manifest_path.write_text(json.dumps(manifest, indent=2, sort_keys=True) + "\n")
         replace_dir(tmp, out)
     except BaseException:
         shutil.rmtree(tmp, ignore_errors=True)

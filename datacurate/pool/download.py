@@ -30,8 +30,8 @@ from pathlib import Path
 
 from ..atomic import write_json_atomic
 from ..errors import UserError
+from ..layout import SHARD_DIGITS, PoolLayout, shard_name
 
-SHARD_DIGITS = 5  # NNNNN.tar (docs/formats.md); upstream DataComp uses oom_shard_count=8
 # Upstream download_upstream.py: image_size=512, resize_mode="keep_ratio_largest",
 # resize_only_if_bigger=True, encode jpg. We keep the mode and the "only if bigger"
 # rule but store at 256 px on the longest side: the CPU scales train at 64 px and
@@ -48,7 +48,7 @@ class DownloadError(UserError):
 # ----------------------------------------------------------------------------- inputs
 
 def read_manifest(pool: Path) -> dict:
-    path = pool / "manifest.json"
+    path = PoolLayout.at(pool).manifest_path
     if not path.exists():
         return {}
     try:
@@ -130,10 +130,6 @@ def samples_per_shard_for(manifest: dict, n_rows: int) -> int:
     return SCALES["small"].shard_size
 
 
-def shard_name(i: int) -> str:
-    return f"{i:0{SHARD_DIGITS}d}"
-
-
 # ----------------------------------------------------------------------------- failures
 
 _REASONS = [
@@ -186,12 +182,12 @@ def _shard_complete(shards: Path, name: str) -> bool:
 def _repair(pool: Path, n_shards: int) -> None:
     """Forget shards whose files are missing or damaged (a killed run), so img2dataset redoes
     them, and their metadata, which would be stale."""
-    shards = pool / "shards"
+    lay = PoolLayout.at(pool)
     for i in range(n_shards):
         name = shard_name(i)
-        if not _shard_complete(shards, name):
-            (shards / f"{name}_stats.json").unlink(missing_ok=True)
-            (pool / "metadata" / f"{name}.parquet").unlink(missing_ok=True)
+        if not _shard_complete(lay.shards, name):
+            lay.download_stats(name).unlink(missing_ok=True)
+            lay.parquet(name).unlink(missing_ok=True)
 
 
 def _check_settings(pool: Path, settings: dict) -> None:
@@ -204,7 +200,7 @@ def _check_settings(pool: Path, settings: dict) -> None:
                 raise DownloadError(
                     f"{pool}/shards was started with {k}={old.get(k)!r}, now {settings[k]!r}; "
                     f"rerun with the same settings or remove {pool}/shards, {pool}/metadata and {path}")
-    elif any((pool / "shards").glob("*_stats.json")):
+    elif any(PoolLayout.at(pool).shards.glob("*_stats.json")):
         raise DownloadError(f"{pool}/shards holds shards from an unknown run ({path} is missing); "
                             "remove the shards folder to download again")
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -327,7 +323,7 @@ def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: in
             output_format="webdataset",
             incremental_mode="incremental",
             number_sample_per_shard=samples_per_shard,
-            oom_shard_count=SHARD_DIGITS,
+            oom_shard_count=SHARD_DIGITS,  # NNNNN.tar (docs/formats.md); upstream DataComp uses 8
             image_size=image_size,
             resize_mode=RESIZE_MODE,
             resize_only_if_bigger=True,
@@ -362,7 +358,8 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
 
     from ..schema import cast_to_upstream, write_table_atomic
 
-    t = pq.read_table(pool / "shards" / f"{name}.parquet")
+    lay = PoolLayout.at(pool)
+    t = pq.read_table(lay.download_parquet(name))
     status = t.column("status").to_pylist()
     errors = t.column("error_message").to_pylist()
     reasons: dict[str, int] = {}
@@ -373,7 +370,7 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
             reasons[r] = reasons.get(r, 0) + 1
             messages[e or s or "?"] = messages.get(e or s or "?", 0) + 1
     ok = t.filter(pc.equal(t.column("status"), "success"))
-    out = pool / "metadata" / f"{name}.parquet"
+    out = lay.parquet(name)
     if not out.exists():
         ok = ok.sort_by("key")
         uids = ok.column("uid").to_pylist()
@@ -401,7 +398,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
                   input: str | os.PathLike | None = None, samples_per_shard: int | None = None,
                   image_size: int = IMAGE_SIZE, threads: int = 32, delay: float = 0.0,
                   distributor: str = "pyspark", processes: int | None = None, timeout: int = 10,
-                  progress: bool = True, summary_name: str = "download_summary.json") -> dict:
+                  progress: bool = True) -> dict:
     """Download POOL's url list into POOL/shards and POOL/metadata; return the summary.
 
     ``spark``: an existing SparkSession (else one from ``datacurate.spark.get_spark(master)``).
@@ -417,7 +414,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     pool = Path(pool)
     if distributor not in ("pyspark", "multiprocessing"):
         raise DownloadError(f"unknown distributor {distributor!r}; use pyspark or multiprocessing")
-    urls_path = pool / "urls.parquet"
+    urls_path = PoolLayout.at(pool).urls
     if input is not None:
         table = read_url_list(Path(input), add_missing_uids=True)
         if urls_path.exists():
@@ -436,7 +433,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     if sps < 1:
         raise DownloadError(f"samples per shard must be >= 1, got {sps}")
     n_shards = math.ceil(table.num_rows / sps)
-    shards, metadata = pool / "shards", pool / "metadata"
+    lay = PoolLayout.at(pool)
+    shards, metadata = lay.shards, lay.metadata
     shards.mkdir(parents=True, exist_ok=True)
     metadata.mkdir(parents=True, exist_ok=True)
     _check_settings(pool, {"samples_per_shard": sps, "url_list_sha256": _table_fingerprint(table),
@@ -444,12 +442,12 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     _repair(pool, n_shards)
     names = [shard_name(i) for i in range(n_shards)]
     todo = [n for n in names if not _shard_complete(shards, n)]
-    summary_path = pool / summary_name
-    if not todo and summary_path.exists() and all((metadata / f"{n}.parquet").exists() for n in names):
+    summary_path = lay.download_summary_path
+    if not todo and summary_path.exists() and all(lay.parquet(n).exists() for n in names):
         print(f"pool download: all {n_shards} shard(s) already downloaded ({summary_path})", flush=True)
         return json.loads(summary_path.read_text())
     url_base = manifest.get("url_base")
-    www = pool / "www"
+    www = PoolLayout.at(pool).www
     served = bool(url_base) and www.is_dir()
     spark_startup = None
     download_s = 0.0
@@ -551,7 +549,7 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
     input_parquet = state / "input.parquet"
     with contextlib.ExitStack() as stack:
         if url_base is not None:
-            base = stack.enter_context(serve_directory(pool / "www", host=bind[0], advertise=bind[1],
+            base = stack.enter_context(serve_directory(PoolLayout.at(pool).www, host=bind[0], advertise=bind[1],
                                                        delay=delay))
             urls = [base + u[len(url_base):] if u.startswith(url_base) else u
                     for u in table.column("url").to_pylist()]

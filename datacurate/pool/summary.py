@@ -6,6 +6,7 @@ import json
 from pathlib import Path
 
 from ..errors import UserError
+from ..layout import PoolLayout, read_json
 
 
 def pool_summary(pool: str | Path) -> dict:
@@ -13,15 +14,11 @@ def pool_summary(pool: str | Path) -> dict:
     pool = Path(pool)
     if not pool.is_dir():
         raise UserError(f"{pool}: no such pool folder")
+    lay = PoolLayout.at(pool)
     out: dict = {"pool": str(pool), "manifest": None, "download": None, "metadata_shards": 0}
-    for key, name in (("manifest", "manifest.json"), ("download", "download_summary.json")):
-        path = pool / name
-        if path.exists():
-            try:
-                out[key] = json.loads(path.read_text())
-            except json.JSONDecodeError as e:
-                raise UserError(f"{path}: not valid JSON ({e})") from None
-    out["metadata_shards"] = len(list((pool / "metadata").glob("*.parquet"))) if (pool / "metadata").is_dir() else 0
+    for key, path in (("manifest", lay.manifest_path), ("download", lay.download_summary_path)):
+        out[key] = read_json(path) or None
+    out["metadata_shards"] = len(list(lay.metadata.glob("*.parquet"))) if lay.metadata.is_dir() else 0
     return out
 
 

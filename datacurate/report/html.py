@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..layout import PoolLayout, RunLayout, report_dir, report_html
 from . import plots
 from .training_log import parse_training_log
 
@@ -59,8 +60,9 @@ def _fmt(v, digits: int = 3) -> str:
 # --------------------------------------------------------------------------- sections
 
 def pool_section(pool: Path, img_dir: Path) -> str:
-    man = _json(pool / "manifest.json")
-    dl = _json(pool / "download_summary.json")
+    lay = PoolLayout.at(pool)
+    man = _json(lay.manifest_path)
+    dl = _json(lay.download_summary_path)
     parts = ["<h2>Pool</h2>"]
     if man:
         parts.append(f"<p>scale <b>{_esc(man.get('scale'))}</b>, seed {_esc(man.get('seed'))}</p>")
@@ -114,7 +116,7 @@ def _metadata(pool: Path, columns: list[str]):
     import pyarrow.parquet as pq
 
     tables = []
-    for p in sorted((pool / "metadata").glob("*.parquet")):
+    for p in sorted(PoolLayout.at(pool).metadata.glob("*.parquet")):
         have = set(pq.ParquetFile(p).schema_arrow.names)
         cols = [c for c in columns if c in have]
         t = pq.read_table(p, columns=cols)
@@ -134,7 +136,7 @@ def score_section(pool: Path, img_dir: Path, column: str = "clip_fnet_similarity
         return ""
     scores = np.asarray(meta.column(column).to_numpy(zero_copy_only=False), dtype=float)
     cut = float(np.quantile(scores, 1 - top_fraction))
-    gt_path = pool / "ground_truth.parquet"
+    gt_path = PoolLayout.at(pool).ground_truth
     groups: dict[str, np.ndarray] = {}
     if gt_path.exists():
         gt = pq.read_table(gt_path, columns=["uid", "defect"]).to_pydict()
@@ -157,7 +159,7 @@ def score_section(pool: Path, img_dir: Path, column: str = "clip_fnet_similarity
 
 def _read_images(pool: Path, shard: str, keys: set[str]) -> dict[str, bytes]:
     out = {}
-    tar = pool / "shards" / f"{shard}.tar"
+    tar = PoolLayout.at(pool).tar(shard)
     if not tar.exists():
         return out
     with tarfile.open(tar) as tf:
@@ -203,7 +205,7 @@ def examples_section(pool: Path, recipe: RecipeRun, img_dir: Path, n: int = 12, 
 
 
 def _scores(run: Path) -> dict:
-    return _json(run / "scores.json")
+    return _json(RunLayout(run).scores)
 
 
 def _main_metric(scores: dict) -> tuple[str, float | None]:
@@ -270,7 +272,7 @@ def verdict(score: Score, ref: Score) -> str:
 def _task_lines(run: Path) -> dict[str, dict]:
     """dataset -> metrics of RUN/eval_results.jsonl (upstream evaluate.py's lines)."""
     out = {}
-    p = run / "eval_results.jsonl"
+    p = RunLayout(run).eval_results
     for line in p.read_text().splitlines() if p.exists() else []:
         try:
             rec = json.loads(line)
@@ -305,7 +307,7 @@ def _comparison_lines(comp: list[dict], ref_name: str = "no_filter") -> str:
 def results_section(recipes: list[RecipeRun], img_dir: Path) -> str:
     from datacurate.uids import read_subset
 
-    curves = {r.name: parse_training_log(r.run / "out.log") for r in recipes}
+    curves = {r.name: parse_training_log(RunLayout(r.run).log) for r in recipes}
     parts = []
     if any(curves.values()):
         plots.training_curves(curves, img_dir / "training.png")
@@ -356,7 +358,7 @@ def write_report(out_dir: Path, pool: Path, recipes: list[RecipeRun], title: str
                  extra_html: str = "") -> Path:
     """Write ``out_dir/report.html`` and ``out_dir/report/*.png``; returns the page's path."""
     out_dir = Path(out_dir)
-    img_dir = out_dir / "report"
+    img_dir = report_dir(out_dir)
     img_dir.mkdir(parents=True, exist_ok=True)
     sections = [pool_section(pool, img_dir), funnel_section(recipes, img_dir), score_section(pool, img_dir)]
     chosen = [r for r in recipes if r.name != "no_filter"][:1] or recipes[:1]
@@ -365,6 +367,6 @@ def write_report(out_dir: Path, pool: Path, recipes: list[RecipeRun], title: str
     page = (f"<!doctype html><html><head><meta charset='utf-8'><title>{_esc(title)}</title>"
             f"<style>{STYLE}</style></head><body><h1>{_esc(title)}</h1>"
             + "\n".join(s for s in sections if s) + "</body></html>")
-    path = out_dir / "report.html"
+    path = report_html(out_dir)
     write_text_atomic(path, page)
     return path

@@ -5,6 +5,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datacurate.layout import PoolLayout
+
 from ..api import PoolDataError
 
 SPLITS = ("eval", "trusted")
@@ -12,7 +14,7 @@ SPLITS = ("eval", "trusted")
 
 def load_target_embeddings(pool: Path, target: str, model: str, kind: str = "img") -> np.ndarray:
     """``eval``/``trusted`` -> POOL/holdout/{target}.{model}.npz[kind]; else an npz path (key ``kind``)."""
-    path = Path(pool) / "holdout" / f"{target}.{model}.npz" if target in SPLITS else Path(target)
+    path = PoolLayout.at(pool).holdout_npz(target, model) if target in SPLITS else Path(target)
     if not path.is_file():
         hint = f" (run `datacurate embed --pool {pool} ...` with --arch {model})" if target in SPLITS else ""
         raise PoolDataError(f"{path}: no target embeddings{hint}")
@@ -29,7 +31,7 @@ def load_target_images(pool: Path, target: str) -> list[bytes]:
     """Image bytes of a held-out split (POOL/holdout/{target}.parquet column ``image``)."""
     import pyarrow.parquet as pq
 
-    path = Path(pool) / "holdout" / f"{target}.parquet"
+    path = PoolLayout.at(pool).holdout_parquet(target)
     if not path.is_file():
         raise PoolDataError(f"{path}: no held-out images to compare against")
     return [b for b in pq.read_table(path, columns=["image"]).column("image").to_pylist() if b]

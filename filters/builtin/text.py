@@ -15,6 +15,8 @@ from pathlib import Path
 
 import numpy as np
 
+from datacurate.layout import PoolLayout
+
 from ..api import Batch, Context, Filter, Needs, Param, PoolDataError
 from ..registry import register
 from .basic import LANG_PARAMS, language_ok
@@ -77,7 +79,7 @@ def load_vocabulary(vocabulary: str, pool: Path) -> list[str]:
     if vocabulary == "eval":
         import pyarrow.parquet as pq
 
-        src = Path(pool) / "holdout" / "eval.parquet"
+        src = PoolLayout.at(pool).holdout_parquet("eval")
         if not src.is_file():
             raise PoolDataError(f"{src}: no held-out evaluation set to take class names from")
         names = pq.read_table(src, columns=["name"]).column("name").to_pylist()

@@ -44,6 +44,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from datacurate.layout import BenchLayout, RunLayout  # noqa: E402  (after the path insert)
+
 STUDY = ["no_filter", "random_30", "basic_offline", "text_based_offline", "image_based", "image_based_and_clip",
          "clip_score_top10", "clip_score_top20", "clip_score_top30", "clip_score_top40", "clip_score_top50",
          "dedup_clip", "decontaminate_phash_dedup_clip"]
@@ -74,7 +76,7 @@ def read_run(run: Path, metric: str, fingerprint: str | None = None) -> tuple[di
 
     A run scored on another suite version, or with tasks missing, would compare unlike things."""
     try:
-        scores = json.loads((Path(run) / "scores.json").read_text())
+        scores = json.loads(RunLayout(Path(run)).scores.read_text())
     except OSError:
         return None, "no scores.json"
     except ValueError:
@@ -201,7 +203,7 @@ def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
 def load_study(folder: Path) -> dict | None:
     """A run folder's baselines.json as {"rows", "summary"} (an older list of rows is accepted)."""
     try:
-        data = json.loads((Path(folder) / "baselines.json").read_text())
+        data = json.loads(BenchLayout(Path(folder)).baselines.read_text())
     except (OSError, ValueError):
         return None
     return {"rows": data, "summary": {}} if isinstance(data, list) else data
@@ -321,7 +323,7 @@ def task_verdicts(rows: list[dict], refs=REFS) -> list[str]:
 def pool_size(lay, sizes: dict[str, int]) -> int | None:
     """Samples in the pool a participant filters: those downloaded (else no_filter's subset)."""
     try:
-        return int(json.loads((lay.pool / "download_summary.json").read_text())["succeeded"])
+        return int(json.loads(lay.pool_layout.download_summary_path.read_text())["succeeded"])
     except (OSError, ValueError, KeyError, TypeError):
         return sizes.get("no_filter")
 
@@ -355,8 +357,8 @@ def write_study(lay, study: dict) -> str:
 
     rows, summary = study["rows"], study["summary"]
     metric = summary["metric"]
-    write_text_atomic(lay.out / "baselines.json", json.dumps({"rows": rows, "summary": summary}, indent=2))
-    img = lay.out / "report"
+    write_text_atomic(lay.baselines, json.dumps({"rows": rows, "summary": summary}, indent=2))
+    img = lay.report_dir
     img.mkdir(parents=True, exist_ok=True)
     header, body = table(rows, metric)
     lines = verdict_lines(summary, metric) + task_verdicts(rows) + missing_lines(
@@ -390,7 +392,7 @@ def main(argv=None) -> int:
 
     apply_offline_env()
     from datacurate.report.html import RecipeRun, write_report
-    from datacurate.run import RunLayout, _recipe_name, execute_stages
+    from datacurate.run import _recipe_name, execute_stages
     from datacurate.scales import offline_scales
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -406,7 +408,7 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
-    lay = RunLayout(args.out or ROOT / "runs" / args.scale)
+    lay = BenchLayout(args.out or ROOT / "runs" / args.scale)
     names = [_recipe_name(r) for r in args.recipes]
     if len(set(names)) != len(names):
         ap.error(f"recipe names must differ: {names}")
@@ -428,7 +430,7 @@ def main(argv=None) -> int:
         page = write_report(lay.out, lay.pool, recipes, extra_html=section,
                             title=f"datacurate run: {args.scale} scale, baseline study")
         print(f"table and plots: {page}")
-    print(f"numbers: {lay.out / 'baselines.json'}")
+    print(f"numbers: {lay.baselines}")
     return 0
 
 

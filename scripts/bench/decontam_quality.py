@@ -19,18 +19,20 @@ from pathlib import Path
 
 import pyarrow.parquet as pq
 
+from datacurate.layout import PoolLayout
+
 
 def pool_images(pool: Path, uids: set[str]) -> dict[str, bytes]:
     """Image bytes of the given uids, read from the pool's shards (one pass over each tar)."""
     from filters.embed import read_tar_images
-    from filters.pool_reader import list_shards, metadata_dir
+    from filters.pool_reader import list_shards
 
-    out = {}
-    for shard in list_shards(pool):
-        t = pq.read_table(metadata_dir(pool) / f"{shard.name}.parquet", columns=["uid", "key"]).to_pydict()
+    out, lay = {}, PoolLayout.find(pool)
+    for shard in list_shards(lay):
+        t = pq.read_table(lay.parquet(shard.name), columns=["uid", "key"]).to_pydict()
         keys = {k: u for k, u in zip(t["key"], t["uid"]) if u in uids}
         if keys:
-            blobs = read_tar_images(pool / "shards" / f"{shard.name}.tar", list(keys), shard.name)
+            blobs = read_tar_images(lay.tar(shard.name), list(keys), shard.name)
             out.update({keys[k]: b for k, b in blobs.items()})
     return out
 
@@ -49,7 +51,7 @@ def main(argv=None) -> None:
     ap.add_argument("--show", type=int, default=20, help="list this many flagged other rows (what they look like)")
     a = ap.parse_args(argv)
 
-    truth = a.pool / "ground_truth.parquet"
+    truth = PoolLayout.at(a.pool).ground_truth
     if not truth.is_file():
         raise SystemExit(f"{truth}: no ground truth (only an offline pool built by `datacurate pool build` has one)")
     kinds = "planted_as" in pq.read_schema(truth).names  # builder >= this commit: how each copy was planted
@@ -61,7 +63,7 @@ def main(argv=None) -> None:
     images = pool_images(a.pool, set(planted) | set(sample))
     t0 = time.perf_counter()
     index = EvalIndex(load_target_images(a.pool, "eval"))
-    eval_ids = pq.read_table(a.pool / "holdout" / "eval.parquet", columns=["item_id"]).column("item_id").to_pylist()
+    eval_ids = pq.read_table(PoolLayout.at(a.pool).holdout_parquet("eval"), columns=["item_id"]).column("item_id").to_pylist()
     print(f"eval index: {len(index.templates)} images, {len(index.desc)} descriptors, {time.perf_counter() - t0:.1f} s")
 
     flagged = []

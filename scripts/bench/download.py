@@ -25,12 +25,15 @@ sys.path.insert(0, str(Path(__file__).resolve().parents[2]))
 
 def fresh_copy(src: Path, dst: Path) -> Path:
     """manifest + url list copied, www linked: a pool as `pool build` leaves it."""
+    from datacurate.layout import PoolLayout
+
     shutil.rmtree(dst, ignore_errors=True)
     dst.mkdir(parents=True)
-    for name in ("manifest.json", "urls.parquet"):
-        shutil.copy2(src / name, dst / name)
-    if (src / "www").is_dir():
-        os.symlink((src / "www").resolve(), dst / "www")
+    a, b = PoolLayout.at(src), PoolLayout.at(dst)
+    for f, g in ((a.manifest_path, b.manifest_path), (a.urls, b.urls)):
+        shutil.copy2(f, g)
+    if a.www.is_dir():
+        os.symlink(a.www.resolve(), b.www)
     return dst
 
 

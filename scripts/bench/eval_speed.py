@@ -77,10 +77,12 @@ def tiny_run(run: Path) -> Path:
     """A RUN/ as training leaves it: info.json + a random-init TinyCLIP-ViT-64 checkpoint."""
     import torch
 
-    lm = random_model("TinyCLIP-ViT-64")
-    (run / "checkpoints").mkdir(parents=True)
-    torch.save({"state_dict": lm.model.state_dict()}, run / "checkpoints" / "epoch_latest.pt")
-    (run / "info.json").write_text(json.dumps({"model": "TinyCLIP-ViT-64", "checkpoint": "checkpoints/epoch_latest.pt"}))
+    from datacurate.layout import CHECKPOINT, RunLayout
+
+    lm, lay = random_model("TinyCLIP-ViT-64"), RunLayout(run)
+    lay.checkpoints.mkdir(parents=True)
+    torch.save({"state_dict": lm.model.state_dict()}, lay.checkpoint)
+    lay.info.write_text(json.dumps({"model": "TinyCLIP-ViT-64", "checkpoint": CHECKPOINT}))
     return run
 
 
@@ -100,6 +102,8 @@ def offline_suite_seconds(pool: Path | None, items: int, tmp: Path, threads: int
     """Wall time of `evaluate_run(suite='offline')` for a random-init tiny checkpoint (build included)."""
     import torch
 
+    from datacurate.layout import PoolLayout
+
     from eval import evaluate_run
 
     if pool is None:
@@ -107,16 +111,16 @@ def offline_suite_seconds(pool: Path | None, items: int, tmp: Path, threads: int
         import pyarrow.parquet as pq
 
         pool = tmp / "pool"
-        (pool / "holdout").mkdir(parents=True)
+        PoolLayout.at(pool).holdout.mkdir(parents=True)
         groups = ["food-drink", "animals-nature", "travel-places", "objects", "symbols"]
         rows = {"item_id": [f"it{i}" for i in range(items)], "image": [_png(i, 72) for i in range(items)],
                 "text": [f"an emoji number {i}" for i in range(items)], "name": [f"emoji {i}" for i in range(items)],
                 "group": [groups[i % 5] for i in range(items)], "subgroup": [f"{groups[i % 5]}-{i % 3}" for i in range(items)],
                 "source": ["google"] * items}
-        pq.write_table(pa.table(rows), pool / "holdout" / "eval.parquet")
+        pq.write_table(pa.table(rows), PoolLayout.at(pool).holdout_parquet("eval"))
     run = tiny_run(tmp / "run")
     torch.set_num_threads(threads)
-    prebuilt = (Path(pool) / "evalsets").is_dir()
+    prebuilt = PoolLayout.at(pool).evalsets.is_dir()
     t0 = time.perf_counter()
     scores = evaluate_run(run, suite="offline", pool=pool, device="cpu", log=lambda m: None)
     total = time.perf_counter() - t0

@@ -29,6 +29,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from datacurate.layout import PoolLayout  # noqa: E402  (after the path insert)
+
 DEFAULT_RECIPES = [
     "no_filter", "random_30", "basic_offline", "text_based_offline", "clip_score_top30", "image_based",
     "image_based_and_clip", "dedup_clip", "semdedup_clip", "decontaminate_dedup_clip",
@@ -56,7 +58,7 @@ def pool_uids(pool: Path) -> list[str]:
     import pyarrow.parquet as pq
 
     out = []
-    for p in sorted((pool / "metadata").glob("*.parquet")):
+    for p in PoolLayout.find(pool).metadata_files():
         out += pq.read_table(p, columns=["uid"]).column("uid").to_pylist()
     return out
 
@@ -105,7 +107,7 @@ def main() -> int:
 
     apply_offline_env()
     pool = Path(args.pool)
-    gt_path = pool / "ground_truth.parquet"
+    gt_path = PoolLayout.at(pool).ground_truth
     if not gt_path.is_file():
         raise SystemExit(f"{gt_path}: no ground truth (build the pool with `datacurate pool build`)")
     gt = pq.read_table(gt_path).to_pylist()

@@ -28,6 +28,8 @@ from pathlib import Path
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
+from datacurate.layout import PoolLayout, shard_name  # noqa: E402  (after the path insert)
+
 RECIPES = {
     "no_filter": "steps:\n  - {filter: no_filter}\n",
     "basic": "steps:\n  - {filter: basic}\n",
@@ -53,9 +55,10 @@ def generate(pool: Path, rows: int, shard_rows: int, dim: int, seed: int = 0) ->
 
     from datacurate.uids import make_uid
 
+    lay = PoolLayout.at(pool)
     rng = np.random.default_rng(seed)
-    (pool / "metadata").mkdir(parents=True, exist_ok=True)
-    (pool / "holdout").mkdir(parents=True, exist_ok=True)
+    lay.metadata.mkdir(parents=True, exist_ok=True)
+    lay.holdout.mkdir(parents=True, exist_ok=True)
     centres = rng.normal(size=(64, dim)).astype(np.float32)
     words = np.asarray(WORDS)
     for s, start in enumerate(range(0, rows, shard_rows)):
@@ -82,10 +85,10 @@ def generate(pool: Path, rows: int, shard_rows: int, dim: int, seed: int = 0) ->
             "sha256": sha, "key": [f"{s:05d}{i:04d}" for i in range(n)],
             "clip_fnet_similarity_score": pa.array(score, pa.float32()),
         })
-        pq.write_table(table, pool / "metadata" / f"{s:05d}.parquet")
-        np.savez(pool / "metadata" / f"{s:05d}.npz", fnet_img=img.astype(np.float16), fnet_txt=txt.astype(np.float16))
+        pq.write_table(table, lay.parquet(shard_name(s)))
+        np.savez(lay.npz(shard_name(s)), fnet_img=img.astype(np.float16), fnet_txt=txt.astype(np.float16))
     ev = centres[:8] / np.linalg.norm(centres[:8], axis=1, keepdims=True)
-    np.savez(pool / "holdout" / "eval.fnet.npz", img=ev.astype(np.float16), txt=ev.astype(np.float16),
+    np.savez(lay.holdout_npz("eval", "fnet"), img=ev.astype(np.float16), txt=ev.astype(np.float16),
              item_id=np.asarray([f"e{i}" for i in range(8)]))
 
 
@@ -172,7 +175,7 @@ def main() -> int:
         names.insert(0, "no_filter")  # the reference
     tmp = tempfile.TemporaryDirectory(prefix="filter-speed-")
     pool = Path(args.pool) if args.pool else Path(tmp.name) / "pool"
-    if not (pool / "metadata").is_dir():
+    if not PoolLayout.at(pool).metadata.is_dir():
         # in a child: Linux children inherit the parent's peak RSS, which would then hide theirs
         t0 = time.time()
         subprocess.run([sys.executable, __file__, "--generate", str(pool), str(args.rows), str(args.shard_rows),

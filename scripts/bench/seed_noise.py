@@ -76,7 +76,7 @@ def main(argv=None) -> int:
 
     apply_offline_env()
     from datacurate.atomic import write_json_atomic
-    from datacurate.run import RunLayout
+    from datacurate.layout import BenchLayout, DataLayout, RunLayout
     from eval import evaluate_run
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -85,29 +85,29 @@ def main(argv=None) -> int:
     ap.add_argument("--scale", default=None, help="default: the study's (run_state.json or the pool's manifest)")
     ap.add_argument("--seeds", type=int, default=3, help="seeds per factor (0..S-1)")
     args = ap.parse_args(argv)
-    lay = RunLayout(args.out)
-    scale = args.scale or json.loads((lay.pool / "manifest.json").read_text())["scale"]
+    lay = BenchLayout(args.out)
+    scale = args.scale or lay.pool_layout.manifest()["scale"]
     data_dir = lay.data(args.recipe)
-    if not (data_dir / "reshard.json").exists():
+    if not DataLayout(data_dir).is_complete():
         raise SystemExit(f"{data_dir}: no training shards; run scripts/bench/baselines.py --out {args.out} first")
     home = lay.out / "noise" / args.recipe
     pairs = sorted({(i, 0) for i in range(args.seeds)} | {(0, d) for d in range(args.seeds)})
     rows = {}
     for init, data in pairs:
         run = home / f"init{init}-data{data}"
-        if not (run / "info.json").exists():
+        if not RunLayout(run).info.exists():
             print(f"train {args.recipe}: init seed {init}, data seed {data}", flush=True)
             train_split(scale, data_dir, run, init, data)
-        if not (run / "scores.json").exists():
+        if not RunLayout(run).scores.exists():
             evaluate_run(run, suite="offline", pool=lay.pool, log=lambda *_: None)
-        s = json.loads((run / "scores.json").read_text())
+        s = json.loads(RunLayout(run).scores.read_text())
         rows[(init, data)] = {"Average": s["aggregates"]["Average"], "se": (s.get("aggregates_se") or {}).get("Average"),
                               "tasks": s["tasks"]}
         t = rows[(init, data)]
         print(f"init {init} data {data}: Average {t['Average']:.4f}  "
               + "  ".join(f"{k} {v:.4f}" for k, v in t["tasks"].items()), flush=True)
-    study0 = lay.run(args.recipe, 0) / "checkpoints" / "epoch_latest.pt"
-    same = study0.exists() and same_weights(study0, home / "init0-data0" / "checkpoints" / "epoch_latest.pt")
+    study0 = RunLayout(lay.run(args.recipe, 0)).checkpoint
+    same = study0.exists() and same_weights(study0, RunLayout(home / "init0-data0").checkpoint)
     spread = lambda keys, f: float(np.std([f(rows[k]) for k in keys], ddof=1))
     init_keys = [(i, 0) for i in range(args.seeds)]
     data_keys = [(0, d) for d in range(args.seeds)]

@@ -85,6 +85,7 @@ def main() -> int:
 
     from datacurate.env import apply_offline_env
     from train_data_maker import make_training_data
+    from datacurate.layout import RunLayout
     from training.launch import plan_training, samples_seen_from_log
     from training.recipe import recipe_for
 
@@ -111,14 +112,14 @@ def main() -> int:
                 else:
                     wall = run_direct(argv)
                 cpu = cpu_seconds() - cpu0
-                seen = samples_seen_from_log(out / "out.log")
+                seen = samples_seen_from_log(RunLayout(out).log)
                 times[side].append(seen / wall)
                 per_cpu[side].append(seen / cpu)
-                rates[side].append(steady_rate(out / "out.log"))
+                rates[side].append(steady_rate(RunLayout(out).log))
                 print(f"  {side:6s} run {i}: {seen:,} samples in {wall:.1f}s end to end = {seen / wall:.1f} samples/s; "
                       f"steady {rates[side][-1] or float('nan'):.1f} samples/s; "
                       f"{cpu:.0f} CPU-s = {seen / cpu:.1f} samples per CPU-second", flush=True)
-                for ck in (out / "checkpoints").glob("*.pt"):
+                for ck in RunLayout(out).checkpoints.glob("*.pt"):
                     ck.unlink()
     ours, direct = max(times["ours"]), max(times["direct"])
     steady_ours = max(r for r in rates["ours"] if r) if any(rates["ours"]) else float("nan")
