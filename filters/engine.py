@@ -48,7 +48,9 @@ def _check_output(out, f: Filter, n: int, where: str) -> np.ndarray:
         return out
     if not np.issubdtype(out.dtype, np.number):
         raise RecipeError(f"{where}: filter {f.name!r} must return numeric scores, got {out.dtype}")
-    return out.astype(np.float64)
+    # a float column keeps its own dtype: upstream compares a float32 score column with its
+    # threshold in float32, and rows scoring exactly float32(T) are kept there
+    return out if np.issubdtype(out.dtype, np.floating) else out.astype(np.float64)
 
 
 def rows_task(pool: Path, shard: ShardInfo, steps: list[tuple[int, Filter, str]], needs: Needs) -> dict:
@@ -109,9 +111,10 @@ def select(scores: np.ndarray, population: np.ndarray, step: Step) -> tuple[np.n
         thr = top_fraction_threshold(s[valid], step.top_fraction)
     else:
         thr = -step.threshold if step.keep_low else step.threshold
+    thr = s.dtype.type(thr)     # compared in the scores' dtype (float32 for upstream's columns), as upstream
     with np.errstate(invalid="ignore"):
         keep = valid & (s >= thr)
-    return keep, (-thr if step.keep_low else thr)
+    return keep, float(-thr if step.keep_low else thr)
 
 
 # ----------------------------------------------------------------------------- the driver

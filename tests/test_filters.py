@@ -54,6 +54,49 @@ def test_caption_filter_is_upstreams(tmp_path):
     assert kept_idx(rows, got) == [0]  # > 1 word and > 5 chars and English
 
 
+def test_caption_counts_words_with_fasttexts_tokenizer():
+    """Upstream's caption_filter counts len(fasttext.tokenize(text)); its basic filter len(text.split()).
+
+    The expected counts are fastText's Dictionary::readWord read by hand: ASCII space, \\n \\r \\t \\v
+    \\f and NUL separate words, every newline adds an "</s>" token, NBSP and U+001C do not separate."""
+    from filters.builtin.basic import fasttext_token_count, words_and_chars
+
+    cases = {"two dogs": 2, "dogs": 1, "": 0, "   ": 0, "a\u00a0dog": 1, "a\tdog": 2, "a\x00dog": 2,
+             "a\ndog": 3, "dog\n": 2, "\n": 1, "a\x1cdog": 1, "a\r\ndog": 3, " a  b ": 2, "über straße": 2}
+    assert {t: fasttext_token_count(t) for t in cases} == cases
+    words, chars = words_and_chars(list(cases), "whitespace")
+    assert list(words) == [len(t.split()) for t in cases] and list(chars) == [len(t) for t in cases]
+    # where the two rules disagree, the caption filter follows fastText
+    assert words_and_chars(["a\u00a0dog runs"], "fasttext")[0][0] == 2
+    assert words_and_chars(["a\u00a0dog runs"], "whitespace")[0][0] == 3
+
+
+def test_caption_filter_keeps_what_upstreams_tokenizer_keeps(tmp_path):
+    rows = [row(0, text="a\u00a0dogfish"),      # 1 fastText word (NBSP joins): upstream drops
+            row(1, text="dogfish\n"),           # "dogfish" + "</s>": 2 words, upstream keeps
+            row(2, text="a\x00dogfish"),        # NUL separates: 2 words, upstream keeps
+            row(3, text="dogfish")]             # 1 word
+    pool = write_pool(tmp_path / "pool", rows)
+    got, _ = run(pool, "steps:\n  - {filter: caption, english: false}\n", tmp_path)
+    assert kept_idx(rows, got) == [1, 2]
+    got, _ = run(pool, "steps:\n  - {filter: caption, english: false, tokenizer: whitespace}\n", tmp_path, "w")
+    assert kept_idx(rows, got) == [0]
+
+
+def test_thresholds_compare_in_the_columns_float32_as_upstream(tmp_path):
+    """Upstream: ``df[key] >= threshold`` on the float32 column. A row scoring exactly float32(0.29) is
+    kept at threshold 0.29 (in float64 it would fall below 0.29 and be dropped)."""
+    scores = [0.29, 0.32, 0.2899, 0.33, 0.28, 0.3199]
+    rows = [row(i, score=s) for i, s in enumerate(scores)]
+    pool = write_pool(tmp_path / "pool", rows)
+    col = np.asarray(scores, np.float32)
+    for thr in (0.29, 0.32):
+        assert np.float64(np.float32(thr)) < thr    # the tie that float64 gets wrong
+        want = [i for i in range(len(scores)) if col[i] >= thr]     # upstream's comparison
+        got, _ = run(pool, f"steps:\n  - {{filter: clip_score, model: fnet, threshold: {thr}}}\n", tmp_path, f"t{thr}")
+        assert kept_idx(rows, got) == want and (0 in want if thr == 0.29 else 1 in want)
+
+
 def test_no_filter_and_random(tmp_path):
     rows = [row(i) for i in range(40)]
     pool = write_pool(tmp_path / "pool", rows, per_shard=7)

@@ -8,6 +8,8 @@ filters/recipes/basic_offline.yaml).
 """
 from __future__ import annotations
 
+import re
+
 import numpy as np
 
 from ..api import Batch, Filter, Needs, Param, pack_uids
@@ -21,8 +23,26 @@ LANG_PARAMS = (
 )
 
 
-def words_and_chars(texts: list[str]) -> tuple[np.ndarray, np.ndarray]:
-    words = np.fromiter((len(t.split()) for t in texts), dtype=np.int64, count=len(texts))
+TOKENIZERS = ("whitespace", "fasttext")
+# fastText's word separators (Dictionary::readWord): ASCII space, \n \r \t \v \f and NUL. Each
+# newline also yields an end-of-sentence token "</s>"; NBSP and other Unicode spaces are not separators.
+_FASTTEXT_WORD = re.compile("[^ \n\r\t\v\f\x00]+")
+
+
+def fasttext_token_count(text: str) -> int:
+    """``len(fasttext.tokenize(text))``, as upstream's caption_filter counts words.
+
+    Re-stated from fastText's ``Dictionary::readWord`` (the pybind ``tokenize`` calls it until
+    EOF): a token is a run of non-separator bytes, and every ``\n`` adds one ``</s>``.
+    """
+    return len(_FASTTEXT_WORD.findall(text)) + text.count("\n")
+
+
+def words_and_chars(texts: list[str], tokenizer: str = "whitespace") -> tuple[np.ndarray, np.ndarray]:
+    """Words per caption (``str.split()`` as upstream's basic filter, or fastText's tokenizer as its
+    caption filter) and characters (``len``, code points, as upstream)."""
+    count = fasttext_token_count if tokenizer == "fasttext" else (lambda t: len(t.split()))
+    words = np.fromiter((count(t) for t in texts), dtype=np.int64, count=len(texts))
     chars = np.fromiter((len(t) for t in texts), dtype=np.int64, count=len(texts))
     return words, chars
 
@@ -43,7 +63,7 @@ def _english_where_kept(f, texts: list[str], keep: np.ndarray) -> np.ndarray:
 
 def caption_keep(f, texts: list[str], english: bool = True) -> np.ndarray:
     """Upstream's caption rules: enough words and characters (and English unless ``english`` is False)."""
-    words, chars = words_and_chars(texts)
+    words, chars = words_and_chars(texts, getattr(f, "tokenizer", "whitespace"))
     keep = (words >= f.min_words) & (chars >= f.min_chars)
     return _english_where_kept(f, texts, keep) if english else keep
 
@@ -126,6 +146,9 @@ class Caption(Filter):
     params = (
         Param("min_words", int, 2, "keep captions with at least this many words (upstream: > 1)", min=0),
         Param("min_chars", int, 6, "keep captions with at least this many characters (upstream: > 5)", min=0),
+        Param("tokenizer", str, "fasttext", "how words are counted: fastText's tokenizer as upstream's "
+              "caption_filter (a newline counts as a word, NBSP does not split), or str.split()",
+              choices=TOKENIZERS),
         *LANG_PARAMS,
     )
 

@@ -42,7 +42,7 @@ class ClipScore(Filter):
         return Needs([score_column(self.model)])
 
     def __call__(self, batch: Batch) -> np.ndarray:
-        return batch.column(score_column(self.model)).astype(np.float64)
+        return batch.column(score_column(self.model))    # in the column's dtype: see engine.select
 
 
 @register
@@ -76,7 +76,10 @@ class Laion2B(Filter):
         return Needs(["text", score_column(self.model)])
 
     def __call__(self, batch: Batch) -> np.ndarray:
-        keep = batch.column(score_column(self.model)).astype(np.float64) >= self.threshold
+        score = batch.column(score_column(self.model))
+        if not np.issubdtype(score.dtype, np.floating):
+            score = score.astype(np.float64)
+        keep = score >= score.dtype.type(self.threshold)     # in the column's dtype, as upstream
         idx = np.flatnonzero(keep)
         if len(idx) and self.english:
             texts = batch.texts()
