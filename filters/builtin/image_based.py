@@ -13,6 +13,9 @@ parameter (recipes for the offline pools set about 100).
 Two passes: pass 1 collects the (caption-filtered) embeddings, at most ``sample`` of
 them, picked by a hash of the uid so every runner picks the same; ``fit`` trains the
 centroids; pass 2 assigns every row.
+
+With ``centroids`` (upstream's published ones, read from its cache, or a file) there is no
+k-means and one pass: each row is assigned to them, as upstream's ``apply_filter`` does.
 """
 from __future__ import annotations
 
@@ -40,6 +43,9 @@ class ImageBased(Filter):
         Param("seed", int, 0, "k-means seed (upstream: 0)"),
         Param("caption_filter", bool, True, "apply upstream's caption filter first (English, > 1 word, > 5 chars)"),
         Param("sample", int, 0, "train k-means on at most this many rows (0: all, as upstream)", min=0),
+        Param("centroids", str, "", "use these centroids instead of fitting k-means: small | medium | large | "
+              "xlarge (upstream's published ones, from its cache ~/.cache/datacomp), auto (the upstream scale "
+              "nearest the pool's size), or a .pt/.npy file (upstream's torch.save of an array reads as is)"),
     )
 
     def validate(self) -> None:
@@ -52,6 +58,27 @@ class ImageBased(Filter):
 
     def setup(self, ctx: Context) -> None:
         self.targets = load_target_embeddings(ctx.pool, self.target, self.model, "img")
+        if self.centroids:
+            # given centroids: one pass, row by row (upstream's apply_filter with its cached centroids)
+            from datacurate.layout import PoolLayout
+
+            from ..pool_reader import list_shards
+            from ..upstream_assets import load_centroids
+
+            rows = sum(s.rows for s in list_shards(PoolLayout.find(ctx.pool))) if self.centroids == "auto" else None
+            self.centroid_matrix, what = load_centroids(self.centroids, rows)
+            self._set_target_clusters(ctx, what)
+            self.is_global = False
+
+    def _set_target_clusters(self, ctx: Context, what: str) -> None:
+        from ..faiss_ops import nearest_centroid
+
+        if self.centroid_matrix.shape[1] != self.targets.shape[1]:
+            raise RecipeError(f"{self.where}: centroids ({what}) have dim {self.centroid_matrix.shape[1]}, target "
+                              f"embeddings {self.targets.shape[1]}: not the same model")
+        self.target_clusters = np.asarray(sorted(nearest_centroid(self.centroid_matrix, self.targets)), np.int64)
+        ctx.notes[f"{self.where}: centroids"] = what
+        ctx.notes[f"{self.where}: clusters kept"] = len(self.target_clusters)
 
     def _eligible(self, batch: Batch) -> np.ndarray:
         return self.caption(batch) if self.caption_filter else np.ones(len(batch), bool)
@@ -64,7 +91,7 @@ class ImageBased(Filter):
         return batch.embedding(f"{self.model}_img")[keep]
 
     def fit(self, parts, ctx: Context) -> None:
-        from ..faiss_ops import fit_kmeans, nearest_centroid
+        from ..faiss_ops import fit_kmeans
 
         x = np.concatenate(parts) if parts else np.empty((0, 0), np.float16)
         if len(x) < self.clusters:
@@ -73,10 +100,9 @@ class ImageBased(Filter):
         if x.shape[1] != self.targets.shape[1]:
             raise RecipeError(f"{self.where}: pool embeddings have dim {x.shape[1]}, target embeddings "
                               f"{self.targets.shape[1]}: not the same model")
-        self.centroids = fit_kmeans(x.astype(np.float32), self.clusters, niter=self.niter, seed=self.seed,
-                                    spherical=False, max_points_per_centroid=10_000_000)
-        self.target_clusters = np.asarray(sorted(nearest_centroid(self.centroids, self.targets)), np.int64)
-        ctx.notes[f"{self.where}: clusters kept"] = len(self.target_clusters)
+        self.centroid_matrix = fit_kmeans(x.astype(np.float32), self.clusters, niter=self.niter, seed=self.seed,
+                                          spherical=False, max_points_per_centroid=10_000_000)
+        self._set_target_clusters(ctx, f"k-means, {self.clusters} clusters, fitted here")
 
     def __call__(self, batch: Batch) -> np.ndarray:
         from ..faiss_ops import assign_to_centroids, keep_clusters
@@ -84,6 +110,10 @@ class ImageBased(Filter):
         keep = self._eligible(batch)
         idx = np.flatnonzero(keep)
         if len(idx):
-            assign, _ = assign_to_centroids(batch.embedding(f"{self.model}_img")[idx], self.centroids, "ip")
+            emb = batch.embedding(f"{self.model}_img")[idx]
+            if emb.shape[1] != self.centroid_matrix.shape[1]:
+                raise RecipeError(f"{self.where}: {self.model}_img has dim {emb.shape[1]}, the centroids "
+                                  f"{self.centroid_matrix.shape[1]}: not the same model")
+            assign, _ = assign_to_centroids(emb, self.centroid_matrix, "ip")
             keep[idx] = keep_clusters(assign, self.target_clusters)
         return keep

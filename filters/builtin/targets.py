@@ -13,7 +13,15 @@ SPLITS = ("eval", "trusted")
 
 
 def load_target_embeddings(pool: Path, target: str, model: str, kind: str = "img") -> np.ndarray:
-    """``eval``/``trusted`` -> POOL/holdout/{target}.{model}.npz[kind]; else an npz path (key ``kind``)."""
+    """``eval``/``trusted`` -> POOL/holdout/{target}.{model}.npz[kind]; ``in1k_l14`` -> upstream's
+    ImageNet-1k ViT-L/14 features (filters.upstream_assets); else a file: .npz (key ``kind``), or
+    .pt / .npy as upstream saves them (``{"image_features": tensor}``, a tensor or an array)."""
+    from ..upstream_assets import IN1K_L14, in1k_l14_features, load_matrix
+
+    if target == IN1K_L14:
+        return in1k_l14_features()
+    if target not in SPLITS and Path(target).suffix in (".pt", ".npy"):
+        return load_matrix(target, "target image embeddings")
     path = PoolLayout.at(pool).holdout_npz(target, model) if target in SPLITS else Path(target)
     if not path.is_file():
         hint = f" (run `datacurate embed --pool {pool} ...` with --arch {model})" if target in SPLITS else ""
