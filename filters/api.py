@@ -14,6 +14,7 @@ once on the driver, then ``__call__(batch)`` on every batch again (pass 2).
 from __future__ import annotations
 
 import io
+import math
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any, ClassVar, Iterable
@@ -83,6 +84,8 @@ class Param:
                               f"got {type(value).__name__} {value!r}")
         if self.choices is not None and value not in self.choices:
             raise RecipeError(f"{where}: field {self.name!r} must be one of {list(self.choices)}, got {value!r}")
+        if isinstance(value, float) and not math.isfinite(value):
+            raise RecipeError(f"{where}: field {self.name!r} must be a finite number, got {value!r}")
         if isinstance(value, (int, float)) and not isinstance(value, bool):
             if self.min is not None and value < self.min or self.max is not None and value > self.max:
                 raise RecipeError(f"{where}: field {self.name!r} = {value!r} is out of range "

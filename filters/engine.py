@@ -23,9 +23,10 @@ from typing import Callable, Protocol
 
 import numpy as np
 
-from .api import Context, Filter, Needs, PoolDataError, RecipeError, pack_uids
+from datacurate.errors import UserError
 from datacurate.layout import as_pool
 
+from .api import Context, Filter, Needs, PoolDataError, RecipeError, pack_uids
 from .pool_reader import ShardInfo, check_shard, iter_batches, list_shards
 from .recipe import Combine, Recipe, Step
 
@@ -53,13 +54,25 @@ def _check_output(out, f: Filter, n: int, where: str) -> np.ndarray:
     return out if np.issubdtype(out.dtype, np.floating) else out.astype(np.float64)
 
 
+def _call(f: Filter, method: str, batch, where: str, shard: ShardInfo):
+    """A filter's method on a batch; an exception of the filter's own code becomes one RecipeError
+    naming the step, the filter and the shard (the traceback stays chained for --debug)."""
+    try:
+        return getattr(f, method)(batch)
+    except UserError:
+        raise
+    except Exception as e:
+        raise RecipeError(f"{where}: filter {f.name!r} raised {type(e).__name__}: {e} (shard {shard.name}); "
+                          "fix the filter (--debug shows the traceback)") from e
+
+
 def rows_task(pool: Path, shard: ShardInfo, steps: list[tuple[int, Filter, str]], needs: Needs) -> dict:
     """uids and every row-local step's output for one shard."""
     uids, outs = [], {i: [] for i, _, _ in steps}
     for batch in iter_batches(pool, shard, needs):
         uids.append(pack_uids(batch.table.column("uid").to_pylist()))
         for i, f, where in steps:
-            outs[i].append(_check_output(f(batch), f, len(batch), where))
+            outs[i].append(_check_output(_call(f, "__call__", batch, where, shard), f, len(batch), where))
     res = {"uids": np.concatenate(uids) if uids else np.empty((0, 2), np.uint64)}
     for i, f, _ in steps:
         res[i] = np.concatenate(outs[i]) if outs[i] else np.empty(0, bool if f.output == "mask" else np.float64)
@@ -74,7 +87,7 @@ def collect_task(pool: Path, shard: ShardInfo, f: Filter, needs: Needs, populati
     for batch in iter_batches(pool, shard, needs):
         rows = np.flatnonzero(population[batch.start:batch.start + len(batch)])
         if len(rows):
-            parts.append(f.collect(batch.take(rows)))
+            parts.append(_call(f, "collect", batch.take(rows), f.where, shard))
     return parts
 
 
@@ -86,7 +99,8 @@ def apply_task(pool: Path, shard: ShardInfo, f: Filter, needs: Needs, population
     for batch in iter_batches(pool, shard, needs):
         rows = np.flatnonzero(population[batch.start:batch.start + len(batch)])
         if len(rows):
-            out[batch.start + rows] = _check_output(f(batch.take(rows)), f, len(rows), where)
+            out[batch.start + rows] = _check_output(_call(f, "__call__", batch.take(rows), where, shard), f,
+                                                    len(rows), where)
     return out
 
 

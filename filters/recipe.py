@@ -20,6 +20,7 @@ reach the step, with upstream DataComp's rule) or ``threshold`` (keep score >= t
 """
 from __future__ import annotations
 
+import math
 import os
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -123,7 +124,9 @@ def parse_recipe(text: str, source: str = "<recipe>", overrides: dict | None = N
     name = str(doc.get("name") or Path(source).stem)
     all_steps: list[Step] = []
     root = Combine("chain", [], "recipe", source)
-    root.children = [_node(s, f"{source}: steps[{i}]", all_steps, overrides or {}) for i, s in enumerate(steps)]
+    search = [Path(source).parent] if Path(source).is_file() else []   # user modules beside the recipe
+    root.children = [_node(s, f"{source}: steps[{i}]", all_steps, overrides or {}, search)
+                     for i, s in enumerate(steps)]
     counter = 0
     for s in all_steps:
         s.id = counter
@@ -140,7 +143,7 @@ def _number(node, counter) -> None:
             _number(c, counter)
 
 
-def _node(spec: Any, where: str, all_steps: list, overrides: dict):
+def _node(spec: Any, where: str, all_steps: list, overrides: dict, search: list = ()):
     if not isinstance(spec, dict):
         raise RecipeError(f"{where}: a step is a mapping like {{filter: NAME, ...}} or {{intersect: [...]}}, "
                           f"got {spec!r}")
@@ -155,14 +158,15 @@ def _node(spec: Any, where: str, all_steps: list, overrides: dict):
         if not isinstance(children, list) or not children:
             raise RecipeError(f"{where}: {op!r} must be a non-empty list of steps")
         node = Combine(op, [], str(spec.get("label") or op), where)
-        node.children = [_node(c, f"{where}.{op}[{i}]", all_steps, overrides) for i, c in enumerate(children)]
+        node.children = [_node(c, f"{where}.{op}[{i}]", all_steps, overrides, search)
+                         for i, c in enumerate(children)]
         return node
     if "filter" not in spec:
         raise RecipeError(f"{where}: a step needs a 'filter' field (or intersect/union/chain); got {sorted(spec)}")
     fname = spec["filter"]
     if not isinstance(fname, str):
         raise RecipeError(f"{where}: field 'filter' must be a name, got {fname!r}")
-    cls = get_filter(fname, where)
+    cls = get_filter(fname, where, list(search))
     where = f"{where} ({fname})"
     scored = cls.output == "score"
     own = {p.name for p in cls.params}
@@ -194,8 +198,8 @@ def _node(spec: Any, where: str, all_steps: list, overrides: dict):
                 raise RecipeError(f"{where}: field 'top_fraction' must be a number in (0, 1], got {top!r}")
             top = float(top)
         if thr is not None:
-            if isinstance(thr, bool) or not isinstance(thr, (int, float)):
-                raise RecipeError(f"{where}: field 'threshold' must be a number, got {thr!r}")
+            if isinstance(thr, bool) or not isinstance(thr, (int, float)) or not math.isfinite(thr):
+                raise RecipeError(f"{where}: field 'threshold' must be a finite number, got {thr!r}")
             thr = float(thr)
     step = Step(f, str(spec.get("label") or fname), where, top, thr, keep == "low")
     all_steps.append(step)

@@ -16,6 +16,7 @@ mask|score`` (wrapped by ``function_filter``; declare what it reads with the
 from __future__ import annotations
 
 import importlib
+from pathlib import Path
 from typing import Callable
 
 from .api import Batch, Filter, Needs, Param, RecipeError
@@ -114,16 +115,49 @@ def _as_filter_class(target, name: str, where: str) -> type[Filter]:
     raise RecipeError(f"{where}: {target!r} is neither a Filter subclass nor a function")
 
 
-def load_path(path: str, where: str = "") -> type[Filter]:
-    """``package.module:attr`` -> a Filter class."""
+def _import_user_module(mod_name: str, search: list):
+    """Import ``mod_name`` from the import path, else from ``search`` (the current directory and
+    the recipe's folder, where a user keeps ``myfilters.py``); the folder it is found in stays on
+    ``sys.path`` so the filter can be unpickled again later in this process."""
+    import sys
+
+    try:
+        return importlib.import_module(mod_name)
+    except ModuleNotFoundError as e:
+        top = mod_name.split(".")[0]
+        if e.name != top:
+            raise
+        for d in search:
+            d = str(Path(d).resolve())
+            if (Path(d) / f"{top}.py").is_file() or (Path(d) / top / "__init__.py").is_file():
+                if d not in sys.path:
+                    sys.path.insert(0, d)
+                return importlib.import_module(mod_name)
+        raise
+
+
+def load_path(path: str, where: str = "", search: list | None = None) -> type[Filter]:
+    """``package.module:attr`` -> a Filter class; the module may sit in a ``search`` folder."""
     mod_name, _, attr = path.partition(":")
     prefix = f"{where}: " if where else ""
     if not mod_name or not attr:
         raise RecipeError(f"{prefix}filter path {path!r} must look like 'package.module:function'")
+    dirs = [Path.cwd(), *(search or [])]
     try:
-        mod = importlib.import_module(mod_name)
+        mod = _import_user_module(mod_name, dirs)
     except ImportError as e:
-        raise RecipeError(f"{prefix}cannot import module {mod_name!r} for filter {path!r} ({e})") from None
+        looked = ", ".join(dict.fromkeys(str(Path(d).resolve()) for d in dirs))
+        raise RecipeError(f"{prefix}cannot import module {mod_name!r} for filter {path!r} ({e}); looked on the "
+                          f"import path and in {looked}") from None
+    except Exception as e:  # the user's module itself fails: a syntax error, a raise at import time
+        import traceback
+
+        tb = traceback.extract_tb(e.__traceback__)
+        at = next((f"{f.filename}:{f.lineno}" for f in reversed(tb) if mod_name.split(".")[0] in f.filename), "")
+        if isinstance(e, SyntaxError) and e.filename:
+            at = f"{e.filename}:{e.lineno}"
+        raise RecipeError(f"{prefix}module {mod_name!r} for filter {path!r} fails to import"
+                          f"{' at ' + at if at else ''}: {type(e).__name__}: {e}; fix the module") from None
     try:
         target = getattr(mod, attr)
     except AttributeError:
@@ -131,11 +165,11 @@ def load_path(path: str, where: str = "") -> type[Filter]:
     return _as_filter_class(target, attr, f"{prefix}{path}")
 
 
-def get_filter(name: str, where: str = "") -> type[Filter]:
+def get_filter(name: str, where: str = "", search: list | None = None) -> type[Filter]:
     """The filter class registered as ``name`` or found at a ``module:function`` path."""
     _load_builtins()
     if ":" in name:
-        return load_path(name, where)
+        return load_path(name, where, search)
     if name not in _REGISTRY:
         import difflib
 

@@ -1,0 +1,99 @@
+"""Bad input as a careless user gives it: one line `datacurate <cmd>: error: <where>: <what>; <what to do>`,
+exit status 2, no traceback, nothing written; and the README's own filter example works as written."""
+from __future__ import annotations
+
+import re
+import subprocess
+import sys
+from pathlib import Path
+
+import pyarrow as pa
+import pyarrow.parquet as pq
+import pytest
+
+ROOT = Path(__file__).resolve().parents[1]
+MYFILTERS = '''from filters import Param, filter_function
+
+@filter_function(columns=["text"], params=(Param("max_words", int, 12, "longest caption kept", min=1),))
+def short_captions(batch, max_words):
+    """Keep captions of at most max_words words."""
+    return [len(t.split()) <= max_words for t in batch.texts()]
+'''
+
+
+@pytest.fixture(scope="module")
+def pool(tmp_path_factory):
+    from datacurate.uids import make_uid
+
+    root = tmp_path_factory.mktemp("errors") / "pool"
+    (root / "metadata").mkdir(parents=True)
+    texts = ["a dog", "a photo of a red fox in the snow by the old barn", "two cats", "a bird on a wire"]
+    pq.write_table(pa.table({"uid": [make_uid("errors", i) for i in range(4)], "text": texts}),
+                   root / "metadata" / "00000.parquet")
+    return root
+
+
+def datacurate(*args, cwd: Path = ROOT) -> subprocess.CompletedProcess:
+    env_path = str(ROOT)   # the project is importable from any folder, as once installed
+    import os
+
+    env = {**os.environ, "PYTHONPATH": env_path + os.pathsep + os.environ.get("PYTHONPATH", "")}
+    return subprocess.run([sys.executable, "-m", "datacurate", *map(str, args)], cwd=cwd, env=env,
+                          capture_output=True, text=True, timeout=300)
+
+
+def one_line_error(r: subprocess.CompletedProcess, cmd: str, pattern: str) -> None:
+    assert r.returncode == 2, (r.returncode, r.stderr[-2000:])
+    assert "Traceback" not in r.stderr
+    lines = [ln for ln in r.stderr.splitlines() if ln.startswith(f"datacurate {cmd}: error: ")]
+    assert len(lines) == 1, r.stderr
+    assert re.search(pattern, lines[0]), lines[0]
+
+
+def test_readme_filter_example_runs_as_written(pool, tmp_path):
+    """myfilters.py in the current folder (as the README shows it), or beside the recipe."""
+    from datacurate.uids import read_subset
+
+    work = tmp_path / "work"
+    work.mkdir()
+    (work / "myfilters.py").write_text(MYFILTERS)
+    (work / "short.yaml").write_text('steps:\n  - {filter: "myfilters:short_captions", max_words: 3}\n')
+    r = datacurate("filter", "--pool", pool, "--recipe", "short.yaml", "--out", "short.npy", "--quiet", cwd=work)
+    assert r.returncode == 0, r.stderr
+    assert len(read_subset(work / "short.npy")) == 2          # "a dog", "two cats"
+    r = datacurate("filter", "--pool", pool, "--recipe", work / "short.yaml", "--out", tmp_path / "b.npy",
+                   "--quiet", cwd=tmp_path)                   # run from elsewhere: found beside the recipe
+    assert r.returncode == 0, r.stderr
+    assert read_subset(tmp_path / "b.npy").tobytes() == read_subset(work / "short.npy").tobytes()
+
+
+@pytest.mark.parametrize("case, module, pattern", [
+    ("syntax error", "def short_captions(batch:\n", r"module 'bad' for filter 'bad:f' fails to import at .*bad\.py:1: "
+                                                   r"SyntaxError"),
+    ("raises on import", "raise RuntimeError('no GPU here')\n",
+     r"module 'bad' for filter 'bad:f' fails to import at .*bad\.py:1: RuntimeError: no GPU here"),
+    ("missing module", None, r"cannot import module 'bad' for filter 'bad:f' .*looked on the import path and in"),
+    ("raises while filtering", MYFILTERS.replace("short_captions", "f").replace(
+        "return [", "raise ZeroDivisionError('boom')\n    return ["),
+     r"steps\[0\] \(bad:f\): filter 'f' raised ZeroDivisionError: boom \(shard 00000\)"),
+])
+def test_a_users_broken_filter_module_is_one_line(pool, tmp_path, case, module, pattern):
+    if module is not None:
+        (tmp_path / "bad.py").write_text(module)
+    (tmp_path / "r.yaml").write_text('steps:\n  - {filter: "bad:f"}\n')
+    r = datacurate("filter", "--pool", pool, "--recipe", "r.yaml", "--out", "out.npy", cwd=tmp_path)
+    one_line_error(r, "filter", pattern)
+    assert not list(tmp_path.glob("out*")) and not list(tmp_path.glob(".out*"))
+
+
+@pytest.mark.parametrize("step, pattern", [
+    ("{filter: clip_score, model: fnet, threshold: .nan}", r"field 'threshold' must be a finite number, got nan"),
+    ("{filter: random, fraction: .nan}", r"field 'fraction' must be a finite number, got nan"),
+    ("{filter: caption, min_chars: .inf}", r"field 'min_chars' must be int"),
+    ("{filter: clip_score, model: fnet, threshold: -.inf}", r"field 'threshold' must be a finite number, got -inf"),
+])
+def test_non_finite_recipe_numbers_are_refused(pool, tmp_path, step, pattern):
+    (tmp_path / "r.yaml").write_text(f"steps:\n  - {step}\n")
+    r = datacurate("filter", "--pool", pool, "--recipe", tmp_path / "r.yaml", "--out", tmp_path / "o.npy")
+    one_line_error(r, "filter", r"r\.yaml: steps\[0\].*" + pattern)
+    assert not (tmp_path / "o.npy").exists()
