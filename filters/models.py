@@ -140,19 +140,6 @@ def fingerprint(spec: ModelSpec) -> str:
     return f"{spec.arch}:sha256:{h.hexdigest()[:16]}"
 
 
-def pick_device(device: str = "auto") -> str:
-    """'auto' -> 'cuda' when torch sees a GPU, else 'cpu'; 'cuda' without a GPU is an error."""
-    import torch
-
-    if device == "auto":
-        return "cuda" if torch.cuda.is_available() else "cpu"
-    if device.startswith("cuda") and not torch.cuda.is_available():
-        raise UserError(f"--device {device}: torch sees no CUDA GPU here; use --device auto or cpu")
-    if device != "cpu" and not device.startswith("cuda"):
-        raise UserError(f"--device {device!r}: expected auto, cpu or cuda[:N]")
-    return device
-
-
 def pick_threads(requested: int | None = None) -> int:
     """torch CPU threads: ``requested``, else torch's default, but 1 when the machine is oversubscribed.
 

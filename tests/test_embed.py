@@ -185,10 +185,13 @@ def test_device_choice(monkeypatch):
     import torch
 
     from datacurate.errors import UserError
-    from filters.models import pick_device
+    from datacurate.clip import pick_device
 
     monkeypatch.setattr(torch.cuda, "is_available", lambda: True)
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 2)
     assert pick_device("auto") == "cuda" and pick_device("cuda:1") == "cuda:1"
+    with pytest.raises(UserError, match=r"--device cuda:2: torch sees 2 GPU\(s\)"):
+        pick_device("cuda:2")
     monkeypatch.setattr(torch.cuda, "is_available", lambda: False)
     assert pick_device("auto") == "cpu" and pick_device("cpu") == "cpu"
     with pytest.raises(UserError, match="no CUDA GPU"):

@@ -87,12 +87,20 @@ def test_recipe_matches_upstream_train_py():
     assert expected_samples_seen(small, world_size=8, workers=4) == 5 * 628 * 4096
 
 
-def test_uneven_batch_split_is_refused(micro_data, tmp_path):
+def test_uneven_batch_split_is_refused(micro_data, tmp_path, monkeypatch):
+    import torch
+
+    from datacurate.errors import UserError
     from training.launch import plan_training
     from training.recipe import RecipeError
 
     with pytest.raises(RecipeError, match="cannot be split evenly"):
         plan_training("micro", micro_data, tmp_path / "run", device="cpu", accum_freq=3)
+    if not torch.cuda.is_available():   # a GPU asked for and absent: refused, never a quiet CPU run
+        with pytest.raises(UserError, match="--device cuda: torch sees no CUDA GPU here"):
+            plan_training("micro", micro_data, tmp_path / "run", device="cuda")
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: True)     # stand-in for 8 GPUs: the command's shape
+    monkeypatch.setattr(torch.cuda, "device_count", lambda: 8)
     plan = plan_training("small", micro_data, tmp_path / "run", device="cuda", gpus=8, nodes=2, node_rank=1,
                          master_addr="10.0.0.1")
     cmd = plan.command()

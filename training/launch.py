@@ -24,6 +24,7 @@ from pathlib import Path
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
+from datacurate.clip import pick_device
 from datacurate.layout import CHECKPOINT, RunLayout
 
 from .data_check import DataSummary, check_training_data
@@ -84,12 +85,6 @@ class LaunchPlan:
                 "data_fingerprint": self.data.data_fingerprint, "seed": self.seed}
 
 
-def _default_device() -> str:
-    import torch
-
-    return "cuda" if torch.cuda.is_available() else "cpu"
-
-
 def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str | None = None,
                   gpus: int | None = None, nodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                   master_port: int = 29500, workers: int | None = None, accum_freq: int = 1, seed: int = 0,
@@ -98,7 +93,7 @@ def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str 
     """Check the data and the request; return the launch (nothing is started)."""
     recipe = recipe or recipe_for(scale)
     run = Path(out).resolve()
-    device = device or _default_device()
+    device = pick_device(device)   # asked for and absent: an error, never a quiet CPU run
     if device.startswith("cpu"):
         if gpus:
             raise RecipeError(f"--gpus {gpus} asked for, but the device is the CPU (no CUDA GPU is visible)")
