@@ -32,3 +32,49 @@ def replace_dir(tmp: str | os.PathLike, dst: str | os.PathLike) -> None:
     os.replace(dst, trash)
     os.replace(tmp, dst)
     shutil.rmtree(trash, ignore_errors=True)
+
+
+class Locked(Exception):
+    """Another process holds the folder (``held_by``: its pid, as it wrote it)."""
+
+    def __init__(self, path: Path, held_by: str):
+        super().__init__(f"{path}: in use by another run (pid {held_by or '?'}); wait for it or stop it")
+        self.path, self.held_by = path, held_by
+
+
+class folder_lock:
+    """``with folder_lock(DIR / ".lock"):`` one writer per output folder at a time.
+
+    An OS lock (``fcntl.flock``), so a killed holder never leaves a stale lock behind; the
+    holder's pid is written in the file for the message the second writer gets.
+    """
+
+    def __init__(self, path: str | os.PathLike):
+        self.path = Path(path)
+        self._fd = None
+
+    def __enter__(self) -> "folder_lock":
+        import fcntl
+
+        self.path.parent.mkdir(parents=True, exist_ok=True)
+        fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
+        try:
+            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+        except BlockingIOError:
+            held_by = os.pread(fd, 32, 0).decode(errors="replace").strip()
+            os.close(fd)
+            from .errors import UserError
+
+            raise UserError(str(Locked(self.path.parent, held_by))) from None
+        os.ftruncate(fd, 0)
+        os.pwrite(fd, str(os.getpid()).encode(), 0)
+        self._fd = fd
+        return self
+
+    def __exit__(self, *exc) -> None:
+        import fcntl
+
+        if self._fd is not None:
+            fcntl.flock(self._fd, fcntl.LOCK_UN)
+            os.close(self._fd)
+            self._fd = None

@@ -220,6 +220,11 @@ class DataLayout:
     def work(self) -> Path:
         return self.root / ".reshard"
 
+    @property
+    def lock(self) -> Path:
+        """Held while a reshard writes here: a second one into the same folder is refused."""
+        return self.root / ".lock"
+
     def is_complete(self) -> bool:
         return self.report.exists()
 

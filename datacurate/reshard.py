@@ -20,7 +20,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from .atomic import write_json_atomic
+from .atomic import folder_lock, write_json_atomic
 from .errors import UserError
 from .layout import DataLayout, PoolLayout, as_pool, shard_name
 from .scales import SCALES
@@ -147,7 +147,7 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
             progress: bool = True) -> dict:
     """Write the subset's samples as DATA/shards/NNNNN.tar + sizes.json + reshard.json; return the latter."""
     from .env import apply_offline_env
-    from .uids import fingerprint, pairs_to_hex, read_subset
+    from .uids import fingerprint, read_subset
 
     apply_offline_env()
     t0 = time.time()
@@ -175,6 +175,36 @@ def reshard(pool: str | os.PathLike, subset: str | os.PathLike, out: str | os.Pa
                 all((shards_out / n).exists() for n in report.get("sizes", {}))):
             print(f"reshard: {out} is complete ({report['found']} samples in {report['shards']} shards)")
             return report
+    if len(arr) == 0:
+        raise ReshardError(f"{subset}: the subset is empty; nothing to reshard (check the recipe that made it)")
+    created = not out.exists()
+    with folder_lock(data.lock):
+        try:
+            return _reshard(lay, data, subset, arr, fp, plan, shard_size, spark, master, progress, t0)
+        except BaseException:
+            _forget_unstarted(data, created)
+            raise
+
+
+def _forget_unstarted(data: DataLayout, created: bool) -> None:
+    """A reshard that fails before its first shard leaves nothing behind (a rerun with a good
+    subset must not trip on its plan); one that wrote shards keeps them to resume."""
+    import shutil
+
+    if any(data.shards.glob("*.tar")):
+        return
+    shutil.rmtree(data.work, ignore_errors=True)
+    shutil.rmtree(data.shards, ignore_errors=True)
+    if created and data.root.is_dir() and all(p == data.lock for p in data.root.iterdir()):
+        shutil.rmtree(data.root, ignore_errors=True)
+
+
+def _reshard(lay: PoolLayout, data: DataLayout, subset, arr, fp: str, plan: dict, shard_size: int | None,
+             spark, master: str | None, progress: bool, t0: float) -> dict:
+    from .uids import pairs_to_hex
+
+    pool, out = lay.root, data.root
+    shards_out, work, report_path, plan_path = data.shards, data.work, data.report, data.work / "plan.json"
     work.mkdir(parents=True, exist_ok=True)
     shards_out.mkdir(parents=True, exist_ok=True)
     write_json_atomic(plan_path, plan)

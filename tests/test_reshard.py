@@ -141,7 +141,7 @@ def test_bad_subsets_refused(pool, subset, tmp_path):
     r = subprocess.run([sys.executable, "-m", "datacurate", "reshard", "--pool", str(pool[0]), "--subset", str(wrong),
                         "--out", str(tmp_path / "D")], cwd=ROOT, capture_output=True, text=True, timeout=120)
     assert r.returncode == 2 and "wrong dtype" in r.stderr and "Traceback" not in r.stderr
-    with pytest.raises(UserError, match="no metadata parquet"):
+    with pytest.raises(UserError, match="not a pool: expected metadata"):
         reshard(tmp_path, subset[0], tmp_path / "D")
 
 
@@ -200,3 +200,33 @@ def test_reshard_cli_takes_the_scale_training_shard_size(pool, subset, tmp_path)
     report = json.loads((tmp_path / "D" / "reshard.json").read_text())
     assert report["shard_size"] == SCALES["micro"].train_shard_size
     assert max(report["sizes"].values()) == SCALES["micro"].train_shard_size
+
+
+def test_a_failed_reshard_leaves_nothing_and_a_second_writer_is_refused(pool, subset, data, spark, tmp_path):
+    """An empty subset or one outside the pool: refused, no DATA/.reshard left to trip the good rerun;
+    a reshard into a folder another one is writing: refused with the holder's pid."""
+    import os
+
+    from datacurate.atomic import folder_lock
+    from datacurate.errors import UserError
+    from datacurate.layout import DataLayout
+    from datacurate.reshard import reshard
+    from datacurate.uids import make_uid, write_subset
+
+    out = tmp_path / "DATA"
+    write_subset(tmp_path / "empty.npy", [])
+    with pytest.raises(UserError, match=r"empty\.npy: the subset is empty"):
+        reshard(pool[0], tmp_path / "empty.npy", out, shard_size=4, spark=spark, progress=False)
+    assert not out.exists()
+    write_subset(tmp_path / "elsewhere.npy", [make_uid("another pool", i) for i in range(5)])
+    with pytest.raises(UserError, match="none of the 5 uids .* is in"):
+        reshard(pool[0], tmp_path / "elsewhere.npy", out, shard_size=4, spark=spark, progress=False)
+    assert not out.exists()
+    good = reshard(pool[0], subset[0], out, shard_size=4, spark=spark, progress=False)   # the rerun works
+    assert good["found"] == data[1]["found"]
+
+    busy = tmp_path / "BUSY"
+    with folder_lock(DataLayout(busy).lock):
+        with pytest.raises(UserError, match=rf"BUSY: in use by another run \(pid {os.getpid()}\)"):
+            reshard(pool[0], subset[0], busy, shard_size=4, spark=spark, progress=False)
+    assert not any((busy / "shards").glob("*.tar")) if (busy / "shards").exists() else True
