@@ -49,6 +49,12 @@ def _run(args) -> int:
         root = args.data_root or default_data_root()
         print(f"task data root: {root}")
         print(registry_table(all_listed(data_root=root, pool=args.pool), data_root=root))
+        if args.pool is None:   # the suite the CPU scales and `datacurate run` use lives in a pool
+            from .offline import OFFLINE_TASKS
+
+            names = ", ".join(t["name"] for t in OFFLINE_TASKS.values())
+            print(f"\noffline suite (the CPU scales' main suite, what `datacurate run` scores): {names}; "
+                  "its tasks are built from a pool's held-out items: add --pool POOL to list them with their data")
         return 0
     if not args.run:
         raise UserError("give --run RUN (or --list)")

@@ -141,6 +141,11 @@ def test_cli_list_and_errors(tmp_path):
     rows = [ln for ln in r.stdout.splitlines() if ln.startswith("emoji_group ")]
     assert rows and rows[0].rstrip().endswith("present")
     assert [ln for ln in r.stdout.splitlines() if ln.startswith("cifar10 ")][0].rstrip().endswith("missing")
+    assert "add --pool POOL" not in r.stdout
+    r = _cli("--list", "--data-root", str(tmp_path / "data"), cwd=ROOT)   # without --pool: say the suite exists
+    assert r.returncode == 0 and "emoji_group" not in r.stdout
+    assert "offline suite (the CPU scales' main suite" in r.stdout and "Emoji caption retrieval" in r.stdout
+    assert "add --pool POOL" in r.stdout
     r = _cli("--run", str(tmp_path / "norun"), cwd=ROOT)
     assert r.returncode == 2 and "norun" in r.stderr
 

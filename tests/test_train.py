@@ -109,6 +109,18 @@ def test_uneven_batch_split_is_refused(micro_data, tmp_path, monkeypatch):
     assert cmd[cmd.index("--batch-size") + 1] == "256"   # 4096 global over 16 GPUs
 
 
+def test_a_gpu_scale_on_the_cpu_is_refused_with_an_estimate(micro_data, tmp_path):
+    from training.launch import cpu_days, plan_training
+    from training.recipe import RecipeError, recipe_for
+
+    with pytest.raises(RecipeError, match=r"--scale small: ViT-B-32, 12,800,000 samples seen, global batch 4,096 "
+                                          r"is a GPU recipe: on the CPU it would take at least [\d,]+ days"):
+        plan_training("small", micro_data, tmp_path / "run", device="cpu")
+    assert cpu_days(recipe_for("small"), cores=2) > 30 and cpu_days(recipe_for("micro")) is None
+    plan = plan_training("small", micro_data, tmp_path / "run", device="cpu", allow_cpu=True)   # insisted
+    assert plan.device == "cpu" and not (tmp_path / "run" / "info.json").exists()
+
+
 @pytest.mark.parametrize("flag", [["--lr", "0.1"], ["--epochs", "3"], ["--batch-size", "32"],
                                   ["--model", "ViT-B-32"], ["--precision", "amp"], ["--warmup=0"]])
 def test_fixed_setting_is_refused(flag, micro_data, tmp_path, capsys):

@@ -56,6 +56,8 @@ def add_parser(sub) -> None:
                    help="gradient accumulation; per-GPU batch = global / (GPUs x nodes x accum-freq)")
     g.add_argument("--seed", type=int, default=0, help="random seed (default 0, as upstream)")
     g.add_argument("--log-every-n-steps", type=int, default=None, help="OpenCLIP log frequency (default: ~50 lines per checkpoint, at most every 100 steps)")
+    g.add_argument("--allow-cpu", action="store_true",
+                   help="start a GPU scale (small and up) on the CPU anyway (refused otherwise, with an estimate)")
     g.add_argument("--dry-run", action="store_true", help="check the data, print the OpenCLIP command, do not train")
     g.add_argument("--no-progress", action="store_true", help="no progress bar")
     for flag in FIXED_FLAGS:
@@ -70,5 +72,6 @@ def _cmd(args) -> int:
     train(args.scale, args.data, args.out, dry_run=args.dry_run, progress=not args.no_progress,
           device=args.device, gpus=args.gpus, nodes=args.nodes, node_rank=args.node_rank,
           master_addr=args.master_addr, master_port=args.master_port, workers=args.workers,
-          accum_freq=args.accum_freq, seed=args.seed, log_every_n_steps=args.log_every_n_steps)
+          accum_freq=args.accum_freq, seed=args.seed, log_every_n_steps=args.log_every_n_steps,
+          allow_cpu=args.allow_cpu)
     return 0

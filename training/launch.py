@@ -26,6 +26,7 @@ from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 from datacurate.clip import pick_device
 from datacurate.layout import CHECKPOINT, RunLayout
+from datacurate.scales import get_scale
 
 from .data_check import DataSummary, check_training_data
 from .recipe import Recipe, RecipeError, expected_samples_seen, open_clip_argv, per_device_batch, recipe_for
@@ -85,15 +86,35 @@ class LaunchPlan:
                 "data_fingerprint": self.data.data_fingerprint, "seed": self.seed}
 
 
+# forward GFLOPs per sample (image + text) of upstream's models, from open_clip's docs/model_profile.csv
+FORWARD_GFLOPS = {"ViT-B-32": 14.78, "ViT-B-16": 41.09, "ViT-L-14": 175.33}
+CPU_GFLOPS_PER_CORE = 50.0   # an optimistic fp32 rate per core: the estimate is a lower bound
+
+
+def cpu_days(recipe: Recipe, cores: int | None = None) -> float | None:
+    """A lower bound on the days a CPU needs for the recipe (training ~ 3 x forward), or None if unknown."""
+    gflops = FORWARD_GFLOPS.get(recipe.model)
+    if gflops is None:
+        return None
+    cores = cores or os.cpu_count() or 1
+    return recipe.samples_seen * 3 * gflops / (cores * CPU_GFLOPS_PER_CORE) / 86_400
+
+
 def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str | None = None,
                   gpus: int | None = None, nodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                   master_port: int = 29500, workers: int | None = None, accum_freq: int = 1, seed: int = 0,
                   log_every_n_steps: int | None = None, recipe: Recipe | None = None,
-                  progress: bool = True) -> LaunchPlan:
+                  progress: bool = True, allow_cpu: bool = False) -> LaunchPlan:
     """Check the data and the request; return the launch (nothing is started)."""
     recipe = recipe or recipe_for(scale)
     run = Path(out).resolve()
     device = pick_device(device)   # asked for and absent: an error, never a quiet CPU run
+    if device.startswith("cpu") and not get_scale(recipe.scale).offline and not allow_cpu:
+        days = cpu_days(recipe)
+        cost = f"at least {days:,.0f} days on this machine's {os.cpu_count()} cores" if days else "weeks"
+        raise RecipeError(f"--scale {recipe.scale}: {recipe.model}, {recipe.samples_seen:,} samples seen, global "
+                          f"batch {recipe.batch_size:,} is a GPU recipe: on the CPU it would take {cost} and "
+                          "tens of GB of memory; train on GPUs, or pass --allow-cpu to start it anyway")
     if device.startswith("cpu"):
         if gpus:
             raise RecipeError(f"--gpus {gpus} asked for, but the device is the CPU (no CUDA GPU is visible)")
