@@ -67,6 +67,37 @@ def npz_shapes(path: Path) -> dict[str, tuple]:
     return shapes
 
 
+UID_PATTERN = "^[0-9a-f]{32}$"   # upstream's uid: 32 lowercase hex characters
+
+
+def _check_type(meta: Path, col: str, t) -> None:
+    """The metadata columns the stages rely on have upstream's types (else filtering is silently wrong)."""
+    import pyarrow as pa
+
+    text = lambda t: pa.types.is_string(t) or pa.types.is_large_string(t)  # noqa: E731
+    rules = {"uid": (text, "a string of 32 lowercase hex characters"), "key": (text, "a string"),
+             "text": (lambda t: text(t) or pa.types.is_null(t), "a string (or null)"),
+             "url": (text, "a string"),
+             "original_width": (pa.types.is_integer, "an integer"), "original_height": (pa.types.is_integer, "an integer")}
+    ok, want = rules.get(col, (None, None))
+    if col.endswith("_similarity_score"):
+        ok, want = pa.types.is_floating, "a float (CLIP cosine similarity)"
+    if ok is not None and not ok(t):
+        raise PoolDataError(f"{meta}: column {col!r} holds {t}; expected {want}, as upstream's metadata")
+
+
+def check_uids(table, meta: Path, start: int) -> None:
+    """Every uid of a batch is 32 lowercase hex characters; the first that is not is named with its row."""
+    import pyarrow.compute as pc
+
+    uid = table.column("uid")
+    good = pc.fill_null(pc.match_substring_regex(uid, UID_PATTERN), False)
+    if not pc.all(good).as_py():
+        i = pc.index(good, False).as_py()
+        raise PoolDataError(f"{meta}: row {start + i}: uid {uid[i].as_py()!r} is not 32 lowercase hex characters "
+                            "(upstream's uid format); fix the metadata")
+
+
 def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] | None = None) -> None:
     """Columns present, embeddings present and row-aligned; ``who`` maps a need to the step asking."""
     import pyarrow.parquet as pq
@@ -74,11 +105,18 @@ def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] 
     who = who or {}
     lay = as_pool(pool)
     meta = lay.parquet(shard.name)
-    names = set(pq.ParquetFile(meta).schema_arrow.names)
-    for col in needs.columns:
+    try:
+        schema = pq.ParquetFile(meta).schema_arrow
+    except Exception as e:
+        raise PoolDataError(f"{meta}: not a readable parquet file ({type(e).__name__}: {e}); "
+                            "download the shard again or remove it") from None
+    names = set(schema.names)
+    for col in ["uid", *needs.columns]:
         if col != "*" and col not in names:
             hint = " (run `datacurate embed` to add CLIP score columns)" if col.endswith("_similarity_score") else ""
             raise PoolDataError(f"{meta}: no column {col!r}, needed by {who.get(col, 'a filter')}{hint}")
+    for col in names & {"uid", *needs.columns}:
+        _check_type(meta, col, schema.field(col).type)
     if needs.embeddings:
         npz = lay.npz(shard.name)
         shapes = npz_shapes(npz)
@@ -103,7 +141,10 @@ def iter_batches(pool: Path, shard: ShardInfo, needs: Needs, batch_rows: int = B
 
     lay = as_pool(pool)
     meta = lay.parquet(shard.name)
-    pf = pq.ParquetFile(meta)
+    try:
+        pf = pq.ParquetFile(meta)
+    except Exception as e:
+        raise PoolDataError(f"{meta}: not a readable parquet file ({type(e).__name__}: {e})") from None
     if "*" in needs.columns:
         columns = None
     else:
@@ -113,19 +154,33 @@ def iter_batches(pool: Path, shard: ShardInfo, needs: Needs, batch_rows: int = B
     emb: dict[str, np.ndarray] = {}
     if needs.embeddings:
         npz = lay.npz(shard.name)
-        with np.load(npz) as z:
-            for key in needs.embeddings:
-                emb[key] = z[key]
-                if len(emb[key]) != shard.rows:
-                    raise PoolDataError(f"{npz}: embeddings {key!r} have {len(emb[key])} rows but "
-                                        f"{meta.name} has {shard.rows}: misaligned with the metadata")
+        try:
+            with np.load(npz) as z:
+                for key in needs.embeddings:
+                    emb[key] = z[key]
+        except (OSError, ValueError, EOFError, zipfile.BadZipFile) as e:
+            raise PoolDataError(f"{npz}: not a readable npz file ({type(e).__name__}: {e}); "
+                                "run `datacurate embed --force` to write it again") from None
+        for key in needs.embeddings:
+            if len(emb[key]) != shard.rows:
+                raise PoolDataError(f"{npz}: embeddings {key!r} have {len(emb[key])} rows but "
+                                    f"{meta.name} has {shard.rows}: misaligned with the metadata")
     tar = lay.tar(shard.name)
     start = 0
-    for rb in pf.iter_batches(batch_size=batch_rows, columns=columns):
+    batches = pf.iter_batches(batch_size=batch_rows, columns=columns)
+    while True:
         import pyarrow as pa
 
+        try:
+            rb = next(batches, None)
+        except Exception as e:   # a truncated or corrupt file fails part-way
+            raise PoolDataError(f"{meta}: cannot read rows after row {start} ({type(e).__name__}: {e})") from None
+        if rb is None:
+            break
         table = pa.Table.from_batches([rb])
         n = table.num_rows
+        if "uid" in table.column_names:
+            check_uids(table, meta, start)
         yield Batch(table, {k: v[start:start + n] for k, v in emb.items()}, shard.name,
                     tar if needs.pixels else None, start)
         start += n

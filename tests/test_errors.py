@@ -97,3 +97,77 @@ def test_non_finite_recipe_numbers_are_refused(pool, tmp_path, step, pattern):
     r = datacurate("filter", "--pool", pool, "--recipe", tmp_path / "r.yaml", "--out", tmp_path / "o.npy")
     one_line_error(r, "filter", r"r\.yaml: steps\[0\].*" + pattern)
     assert not (tmp_path / "o.npy").exists()
+
+
+def _meta_pool(root: Path, **columns) -> Path:
+    """A one-shard pool whose metadata holds ``columns`` (defaults: 4 good rows)."""
+    from datacurate.uids import make_uid
+
+    n = 4
+    cols = {"uid": [make_uid("bad-meta", i) for i in range(n)], "text": ["a photo of a red fox in the snow"] * n,
+            "original_width": [256] * n, "original_height": [256] * n,
+            "clip_fnet_similarity_score": pa.array([0.3, 0.2, 0.4, 0.1], pa.float32())}
+    cols.update(columns)
+    (root / "metadata").mkdir(parents=True)
+    pq.write_table(pa.table(cols), root / "metadata" / "00000.parquet")
+    return root
+
+
+BAD_METADATA = [
+    ("uppercase uid", {"uid": ["ABCDEF0123456789ABCDEF0123456789"] * 4}, "no_filter",
+     r"00000\.parquet: row 0: uid 'ABCDEF0123456789ABCDEF0123456789' is not 32 lowercase hex"),
+    ("short uid", {"uid": ["abc"] * 4}, "no_filter", r"00000\.parquet: row 0: uid 'abc' is not 32 lowercase hex"),
+    ("non-hex uid", {"uid": ["z" * 32] * 4}, "no_filter", r"row 0: uid 'z{32}' is not 32 lowercase hex"),
+    ("integer uid", {"uid": [1, 2, 3, 4]}, "no_filter", r"column 'uid' holds int64; expected a string of 32"),
+    ("no uid column", {"uid": None}, "no_filter", r"00000\.parquet: no column 'uid'"),
+    ("integer text", {"text": [1, 2, 3, 4]}, "caption", r"column 'text' holds int64; expected a string \(or null\)"),
+    ("string width", {"original_width": ["256"] * 4}, "basic",
+     r"column 'original_width' holds string; expected an integer"),
+    ("string score", {"clip_fnet_similarity_score": ["0.3"] * 4}, "clip_score_top30",
+     r"column 'clip_fnet_similarity_score' holds string; expected a float"),
+]
+
+
+@pytest.mark.parametrize("case, columns, recipe, pattern", BAD_METADATA, ids=[c[0] for c in BAD_METADATA])
+def test_bad_metadata_is_named_not_filtered(tmp_path, capsys, case, columns, recipe, pattern):
+    from datacurate.cli import main
+
+    columns = {k: v for k, v in columns.items() if v is not None}
+    pool = _meta_pool(tmp_path / "pool", **columns)
+    if case == "no uid column":
+        t = pq.read_table(pool / "metadata" / "00000.parquet").drop(["uid"])
+        pq.write_table(t, pool / "metadata" / "00000.parquet")
+    if recipe == "clip_score_top30":
+        (tmp_path / "r.yaml").write_text("steps:\n  - {filter: clip_score, model: fnet, top_fraction: 0.3}\n")
+        recipe = str(tmp_path / "r.yaml")
+    elif recipe == "caption":
+        (tmp_path / "r.yaml").write_text("steps:\n  - {filter: caption, english: false}\n")
+        recipe = str(tmp_path / "r.yaml")
+    elif recipe == "basic":
+        (tmp_path / "r.yaml").write_text("steps:\n  - {filter: basic, english: false}\n")
+        recipe = str(tmp_path / "r.yaml")
+    rc = main(["filter", "--pool", str(pool), "--recipe", recipe, "--out", str(tmp_path / "o.npy"), "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    line = [ln for ln in err.splitlines() if ln.startswith("datacurate filter: error: ")]
+    assert len(line) == 1 and re.search(pattern, line[0]), err
+    assert not list(tmp_path.glob("o*")) and not list(tmp_path.glob(".o*"))
+
+
+def test_corrupt_parquet_and_npz_are_named(tmp_path, capsys):
+    from datacurate.cli import main
+
+    pool = _meta_pool(tmp_path / "pool")
+    meta = pool / "metadata" / "00000.parquet"
+    meta.write_bytes(meta.read_bytes()[:60])          # truncated
+    assert main(["filter", "--pool", str(pool), "--recipe", "no_filter", "--out", str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(r"00000\.parquet: not a readable parquet file", err), err
+    good = _meta_pool(tmp_path / "pool2")
+    (good / "metadata" / "00000.npz").write_bytes(b"PK\x03\x04 truncated")
+    (tmp_path / "r.yaml").write_text("steps:\n  - {filter: image_based, model: fnet, target: eval, clusters: 2}\n")
+    assert main(["filter", "--pool", str(good), "--recipe", str(tmp_path / "r.yaml"), "--out",
+                 str(tmp_path / "o.npy")]) == 2
+    err = capsys.readouterr().err
+    assert "Traceback" not in err and re.search(r"00000\.npz: not a readable npz", err), err
+    assert not (tmp_path / "o.npy").exists()
