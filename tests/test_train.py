@@ -323,3 +323,19 @@ def test_same_seed_same_data_trains_the_same_bytes_and_scores(micro_run, micro_d
     scores = [evaluate_run(r, suite="shapes", data_root=tmp_path / "tasks", log=lambda *_: None)
               for r in (micro_run[0], again)]
     assert scores[0]["tasks"]["Shapes"] == scores[1]["tasks"]["Shapes"]
+
+
+def test_checkpoints_are_written_under_a_temporary_name(tmp_path, monkeypatch):
+    """A save that fails part-way (here: an object that cannot be pickled) leaves neither a truncated
+    checkpoint under the final name nor the temporary file."""
+    import torch
+
+    from training.open_clip_entry import atomic_checkpoints
+
+    monkeypatch.setattr(torch, "save", torch.save)   # restored after the test
+    atomic_checkpoints()
+    torch.save({"w": torch.ones(3)}, tmp_path / "epoch_1.pt")
+    assert torch.load(tmp_path / "epoch_1.pt")["w"].sum() == 3
+    with pytest.raises(Exception):
+        torch.save({"w": torch.ones(3), "bad": lambda: None}, tmp_path / "epoch_2.pt")
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pt"]

@@ -4,7 +4,8 @@ OpenCLIP only knows the model configs it ships; ours (``training/model_configs``
 registered inside the training process itself (and in every torchrun worker), so the
 launcher runs this module instead of ``open_clip_train.main``. The arguments go to
 ``open_clip_train.main.main`` as they are; one thing is made deterministic (see
-``seed_sample_shuffle``) so that the same seed on the same data trains the same model.
+``seed_sample_shuffle``) so that the same seed on the same data trains the same model, and
+checkpoints are written atomically (``atomic_checkpoints``).
 """
 from __future__ import annotations
 
@@ -57,6 +58,39 @@ def seed_sample_shuffle() -> None:
     ocd.get_wds_dataset = get_wds_dataset
 
 
+def atomic_checkpoints() -> None:
+    """Checkpoints are written under a temporary name and renamed.
+
+    OpenCLIP saves ``epoch_N.pt`` straight to its final name (only ``epoch_latest.pt`` goes
+    through ``tmp.pt``), so a full disk or a kill mid-save left a truncated checkpoint that a
+    resume then trips on. ``torch.save`` to a path in the trainer process now writes
+    ``.NAME.tmp`` beside it, then renames; on failure the temporary file is removed.
+    """
+    import os
+
+    import torch
+
+    if getattr(torch.save, "_atomic", False):
+        return
+    save = torch.save
+
+    def atomic_save(obj, f, *args, **kwargs):
+        if not isinstance(f, (str, os.PathLike)):
+            return save(obj, f, *args, **kwargs)
+        path = os.fspath(f)
+        tmp = os.path.join(os.path.dirname(path), f".{os.path.basename(path)}.tmp")
+        try:
+            save(obj, tmp, *args, **kwargs)
+            os.replace(tmp, path)
+        except BaseException:
+            if os.path.exists(tmp):
+                os.remove(tmp)
+            raise
+
+    atomic_save._atomic = True
+    torch.save = atomic_save
+
+
 def main(argv: list[str] | None = None) -> int:
     from datacurate.env import apply_offline_env
 
@@ -65,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
 
     register_model_configs()
     seed_sample_shuffle()
+    atomic_checkpoints()
     from open_clip_train.main import main as open_clip_main
 
     rc = open_clip_main(list(sys.argv[1:] if argv is None else argv))
