@@ -8,6 +8,7 @@ from __future__ import annotations
 import json
 import os
 import signal
+import re
 import subprocess
 import sys
 import tarfile
@@ -339,3 +340,25 @@ def test_checkpoints_are_written_under_a_temporary_name(tmp_path, monkeypatch):
     with pytest.raises(Exception):
         torch.save({"w": torch.ones(3), "bad": lambda: None}, tmp_path / "epoch_2.pt")
     assert sorted(p.name for p in tmp_path.iterdir()) == ["epoch_1.pt"]
+
+
+def test_skipped_samples_are_counted_and_too_many_refuse_the_run(tmp_path):
+    """A quarter of the images undecodable: OpenCLIP skips them with a warning each; the run is refused
+    with the count and the reason, and no info.json claims a finished run."""
+    from training.launch import skipped_samples
+
+    log = tmp_path / "out.log"
+    log.write_text("x | WARNING | Handling webdataset error (UnidentifiedImageError('cannot identify')). Ignoring.\n"
+                   "x | WARNING | Handling webdataset error (OSError('truncated')). Ignoring.\n"
+                   "x | WARNING | Handling webdataset error (UnidentifiedImageError('x')). Ignoring.\n")
+    assert skipped_samples(log) == {"total": 3, "by_reason": {"UnidentifiedImageError": 2, "OSError": 1}}
+    assert skipped_samples(tmp_path / "absent.log")["total"] == 0
+
+    data = make_training_data(tmp_path / "bad", n_samples=256, shard_size=64, corrupt_every=4)
+    r = subprocess.run(_cmd(data, tmp_path / "run"), env=_env(), cwd=ROOT, capture_output=True, text=True,
+                       timeout=900)
+    assert r.returncode == 2 and "Traceback" not in r.stderr, r.stderr[-3000:]
+    line = [ln for ln in r.stderr.splitlines() if ln.startswith("datacurate train: error: ")]
+    assert line and re.search(r"out\.log: OpenCLIP skipped [\d,]+ of 4,096 samples seen \(2\d\.\d%: "
+                              r"UnidentifiedImageError [\d,]+\), more than 2%", line[0]), r.stderr[-2000:]
+    assert not (tmp_path / "run" / "info.json").exists()

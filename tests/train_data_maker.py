@@ -44,8 +44,9 @@ def jpeg_bytes(img) -> bytes:
 
 
 def make_training_data(out: Path, n_samples: int = 512, shard_size: int = 128, seed: int = 0,
-                       image_size: int = 64) -> Path:
-    """Write OUT/shards/NNNNN.tar, OUT/sizes.json and OUT/reshard.json; return OUT."""
+                       image_size: int = 64, corrupt_every: int = 0) -> Path:
+    """Write OUT/shards/NNNNN.tar, OUT/sizes.json and OUT/reshard.json; return OUT.
+    ``corrupt_every``: every k-th sample's image is bytes no decoder reads (a web defect)."""
     import webdataset as wds
 
     out = Path(out)
@@ -63,7 +64,8 @@ def make_training_data(out: Path, n_samples: int = 512, shard_size: int = 128, s
                 uids.append(uid)
                 sink.write({
                     "__key__": f"{shard_no:05d}{i - start:04d}",
-                    "jpg": jpeg_bytes(shape_image(shape, COLOURS[colour], image_size, rng)),
+                    "jpg": b"not an image" if corrupt_every and i % corrupt_every == 0 else
+                    jpeg_bytes(shape_image(shape, COLOURS[colour], image_size, rng)),
                     "txt": f"a {colour} {shape} on a white background",
                     "json": {"uid": uid, "caption": f"a {colour} {shape}"},
                 })

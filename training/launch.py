@@ -366,10 +366,31 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
     return _finish(plan, state)
 
 
+MAX_SKIPPED_SHARE = 0.02   # samples OpenCLIP may skip (undecodable images...) before the run is refused
+_SKIPPED = re.compile(r"Handling webdataset error \((\w+)")
+
+
+def skipped_samples(log: Path) -> dict:
+    """Samples OpenCLIP's loader skipped (its ``log_and_continue`` warnings in RUN/out.log), by exception type.
+    With resampled shards a bad sample drawn twice counts twice: the share is of the samples seen."""
+    reasons: dict[str, int] = {}
+    if Path(log).is_file():
+        for m in _SKIPPED.finditer(Path(log).read_text(errors="replace")):
+            reasons[m.group(1)] = reasons.get(m.group(1), 0) + 1
+    return {"total": sum(reasons.values()), "by_reason": dict(sorted(reasons.items(), key=lambda kv: -kv[1]))}
+
+
 def _finish(plan: LaunchPlan, state: dict) -> dict:
     """Write RUN/info.json (last, atomically): the contract the eval stage reads."""
     lay = RunLayout(plan.run)
     seen = samples_seen_from_log(lay.log) or plan.samples_seen
+    skipped = skipped_samples(lay.log)
+    if skipped["total"] > MAX_SKIPPED_SHARE * seen:
+        why = ", ".join(f"{k} {v}" for k, v in skipped["by_reason"].items())
+        raise TrainingFailed(f"{lay.log}: OpenCLIP skipped {skipped['total']:,} of {seen:,} samples seen "
+                             f"({skipped['total'] / seen:.1%}: {why}), more than {MAX_SKIPPED_SHARE:.0%}; the "
+                             f"data in {plan.data.data} holds images no decoder reads: filter them out "
+                             "(e.g. the basic filter) and reshard")
     info = {
         "scale": plan.recipe.scale,
         "model": plan.recipe.model,
@@ -380,6 +401,7 @@ def _finish(plan: LaunchPlan, state: dict) -> dict:
         "data_fingerprint": plan.data.data_fingerprint,
         "data_size": plan.data.data_size,
         "samples_seen": seen,
+        "skipped_samples": skipped,
         "wall_time_s": round(sum(a["wall_time_s"] for a in state.get("attempts", [])), 3),
         "attempts": len(state.get("attempts", [])),
         "device": plan.device,
