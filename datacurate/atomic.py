@@ -78,3 +78,23 @@ class folder_lock:
             fcntl.flock(self._fd, fcntl.LOCK_UN)
             os.close(self._fd)
             self._fd = None
+
+
+def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
+    """Fail before the work, not after it: ``path``'s folder can be made and written, and ``path``
+    is not a folder. Raises UserError naming the path (or the OSError the one error path words)."""
+    from .errors import UserError
+
+    path = Path(path)
+    if path.is_dir():
+        raise UserError(f"{path}: is a folder; give the {what} file's name (e.g. {path / 'subset.npy'})")
+    for up in path.parents:
+        if up.exists():
+            if not up.is_dir():
+                raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({path})")
+            break
+    path.parent.mkdir(parents=True, exist_ok=True)
+    probe = path.parent / f".{path.name}.{os.getpid()}.probe"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return path

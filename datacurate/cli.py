@@ -60,6 +60,8 @@ def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(
         prog="datacurate", description="Benchmark pipeline for multimodal data curation (DataComp design).",
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
+    parser.add_argument("--debug", action="store_true",
+                        help="show the Python traceback of an error (also DATACURATE_DEBUG=1)")
     sub = parser.add_subparsers(dest="command", metavar="COMMAND")
     for name, target in COMMANDS:
         mod_name, fn_name = target.split(":")
@@ -75,7 +77,9 @@ def build_parser() -> argparse.ArgumentParser:
 
 def main(argv: list[str] | None = None) -> int:
     from .env import apply_offline_env
-    from .errors import UserError
+    from .errors import one_line
+
+    import os
 
     apply_offline_env()
     parser = build_parser()
@@ -83,13 +87,17 @@ def main(argv: list[str] | None = None) -> int:
     if not getattr(args, "func", None):
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2
+    debug = args.debug or os.environ.get("DATACURATE_DEBUG") == "1"
     try:
         rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)
         return 130
-    except UserError as e:
-        print(f"datacurate {args.command}: error: {e}", file=sys.stderr)
+    except Exception as e:   # the one error path: a line, status 2; a traceback only with --debug or for a bug
+        line = one_line(e)
+        if line is None or debug:
+            raise
+        print(f"datacurate {args.command}: error: {line}", file=sys.stderr)
         return 2
     return int(rc or 0)
 

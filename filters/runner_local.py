@@ -81,6 +81,9 @@ def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, run
     ``runner``: "local" (default) or "spark" (default when ``master`` or ``spark`` is given).
     Returns the json record (counts per step, fingerprints, time).
     """
+    from datacurate.atomic import check_writable
+
+    check_writable(out, "subset")      # a bad --out fails now, not after the filtering
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides={"seed": seed})
     runner = runner or ("spark" if (master or spark is not None) else "local")
     if runner == "spark":

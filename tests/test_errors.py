@@ -171,3 +171,36 @@ def test_corrupt_parquet_and_npz_are_named(tmp_path, capsys):
     err = capsys.readouterr().err
     assert "Traceback" not in err and re.search(r"00000\.npz: not a readable npz", err), err
     assert not (tmp_path / "o.npy").exists()
+
+
+def test_bad_output_paths_are_one_line_before_any_work(pool, tmp_path, capsys):
+    from datacurate.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    (tmp_path / "adir").mkdir()
+    cases = [(tmp_path / "afile" / "o.npy", r"afile: is a file, not a folder; choose another path for the subset"),
+             (tmp_path / "adir", r"adir: is a folder; give the subset file's name")]
+    for out, pattern in cases:
+        rc = main(["filter", "--pool", str(pool), "--recipe", "no_filter", "--out", str(out), "--quiet"])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err and re.search(pattern, err), err
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
+
+
+def test_debug_shows_the_traceback(pool, tmp_path):
+    r = datacurate("--debug", "filter", "--pool", pool, "--recipe", "nope", "--out", tmp_path / "o.npy")
+    assert r.returncode != 0 and "Traceback" in r.stderr and "no built-in recipe" in r.stderr
+
+
+def test_an_error_inside_a_spark_task_is_the_same_one_line(tmp_path, capsys, spark):
+    """The uid check runs in the executors: Spark wraps the PoolDataError; the user sees its own line."""
+    from datacurate.cli import main
+
+    pool = _meta_pool(tmp_path / "pool", uid=["ABCDEF0123456789ABCDEF0123456789"] * 4)
+    rc = main(["filter", "--pool", str(pool), "--recipe", "no_filter", "--out", str(tmp_path / "o.npy"),
+               "--runner", "spark", "--quiet"])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err and "Py4J" not in err, err
+    assert re.search(r"^datacurate filter: error: .*00000\.parquet: row 0: uid 'ABCDEF0123456789ABCDEF0123456789' "
+                     r"is not 32 lowercase hex characters .*\(in a Spark task\)$", err, re.M), err
+    assert not (tmp_path / "o.npy").exists()
