@@ -266,6 +266,30 @@ def check_manifest(m: object) -> dict:
     return m
 
 
+EMPTY_SHA256 = "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"   # sha256 of no bytes
+
+
+def check_info(info: object, m: dict) -> dict:
+    """info.json (the training run's): the scale it was trained at is the board's, its checkpoint a hash
+    of something; the server reads it itself rather than trusting the client's check."""
+    if not isinstance(info, dict):
+        raise SubmissionError("info.json: expected a JSON object (the training run's info.json)")
+    scale = info.get("scale")
+    if not isinstance(scale, str) or not scale:
+        raise SubmissionError("info.json: field 'scale' must be a non-empty string (written by `datacurate train`)")
+    if scale != m["scale"]:
+        raise SubmissionError(f"info.json: the run was trained at scale {scale!r}; this entry is for the "
+                              f"{m['scale']!r} board: submit it to the {scale!r} board")
+    for f, kind in (("model", str), ("samples_seen", int)):
+        v = info.get(f)
+        if v is not None and (not isinstance(v, kind) or isinstance(v, bool)):
+            raise SubmissionError(f"info.json: field {f!r} must be {'a string' if kind is str else 'an integer'}")
+    if m["checkpoint_sha256"] in ("0" * 64, EMPTY_SHA256) or len(set(m["checkpoint_sha256"])) == 1:
+        raise SubmissionError("manifest.json: field 'checkpoint_sha256' is the hash of nothing; give the "
+                              "sha256 of the run's checkpoint file")
+    return info
+
+
 @dataclass
 class Checked:
     """A submission that passed every check, with its recomputed numbers."""
@@ -281,6 +305,7 @@ def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
     """Run every check on a read bundle (``leaderboard.bundle.Bundle``); raise SubmissionError."""
     m = check_manifest(bundle.manifest)
     scale = known_scale(m["scale"])
+    check_info(bundle.info, m)
     suite = suite_tasks(m["suite"])
     results = parse_results(bundle.results_text, suite)
     aggregates = compute_aggregates(suite, results)

@@ -113,6 +113,17 @@ def test_bundle_defects_are_refused(tmp_path):
     pool = np.sort(outside.uids[10:])
     with pytest.raises(SubmissionError, match="10 of 50 uids are not in the registered 'micro' pool"):
         validate_bundle(outside, pool=pool)
+    # the server reads info.json itself: a micro run sent to the tiny board, and a checkpoint hash of nothing
+    m = json.loads(good["manifest.json"])
+    with pytest.raises(SubmissionError, match="info.json: the run was trained at scale 'micro'; this entry is for "
+                                              "the 'tiny' board"):
+        validate_bundle(read_bundle(_rezip({**good, "manifest.json": json.dumps({**m, "scale": "tiny"}).encode()})))
+    for nothing in ("0" * 64, "e3b0c44298fc1c149afbf4c8996fb92427ae41e4649b934ca495991b7852b855"):
+        bad = json.dumps({**m, "checkpoint_sha256": nothing}).encode()
+        with pytest.raises(SubmissionError, match="'checkpoint_sha256' is the hash of nothing"):
+            validate_bundle(read_bundle(_rezip({**good, "manifest.json": bad})))
+    with pytest.raises(SubmissionError, match="info.json: expected a JSON object"):
+        validate_bundle(read_bundle(_rezip({**good, "info.json": b"[1, 2]"})))
 
 
 def test_tampered_scores_refused(tmp_path):
