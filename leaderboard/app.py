@@ -23,6 +23,7 @@ HERE = Path(__file__).parent
 
 _ERRORS = {401: {"description": "missing, unknown or revoked token"},
            413: {"description": "bundle or uid file over the size limit"},
+           409: {"description": "a copy of another team's entry (same checkpoint, or same uids and results)"},
            422: {"description": "the submission fails validation; `detail` says which file and field"}}
 
 

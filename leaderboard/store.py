@@ -23,6 +23,7 @@ def add_submission(session: Session, team: Team, bundle_bytes: bytes, bundle, ch
         import hashlib
 
         fp = hashlib.sha256(np.ascontiguousarray(bundle.uids).tobytes()).hexdigest()
+    refuse_copies(session, team, m, fp, checked.results)
     row = Submission(
         content_hash=bundle.content_hash, team_id=team.id, scale=m["scale"], track=m["track"], suite=m["suite"],
         name=m["name"], description=m.get("description", ""), dataset_size=m["dataset_size"],
@@ -42,6 +43,24 @@ def add_submission(session: Session, team: Team, bundle_bytes: bytes, bundle, ch
             raise
         return existing, False
     return row, True
+
+
+def refuse_copies(session: Session, team: Team, m: dict, uid_fingerprint: str | None, results: dict) -> None:
+    """Another team's entry on the board with the same checkpoint, or the same uid set and the same
+    per-task results, is the original: a copy is refused (409) and named after it, never ranked anew."""
+    from .validate import DuplicateEntry
+
+    q = select(Submission).where(Submission.scale == m["scale"], Submission.team_id != team.id)
+    same_ckpt = session.scalar(q.where(Submission.checkpoint_sha256 == m["checkpoint_sha256"]))
+    if same_ckpt is not None:
+        raise DuplicateEntry(f"manifest.json: checkpoint_sha256 is that of entry {same_ckpt.content_hash[:12]} "
+                             f"({same_ckpt.name!r}, another team's): a copy is not a new entry")
+    if uid_fingerprint is not None:
+        for other in session.scalars(q.where(Submission.uid_fingerprint == uid_fingerprint)):
+            if other.results == results:
+                raise DuplicateEntry(f"subset.npy.gz and eval_results.jsonl: the same uids and results as entry "
+                                     f"{other.content_hash[:12]} ({other.name!r}, another team's): a copy is not a "
+                                     "new entry")
 
 
 def get_submission(session: Session, content_hash: str) -> Submission | None:

@@ -37,6 +37,12 @@ class SubmissionTooLarge(SubmissionError):
     status = 413
 
 
+class DuplicateEntry(SubmissionError):
+    """Another team's entry already has this uid set and these results (or this checkpoint)."""
+
+    status = 409
+
+
 @dataclass(frozen=True)
 class Suite:
     """What a suite scores: task key -> dataset name, aggregate groups, the ImageNet task."""

@@ -366,3 +366,25 @@ def test_upstream_board_shows_no_intervals(lb):
     assert post(lb, build_bundle(run, sub, "small", "filtering", "small entry")).status_code == 201
     page = httpx.get(lb["url"] + "/leaderboard/small/filtering").text
     assert "small entry" in page and "±" not in page and 'class="nose"' not in page
+
+
+def test_another_teams_copy_is_refused_as_a_copy(lb):
+    """Team b uploads team a's entry under its own name: same checkpoint -> 409; same uids and results with
+    another checkpoint file -> 409; a real entry of its own -> 201."""
+    from leaderboard.submit import build_bundle
+
+    tmp = lb["tmp"]
+    token_b = new_token(lb["db"], "team-b")
+    run = make_run(tmp / "run_original", seed=31)
+    sub = make_subset(tmp / "sub_original.npy", pool_uids()[:222])
+    assert post(lb, build_bundle(run, sub, "micro", "filtering", "original")).status_code == 201
+    r = post(lb, build_bundle(run, sub, "micro", "filtering", "our own method"), token=token_b)
+    assert r.status_code == 409 and "checkpoint_sha256 is that of entry" in r.json()["detail"]
+    (run / "checkpoints" / "epoch_latest.pt").write_bytes(b"re-saved weights")
+    r = post(lb, build_bundle(run, sub, "micro", "filtering", "our own method"), token=token_b)
+    assert r.status_code == 409 and "the same uids and results as entry" in r.json()["detail"]
+    assert "'original', another team's" in r.json()["detail"]
+    mine = post(lb, bundle_for(tmp, "team_b_own", seed=32), token=token_b)
+    assert mine.status_code == 201
+    rows = httpx.get(lb["url"] + "/api/submissions", params={"scale": "micro", "track": "filtering"}).json()
+    assert [x["name"] for x in rows].count("our own method") == 0
