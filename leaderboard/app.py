@@ -21,6 +21,15 @@ DEFAULT_MAX_UID_BYTES = 1 << 30    # bytes of an uncompressed uid file (filterin
 TRACK_LABELS = {"filtering": "filtering", "byod": "bring-your-own-data"}
 HERE = Path(__file__).parent
 
+# on every response: the pages load nothing but this server's CSS and inline SVG, run no script
+SECURITY_HEADERS = {
+    "Content-Security-Policy": "default-src 'none'; style-src 'self'; img-src 'self' data:; "
+                               "frame-ancestors 'none'; base-uri 'none'; form-action 'self'",
+    "X-Content-Type-Options": "nosniff",
+    "X-Frame-Options": "DENY",
+    "Referrer-Policy": "no-referrer",
+}
+
 _ERRORS = {401: {"description": "missing, unknown or revoked token"},
            413: {"description": "bundle or uid file over the size limit"},
            409: {"description": "a copy of another team's entry (same checkpoint, or same uids and results)"},
@@ -52,6 +61,13 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
                   description="Submissions per scale and track, validated and recomputed on upload.")
     app.mount("/static", StaticFiles(directory=str(HERE / "static")), name="static")
     app.state.engine = engine
+
+    @app.middleware("http")
+    async def _security_headers(request: Request, call_next):
+        response = await call_next(request)
+        for k, v in SECURITY_HEADERS.items():
+            response.headers.setdefault(k, v)
+        return response
 
     @app.exception_handler(SubmissionError)
     async def _refused(request: Request, exc: SubmissionError):

@@ -76,7 +76,7 @@ def _serve(args) -> int:
 
     app = create_app(args.db, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
     print(f"leaderboard on http://{args.host}:{args.port}/ (database {args.db})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning")
+    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False)
     return 0
 
 

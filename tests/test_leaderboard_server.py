@@ -388,3 +388,17 @@ def test_another_teams_copy_is_refused_as_a_copy(lb):
     assert mine.status_code == 201
     rows = httpx.get(lb["url"] + "/api/submissions", params={"scale": "micro", "track": "filtering"}).json()
     assert [x["name"] for x in rows].count("our own method") == 0
+
+
+def test_every_response_carries_the_security_headers_and_no_server_version(lb):
+    for path, status in (("/", 200), ("/leaderboard/micro/filtering", 200), ("/api/submissions", 200),
+                         ("/static/style.css", 200), ("/no/such/page", 404)):
+        r = httpx.get(lb["url"] + path)
+        assert r.status_code == status or path.startswith("/static"), (path, r.status_code)
+        h = r.headers
+        assert "default-src 'none'" in h["content-security-policy"] and "frame-ancestors 'none'" in \
+            h["content-security-policy"], path
+        assert h["x-content-type-options"] == "nosniff" and h["x-frame-options"] == "DENY"
+        assert h["referrer-policy"] == "no-referrer" and "server" not in h, (path, dict(h))
+    r = post(lb, b"not a zip")
+    assert r.status_code == 422 and r.headers["x-frame-options"] == "DENY"
