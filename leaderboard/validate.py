@@ -58,30 +58,15 @@ class Suite:
 
 
 def suite_tasks(suite: str) -> Suite:
-    """The task list of ``suite`` from the project's registry ``eval.tasks``.
+    """The task list of ``suite`` from the project's one task registry, ``eval.tasks``."""
+    from eval import tasks as registry
 
-    While that registry is not importable, only upstream's ``datacomp38`` is known
-    (carried over as data in ``leaderboard.upstream_tasks``); any other suite fails clearly.
-    """
     try:
-        from eval import tasks as registry  # the one source of truth once it exists
-    except ImportError:
-        registry = None
-    if registry is not None and hasattr(registry, "leaderboard_suite"):
-        try:
-            spec = registry.leaderboard_suite(suite)
-        except (KeyError, ValueError) as e:
-            raise SubmissionError(f"suite: unknown suite {suite!r} ({e})") from None
-        return Suite(name=suite, tasks=dict(spec["tasks"]), groups={k: list(v) for k, v in spec["groups"].items()},
-                     imagenet=spec.get("imagenet"), unscored=dict(spec.get("unscored", {})))
-    from . import upstream_tasks as up
-
-    if suite != up.SUITE:
-        raise SubmissionError(
-            f"suite: unknown suite {suite!r}: the task registry eval.tasks is not available "
-            f"(it provides no leaderboard_suite()), and without it only {up.SUITE!r} is known")
-    return Suite(name=up.SUITE, tasks=dict(up.TASKS), groups={k: list(v) for k, v in up.GROUPS.items()},
-                 imagenet=up.IMAGENET, unscored=dict(up.UNSCORED))
+        spec = registry.leaderboard_suite(suite)
+    except (KeyError, ValueError) as e:
+        raise SubmissionError(f"suite: unknown suite {suite!r} ({e})") from None
+    return Suite(name=suite, tasks=dict(spec["tasks"]), groups={k: list(v) for k, v in spec["groups"].items()},
+                 imagenet=spec.get("imagenet"), unscored=dict(spec.get("unscored", {})))
 
 
 def known_scale(scale: object):
@@ -131,14 +116,11 @@ def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -
 
 
 def compute_aggregates(suite: Suite, results: dict[str, float]) -> dict[str, float]:
-    """Upstream aggregate_scores.py: ImageNet, group means, Average over every scored task."""
-    out: dict[str, float] = {}
-    if suite.imagenet:
-        out["ImageNet"] = results[suite.imagenet]
-    for group, names in suite.groups.items():
-        out[group] = float(np.mean([results[n] for n in names]))
-    out["Average"] = float(np.mean(list(results.values())))
-    return out
+    """Upstream aggregate_scores.py (ImageNet, group means, Average over every scored task), computed
+    by the function eval writes scores.json with (``eval.results.aggregate``): one rule, one place."""
+    from eval.results import aggregate
+
+    return aggregate(results, suite.imagenet, suite.groups)
 
 
 def check_scores(claimed: object, computed: dict[str, float], source: str = "scores.json") -> None:
@@ -156,22 +138,11 @@ def check_scores(claimed: object, computed: dict[str, float], source: str = "sco
                                   f"{value:.6f}")
 
 
-def _mean_se(ses: list) -> float | None:
-    """se of a mean of tasks, taken as independent: sqrt(sum se^2) / n; None if any is unknown."""
-    if not ses or any(v is None for v in ses):
-        return None
-    return math.sqrt(sum(v * v for v in ses)) / len(ses)
-
-
 def compute_aggregates_se(suite: Suite, tasks_se: dict[str, float | None]) -> dict[str, float | None]:
-    """The standard errors of :func:`compute_aggregates`' numbers (as eval.results.aggregate_se)."""
-    out: dict[str, float | None] = {}
-    if suite.imagenet:
-        out["ImageNet"] = tasks_se.get(suite.imagenet)
-    for group, names in suite.groups.items():
-        out[group] = _mean_se([tasks_se.get(n) for n in names])
-    out["Average"] = _mean_se(list(tasks_se.values()))
-    return out
+    """The standard errors of :func:`compute_aggregates`' numbers (``eval.results.aggregate_se``)."""
+    from eval.results import aggregate_se
+
+    return aggregate_se(tasks_se, suite.imagenet, suite.groups)
 
 
 def _se_map(value: object, expected: list[str], field: str, what: str, source: str) -> dict[str, float | None]:
