@@ -254,3 +254,27 @@ def test_micro_pool_download_matches_ground_truth(micro_pool):
     assert summary["failed_by_reason"].get("http_404", 0) == sum(d == "broken_url" for d in defects.values())
     assert summary["failed_by_reason"].get("undecodable_image", 0) == sum(d == "undecodable" for d in defects.values())
     assert set(uids) == {u for u, d in defects.items() if d not in ("broken_url", "undecodable")}
+
+
+def test_input_folder_of_upstream_metadata_parquets(tmp_path):
+    """Upstream ships its url lists as a folder of parquets with more columns: read in name order, the
+    other columns left aside; a uid in two files is refused naming it."""
+    from datacurate.errors import UserError
+    from datacurate.pool.download import read_url_list
+    from datacurate.uids import make_uid
+
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    uids = [make_uid("upstream-meta", i) for i in range(6)]
+    for n, sl in (("00000001", slice(3, 6)), ("00000000", slice(0, 3))):   # written out of order
+        _write(meta / f"{n}.parquet", {"uid": uids[sl], "url": [f"http://x/{u}.jpg" for u in uids[sl]],
+                                       "text": ["t"] * 3, "original_width": [256] * 3,
+                                       "clip_b32_similarity_score": [0.3] * 3})
+    table = read_url_list(meta)
+    assert table.column_names == ["uid", "url", "text"] and table.column("uid").to_pylist() == uids
+    _write(meta / "00000002.parquet", {"uid": uids[:1], "url": ["http://x/again.jpg"], "text": ["t"]})
+    with pytest.raises(UserError, match=f"metadata: uid {uids[0]} appears more than once"):
+        read_url_list(meta)
+    (tmp_path / "empty_dir").mkdir()
+    with pytest.raises(UserError, match=r"empty_dir: a folder without \*\.parquet files"):
+        read_url_list(tmp_path / "empty_dir")

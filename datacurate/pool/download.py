@@ -58,13 +58,40 @@ def read_manifest(pool: Path) -> dict:
 
 
 def read_url_list(path: Path, add_missing_uids: bool = False):
-    """Read and check a url+text parquet (uid, url, text); errors name the file, row and field."""
+    """Read and check a url+text parquet (uid, url, text), or a folder of them in name order (upstream's
+    metadata as it ships: NNNNNNNN.parquet with more columns); errors name the file, row and field."""
+    import pyarrow as pa
+
+    path = Path(path)
+    if path.is_dir():
+        files = sorted(p for p in path.glob("*.parquet") if not p.name.startswith("."))
+        if not files:
+            raise DownloadError(f"{path}: a folder without *.parquet files (expected upstream's metadata "
+                                "parquets or one url list with columns uid, url, text)")
+        parts = [_read_one_url_list(f, add_missing_uids) for f in files]
+        table = pa.concat_tables(parts)
+        _check_unique_uids(table, str(path))
+        return table
+    table = _read_one_url_list(path, add_missing_uids)
+    return table
+
+
+def _check_unique_uids(table, where: str) -> None:
+    import pyarrow.compute as pc
+
+    if pc.count_distinct(table.column("uid")).as_py() != table.num_rows:
+        counts = pc.value_counts(table.column("uid"))
+        dup = next(c["values"] for c in counts.to_pylist() if c["counts"] > 1)
+        raise DownloadError(f"{where}: uid {dup} appears more than once across the files; each sample needs "
+                            "its own uid")
+
+
+def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
     from ..schema import URL_LIST, check_schema, check_uids
 
-    path = Path(path)
     if not path.exists():
         raise DownloadError(f"{path}: no such url list (expected a parquet with columns uid, url, text)")
     try:
@@ -583,7 +610,8 @@ def add_parser(psub) -> None:
         epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     p.add_argument("--pool", required=True, type=Path, help="pool folder")
     p.add_argument("--input", type=Path, default=None,
-                   help="url+text parquet to download instead of POOL/urls.parquet (uid column optional)")
+                   help="url+text parquet to download instead of POOL/urls.parquet (uid column optional), or a "
+                        "folder of them (upstream's metadata as it ships: NNNNNNNN.parquet, read in name order)")
     p.add_argument("--master", default=None, help="Spark master URL (default local[*])")
     p.add_argument("--samples-per-shard", type=int, default=None,
                    help="samples per shard (default: 256 micro, 1000 tiny, 10000 upstream)")
