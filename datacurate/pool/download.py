@@ -38,6 +38,7 @@ from ..layout import SHARD_DIGITS, PoolLayout, shard_name
 # embed at <= 224 px, so 512 px would only cost disk and decode time.
 IMAGE_SIZE = 256
 RESIZE_MODE = "keep_ratio_largest"
+USER_AGENT_TOKEN = "datacurate"
 STATE_DIR = ".download"  # POOL/.download: the rewritten input and the settings of the first run
 
 
@@ -363,6 +364,9 @@ def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: in
             retries=0,
             max_shard_retry=1,
             enable_wandb=False,
+            # the User-Agent names the project ("(compatible; datacurate; ...)"), and a site's
+            # X-Robots-Tag noai/noimageai (img2dataset's default directives) for it or for all is obeyed
+            user_agent_token=USER_AGENT_TOKEN,
         )
     except SystemExit:  # img2dataset's SIGINT handler exits with status 0
         raise KeyboardInterrupt from None
