@@ -20,26 +20,25 @@ import numpy as np
 from .api import PoolDataError
 
 _BASE = "https://github.com/sagadre/datacomp_baseline_assets/releases/download/v0.1.0-alpha/"
-ASSETS = {   # name -> (file name in upstream's cache, url, sha256), from upstream baselines/utils.py
-    "in1k_clip_vit_l14_0": ("in1k_clip_vit_l14_0.pt", _BASE + "in1k_clip_vit_l14_0.pt",
-                            "304990fd492f40ba90072b80af78d6e8edcab9d042476ef513e03441cf53743b"),
-    "in1k_clip_vit_l14_1": ("in1k_clip_vit_l14_1.pt", _BASE + "in1k_clip_vit_l14_1.pt",
-                            "72f008e6aa3bfb54174fa322963215337f843fc90fd642a9dccc815dd9e7ee76"),
-    "in1k_clip_vit_l14_2": ("in1k_clip_vit_l14_2.pt", _BASE + "in1k_clip_vit_l14_2.pt",
-                            "83c3cc6503b8a50a22cac7023ca6cd61b130ab9725db2a7519f1bec5cabf5493"),
-    "in1k_clip_vit_l14_3": ("in1k_clip_vit_l14_3.pt", _BASE + "in1k_clip_vit_l14_3.pt",
-                            "83faa289f847799ddcd438e5b74df1cb5973c345674896d10ba31ea48bc63804"),
-    "in1k_clip_vit_l14_4": ("in1k_clip_vit_l14_4.pt", _BASE + "in1k_clip_vit_l14_4.pt",
-                            "067a45f4a140a93371876510a2fd9198a89ac1d194ae4063a51b45a6da69cadf"),
-    "small_centroids": ("small_centroids.pt", _BASE + "small_centroids_l14.pt",
-                        "23c66a05e49ad77283c1e2b33355c7eb088ac332a944c97ff85d5dfd48a5b251"),
-    "medium_centroids": ("medium_centroids.pt", _BASE + "medium_centroids_l14.pt",
-                         "028b1721b1d0f139c565b6b0ac99f8a1756f4bae89c36b0ec6d1c6ea9b6f112d"),
-    "large_centroids": ("large_centroids.pt", _BASE + "large_centroids_l14.pt",
-                        "04eeab1069d3540c246cf7ce69323147351a474017fc472e4c50a018ca32240b"),
-    "xlarge_centroids": ("xlarge_centroids.pt", _BASE + "xlarge_centroids_l14.pt",
-                         "3f62e5f8ae3a715ce84e422846fcfce1536d184455ea234790c4a6465c4c6726"),
+# name -> sha256, from upstream baselines/utils.py; upstream caches NAME.pt, fetched from _BASE + the
+# name (the centroids' release files carry an "_l14" suffix)
+SHA256 = {
+    "in1k_clip_vit_l14_0": "304990fd492f40ba90072b80af78d6e8edcab9d042476ef513e03441cf53743b",
+    "in1k_clip_vit_l14_1": "72f008e6aa3bfb54174fa322963215337f843fc90fd642a9dccc815dd9e7ee76",
+    "in1k_clip_vit_l14_2": "83c3cc6503b8a50a22cac7023ca6cd61b130ab9725db2a7519f1bec5cabf5493",
+    "in1k_clip_vit_l14_3": "83faa289f847799ddcd438e5b74df1cb5973c345674896d10ba31ea48bc63804",
+    "in1k_clip_vit_l14_4": "067a45f4a140a93371876510a2fd9198a89ac1d194ae4063a51b45a6da69cadf",
+    "small_centroids": "23c66a05e49ad77283c1e2b33355c7eb088ac332a944c97ff85d5dfd48a5b251",
+    "medium_centroids": "028b1721b1d0f139c565b6b0ac99f8a1756f4bae89c36b0ec6d1c6ea9b6f112d",
+    "large_centroids": "04eeab1069d3540c246cf7ce69323147351a474017fc472e4c50a018ca32240b",
+    "xlarge_centroids": "3f62e5f8ae3a715ce84e422846fcfce1536d184455ea234790c4a6465c4c6726",
 }
+
+
+def asset_url(name: str) -> str:
+    return _BASE + (f"{name}_l14.pt" if name.endswith("_centroids") else f"{name}.pt")
+
+
 IN1K_L14 = "in1k_l14"          # a target name: the five ImageNet-1k feature files together
 UPSTREAM_SCALES = ("small", "medium", "large", "xlarge")
 
@@ -58,8 +57,8 @@ def _sha256(path: Path) -> str:
 
 def asset_path(name: str, verify: bool = True) -> Path:
     """The cached file of an upstream asset; an error naming the URL when it is missing or altered."""
-    fname, url, sha = ASSETS[name]
-    path = cache_dir() / fname
+    url, sha = asset_url(name), SHA256[name]
+    path = cache_dir() / f"{name}.pt"
     where = f"upstream's baselines download it from {url} into {cache_dir()} (set DATACOMP_CACHE to use another folder)"
     if not path.is_file():
         raise PoolDataError(f"{path}: missing; {where}")
