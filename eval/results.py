@@ -44,26 +44,33 @@ def result_line(key: str, dataset: str, metrics: dict) -> dict:
     return {"key": key, "dataset": dataset, "metrics": {k: _clean(v) for k, v in metrics.items()}}
 
 
-def read_results(path: str | os.PathLike) -> dict[str, dict]:
-    """eval_results.jsonl -> {key: line}; a later line for the same key wins (as upstream appends)."""
-    path = Path(path)
-    out: dict[str, dict] = {}
-    if not path.is_file():
-        return out
-    for i, line in enumerate(path.read_text(encoding="utf-8").splitlines(), start=1):
+def parse_lines(text: str, source: str, error: type = UserError) -> list[tuple[int, dict]]:
+    """eval_results.jsonl's text -> [(line number, row)], every row of upstream's shape
+    ``{"key": str, "dataset": str, "metrics": {..., "main_metric": ...}}``; the one parser of the
+    format (eval reads runs with it, the leaderboard bundles); ``error`` is the exception raised."""
+    rows = []
+    for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
             row = json.loads(line)
         except json.JSONDecodeError as e:
-            raise UserError(f"{path}: line {i}: not JSON ({e.msg})") from None
+            raise error(f"{source}: line {i}: not JSON ({e.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("key"), str) \
                 or not isinstance(row.get("dataset"), str) or not isinstance(row.get("metrics"), dict) \
                 or "main_metric" not in row["metrics"]:
-            raise UserError(f"{path}: line {i}: expected upstream fields "
-                            "{'key': str, 'dataset': str, 'metrics': {..., 'main_metric': ...}}")
-        out[row["key"]] = row
-    return out
+            raise error(f"{source}: line {i}: expected upstream fields "
+                        "{'key': str, 'dataset': str, 'metrics': {..., 'main_metric': ...}}")
+        rows.append((i, row))
+    return rows
+
+
+def read_results(path: str | os.PathLike) -> dict[str, dict]:
+    """eval_results.jsonl -> {key: line}; a later line for the same key wins (as upstream appends)."""
+    path = Path(path)
+    if not path.is_file():
+        return {}
+    return {row["key"]: row for _, row in parse_lines(path.read_text(encoding="utf-8"), str(path))}
 
 
 def write_results(path: str | os.PathLike, lines: dict[str, dict]) -> None:

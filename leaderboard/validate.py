@@ -10,7 +10,6 @@ their shape is checked and the aggregates' recomputed from the tasks'.
 """
 from __future__ import annotations
 
-import json
 import math
 import re
 from dataclasses import dataclass, field
@@ -82,17 +81,10 @@ def known_scale(scale: object):
 
 def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -> dict[str, float]:
     """Upstream eval_results.jsonl lines -> {dataset name: main metric}, all suite tasks present."""
+    from eval.results import parse_lines
+
     by_key: dict[str, float] = {}
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
-        try:
-            row = json.loads(line)
-        except json.JSONDecodeError as e:
-            raise SubmissionError(f"{source}: line {i}: not JSON ({e.msg})") from None
-        if not isinstance(row, dict) or not isinstance(row.get("key"), str) or not isinstance(row.get("metrics"), dict):
-            raise SubmissionError(f"{source}: line {i}: expected upstream fields "
-                                  "{'key': str, 'dataset': str, 'metrics': {'main_metric': float, ...}}")
+    for i, row in parse_lines(text, source, SubmissionError):
         key, value = row["key"], row["metrics"].get("main_metric")
         if key not in suite.tasks:
             if key in suite.unscored and value is None:
