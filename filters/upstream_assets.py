@@ -23,6 +23,7 @@ _BASE = "https://github.com/sagadre/datacomp_baseline_assets/releases/download/v
 # name -> sha256, from upstream baselines/utils.py; upstream caches NAME.pt, fetched from _BASE + the
 # name (the centroids' release files carry an "_l14" suffix)
 SHA256 = {
+    "imagenet21k_wordnet_ids": "66362bdedf36d933382edca5493fc562dcc17128ce36403c9e730a75f48cb2f2",
     "in1k_clip_vit_l14_0": "304990fd492f40ba90072b80af78d6e8edcab9d042476ef513e03441cf53743b",
     "in1k_clip_vit_l14_1": "72f008e6aa3bfb54174fa322963215337f843fc90fd642a9dccc815dd9e7ee76",
     "in1k_clip_vit_l14_2": "83c3cc6503b8a50a22cac7023ca6cd61b130ab9725db2a7519f1bec5cabf5493",
@@ -36,6 +37,8 @@ SHA256 = {
 
 
 def asset_url(name: str) -> str:
+    if name == "imagenet21k_wordnet_ids":
+        return _BASE + f"{name}.txt"       # a text file, cached by upstream as NAME.pt all the same
     return _BASE + (f"{name}_l14.pt" if name.endswith("_centroids") else f"{name}.pt")
 
 

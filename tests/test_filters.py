@@ -141,7 +141,7 @@ def test_text_based_vocabularies(tmp_path):
             row(2, text="the goldfish swims in a bowl"), row(3, text="un poisson rouge goldfish dans un bocal"),
             row(4, text="a yellow triangle on white")]
     pool = write_pool(tmp_path / "pool", rows)
-    got, _ = run(pool, "steps:\n  - {filter: text_based}\n", tmp_path)  # ImageNet-1k names (open_clip)
+    got, _ = run(pool, "steps:\n  - {filter: text_based, vocabulary: imagenet1k}\n", tmp_path)  # open_clip's names
     assert kept_idx(rows, got) == [0, 1, 2]  # tabby cat, sports car, goldfish; French dropped
     vocab = tmp_path / "vocab.txt"
     vocab.write_text("triangle\ntabby cat\n")

@@ -136,3 +136,37 @@ def test_missing_or_altered_upstream_assets_are_one_line_errors(tmp_path, monkey
     (tmp_path / "empty" / "medium_centroids.pt").write_bytes(b"partial")
     with pytest.raises(UserError, match=r"medium_centroids\.pt: sha256 differs from upstream's 028b1721"):
         asset_path("medium_centroids")
+
+
+def test_text_based_is_upstreams_wordnet_rule(tmp_path, monkeypatch):
+    """``text_based`` keeps what upstream's does_contain_text_entity keeps: a whitespace word whose first
+    WordNet synset (NLTK's reader, WordNet 3.0) is in upstream's ImageNet-21k list; English only."""
+    import nltk  # noqa: F401  (the re-statement below calls NLTK as upstream does)
+
+    from filters.wordnet import wordnet
+
+    cache = tmp_path / "datacomp"
+    cache.mkdir()
+    # a stand-in for upstream's imagenet21k_wordnet_ids: dog, goldfish, sports car, the cat family
+    (cache / "imagenet21k_wordnet_ids.pt").write_text("n02084071\nn01443537\nn04285008\nn02120997\n")
+    monkeypatch.setenv("DATACOMP_CACHE", str(cache))
+    monkeypatch.setenv("DATACURATE_SKIP_ASSET_SHA256", "1")
+    from datacurate.uids import make_uid
+
+    texts = ["two dogs asleep on a sofa", "Dogs!", "the goldfish swims in a bowl", "a red sports car",
+             "a yellow triangle on white", "running dogs", "a tabby cat", "un chien dans la neige profonde",
+             "hotdog stand at noon", "a car and a dog"]
+    meta = tmp_path / "pool" / "metadata"
+    meta.mkdir(parents=True)
+    uids = [make_uid("text-based", i) for i in range(len(texts))]
+    pq.write_table(pa.table({"uid": uids, "text": texts}), meta / "00000000.parquet")
+    # upstream, re-stated: english (fastText) & any(wordnet.synsets(w)[0].offset() in ids for w in text.split())
+    ids = {2084071, 1443537, 4285008, 2120997}
+    wn = wordnet()
+    entity = [any((wn.synsets(w) or [None])[0] is not None and wn.synsets(w)[0].offset() in ids
+                  for w in t.split()) for t in texts]
+    english = [i != 7 for i in range(len(texts))]       # the French caption
+    want = {u for u, e, en in zip(uids, entity, english) if e and en}
+    assert 3 <= len(want) < len(texts)
+    got, _ = run(tmp_path / "pool", "steps:\n  - {filter: text_based}\n", tmp_path)
+    assert got == want

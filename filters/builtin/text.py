@@ -2,11 +2,13 @@
 
 Upstream DataComp (baselines/apply_filter.py ``load_uids_with_text_entity``) keeps
 English captions with a word whose first WordNet synset is one of ImageNet-21k's
-classes. WordNet is a download; here the vocabulary is a list of class names matched
-as whole words (a plural 's'/'es' allowed): ``imagenet1k`` (the class names open_clip
-ships in ``open_clip.zero_shot_metadata``), ``eval`` (the names of the pool's held-out
-evaluation items, POOL/holdout/eval.parquet column ``name``: the offline benchmark's
-target) or a text file with one name per line.
+classes: ``vocabulary: in21k_wordnet`` is that rule exactly (filters/wordnet.py: NLTK's
+reader over WordNet 3.0 from a registry package, upstream's ImageNet-21k list from its
+cache). The other vocabularies are lists of class names matched as whole words (a plural
+'s'/'es' allowed): ``imagenet1k`` (the class names open_clip ships in
+``open_clip.zero_shot_metadata``), ``eval`` (the names of the pool's held-out evaluation
+items, POOL/holdout/eval.parquet column ``name``: the offline benchmark's target) or a text
+file with one name per line.
 """
 from __future__ import annotations
 
@@ -73,6 +75,9 @@ def imagenet_classnames() -> list[str]:
     return list(mod.IMAGENET_CLASSNAMES)
 
 
+IN21K = "in21k_wordnet"   # upstream's rule itself: WordNet first synsets in ImageNet-21k (filters.wordnet)
+
+
 def load_vocabulary(vocabulary: str, pool: Path) -> list[str]:
     if vocabulary == "imagenet1k":
         return imagenet_classnames()
@@ -96,20 +101,33 @@ class TextBased(Filter):
 
     name = "text_based"
     source = "datacomp baselines/apply_filter.py load_uids_with_text_entity"
-    params = (Param("vocabulary", str, "imagenet1k", "imagenet1k | eval (POOL/holdout/eval.parquet names) | FILE"),
+    params = (Param("vocabulary", str, IN21K, "in21k_wordnet (upstream's rule: a whitespace word whose first "
+                    "WordNet 3.0 synset is an ImageNet-21k class) | imagenet1k (open_clip's class names as "
+                    "phrases) | eval (POOL/holdout/eval.parquet names) | FILE (one name per line)"),
               *LANG_PARAMS)
 
     def needs(self) -> Needs:
         return Needs(["text"])
 
     def setup(self, ctx: Context) -> None:
+        if self.vocabulary == IN21K:
+            from ..wordnet import in21k_offsets, wordnet
+
+            self.offsets = in21k_offsets()
+            wordnet()   # the reader, now: a missing package is an error before the pass, not in it
+            return
         self.phrases, self.longest = phrase_set(load_vocabulary(self.vocabulary, ctx.pool))
 
     def __call__(self, batch: Batch) -> np.ndarray:
-        if not hasattr(self, "phrases"):
-            raise RuntimeError("text_based: setup() was not called")
         texts = batch.texts()
-        keep = np.fromiter((contains_any(t, self.phrases, self.longest) for t in texts), bool, len(texts))
+        if self.vocabulary == IN21K:
+            from ..wordnet import names_an_entity
+
+            keep = np.fromiter((names_an_entity(t, self.offsets) for t in texts), bool, len(texts))
+        else:
+            if not hasattr(self, "phrases"):
+                raise RuntimeError("text_based: setup() was not called")
+            keep = np.fromiter((contains_any(t, self.phrases, self.longest) for t in texts), bool, len(texts))
         idx = np.flatnonzero(keep)
         if len(idx) and self.english:
             keep[idx] = language_ok(self, [texts[i] for i in idx])
