@@ -98,6 +98,21 @@ def test_split_half_tau_odd_seeds_drop_the_middle(bl):
     assert one["tau"] is None and "at least 2" in one["message"]
 
 
+def test_held_out_best_is_picked_on_one_half_and_measured_on_the_other(bl):
+    """A recipe lucky on seeds 0-1 is picked there, then measured on 2-3 where another one leads."""
+    v = lambda *xs: {i: {"value": x} for i, x in enumerate(xs)}  # noqa: E731
+    runs = {"no_filter": v(0.10, 0.11, 0.10, 0.11), "random_30": v(0.09, 0.10, 0.09, 0.10),
+            "lucky": v(0.30, 0.31, 0.12, 0.13), "steady": v(0.20, 0.21, 0.20, 0.21)}
+    h = bl.held_out_best(runs, [0, 1, 2, 3])
+    assert h["best"] == "lucky" and h["first"] == [0, 1] and h["second"] == [2, 3]
+    assert h["rank_on_second"] == 2 and h["candidates"] == 2
+    assert h["gaps"]["no_filter"]["diff"] == pytest.approx(0.02)       # not the 0.20 the same seeds claim
+    assert h["gaps"]["no_filter"]["in_std"] == pytest.approx(0.02 / np.std([0.12, 0.13], ddof=1))
+    one = bl.held_out_best(runs, [0, 1, 2])                             # 3 seeds: 0 against 2, no std
+    assert one["best"] == "lucky" and one["gaps"]["random_30"]["in_std"] is None
+    assert bl.held_out_best(runs, [0])["best"] is None
+
+
 def test_missing_seed_is_reported_not_averaged_as_zero(bl, tmp_path):
     runs = _runs({"no_filter": [0.1, 0.2, 0.3], "f": [0.4, 0.5, None], "never": [None, None, None]})
     seeds, absent = bl.common_seeds(runs)

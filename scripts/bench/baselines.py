@@ -177,6 +177,32 @@ def best_gaps(rows: list[dict], metric: str, refs=REFS) -> dict:
     return {"best": best["recipe"], "gaps": out}
 
 
+def held_out_best(runs: dict[str, dict[int, dict]], seeds: list[int], refs=REFS) -> dict:
+    """The best filtering recipe picked on the first half of the seeds and measured on the second.
+
+    "The best" picked and measured on the same seeds is an upper estimate of its lead (the pick
+    favours seeds that were lucky for it); measured on seeds it was not picked on, it is not.
+    Halves as in :func:`split_half_tau`; the gap is in units of the larger second-half sample std."""
+    seeds = sorted(seeds)
+    h = len(seeds) // 2
+    first, second = seeds[:h], seeds[len(seeds) - h:]
+    out = {"first": first, "second": second, "best": None, "rank_on_second": None, "gaps": {}}
+    cands = [r for r, by in runs.items() if r not in refs and all(s in by for s in seeds)]
+    if h < 1 or not cands:
+        return out
+    mean = lambda r, ss: float(np.mean([runs[r][s]["value"] for s in ss]))  # noqa: E731
+    best = max(cands, key=lambda r: mean(r, first))
+    order = sorted(cands, key=lambda r: -mean(r, second))
+    out.update(best=best, rank_on_second=order.index(best) + 1, candidates=len(cands))
+    for ref in refs:
+        if ref in runs and all(s in runs[ref] for s in seeds):
+            b = mean_std([runs[best][s]["value"] for s in second])
+            r = mean_std([runs[ref][s]["value"] for s in second])
+            d, k = gap((b["mean"], b["std"]), (r["mean"], r["std"]))
+            out["gaps"][ref] = {"diff": d, "in_std": k, "strong": k is not None and k >= STRONG}
+    return out
+
+
 def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
     """Kendall tau between the recipe ranking by mean over the first half of the seeds and the second.
 
@@ -290,6 +316,13 @@ def verdict_lines(summary: dict, metric: str) -> list[str]:
         spread = (f"{k:+.1f} x the larger sample std; {'' if g['strong'] else 'NOT '}>= {STRONG:g} std"
                   if k is not None else "no sample std (one seed)")
         lines.append(f"best {bg['best']} - {ref} = {g['diff']:+.4f} {metric} ({spread})")
+    hb = summary.get("held_out_best") or {}
+    if hb.get("best"):
+        for ref, g in hb["gaps"].items():
+            k = g["in_std"]
+            lines.append(f"held out: best on seeds {hb['first']} is {hb['best']} (rank {hb['rank_on_second']} of "
+                         f"{hb['candidates']} on seeds {hb['second']}); there it leads {ref} by {g['diff']:+.4f}"
+                         + (f" ({k:+.1f} x the larger sample std)" if k is not None else " (one seed: no std)"))
     t = summary["split_half_tau"]
     lines.append(f"split-half Kendall tau of the ranking ({len(t['first'])} seeds {t['first']} vs {t['second']}, "
                  f"{t['recipes']} recipes): " + (f"{t['tau']:+.3f} (p = {t['p']:.3g})" if t["tau"] is not None
@@ -344,7 +377,8 @@ def build_study(lay, recipes: list[str], seeds: int, metric: str, scale: str, co
     summary = {"scale": scale, "metric": metric, "seeds": used, "seeds_requested": seeds, "pool": pool,
                "date": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
                "missing": [{"recipe": r, "seed": s, "why": w} for r, s, w in missing],
-               "best": best_gaps(rows, metric), "split_half_tau": split_half_tau(runs, used),
+               "best": best_gaps(rows, metric), "held_out_best": held_out_best(runs, used),
+               "split_half_tau": split_half_tau(runs, used),
                "cross_scale": [cross_scale_rho(rows, metric, load_study(d), str(d)) for d in compare]}
     return {"rows": rows, "summary": summary, "missing": missing, "absent": absent, "runs": runs}
 
