@@ -386,7 +386,7 @@ def _finish(plan: LaunchPlan, state: dict) -> dict:
     seen = samples_seen_from_log(lay.log) or plan.samples_seen
     skipped = skipped_samples(lay.log)
     if skipped["total"] > MAX_SKIPPED_SHARE * seen:
-        why = ", ".join(f"{k} {v}" for k, v in skipped["by_reason"].items())
+        why = ", ".join(f"{k} {v:,}" for k, v in skipped["by_reason"].items())
         raise TrainingFailed(f"{lay.log}: OpenCLIP skipped {skipped['total']:,} of {seen:,} samples seen "
                              f"({skipped['total'] / seen:.1%}: {why}), more than {MAX_SKIPPED_SHARE:.0%}; the "
                              f"data in {plan.data.data} holds images no decoder reads: filter them out "
