@@ -299,7 +299,7 @@ def _cmd(args) -> int:
     lay = PoolLayout.find(args.pool)
     if lay.kind != "pool":
         print(lay.describe(), file=sys.stderr)
-    r = reshard(args.pool, args.subset, args.out, shard_size=shard_size, master=args.master)
+    r = reshard(lay, args.subset, args.out, shard_size=shard_size, master=args.master)
     print(f"{r['found']} samples in {r['shards']} shard(s) under {args.out}/shards; "
           f"{r['missing']} uid(s) of the subset not found in the pool")
     return 0

@@ -14,7 +14,7 @@ import pyarrow as pa
 import pyarrow.parquet as pq
 
 from .errors import UserError
-from .uids import is_uid
+from .uids import check_uid_column
 
 REQUIRED: dict[str, pa.DataType] = {
     "uid": pa.string(),
@@ -79,15 +79,7 @@ def check_schema(schema: pa.Schema, source: str, required: dict[str, pa.DataType
 
 def check_uids(table: pa.Table, source: str, column: str = "uid") -> None:
     """Every uid well-formed and unique; the error names the row."""
-    uids = table.column(column).to_pylist()
-    seen: dict[str, int] = {}
-    for i, u in enumerate(uids):
-        if not is_uid(u):
-            raise SchemaError(f"{source}: row {i}: column 'uid' holds {u!r}, "
-                              "not a uid (32 lowercase hex characters)")
-        if u in seen:
-            raise SchemaError(f"{source}: row {i}: duplicate uid {u} (first at row {seen[u]})")
-        seen[u] = i
+    check_uid_column(table.column(column), source, error=SchemaError)
 
 
 def read_metadata(path: str | os.PathLike, columns: list[str] | None = None,

@@ -109,11 +109,13 @@ class Needs:
 
 @dataclass
 class Context:
-    """Where a filter runs: the pool folder (its root: holdout/ is there), the run seed, and a place for notes."""
+    """Where a filter runs: the pool folder (its root: holdout/ is there), its row count, the run seed, and a
+    place for notes."""
 
     pool: Path
     seed: int = 0
     notes: dict = field(default_factory=dict)
+    pool_rows: int | None = None     # rows of the whole pool (the engine counts them once)
 
 
 class Batch:

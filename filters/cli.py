@@ -91,7 +91,7 @@ def _run(args) -> int:
     lay = PoolLayout.find(args.pool)
     if lay.kind != "pool":
         print(lay.describe(), file=sys.stderr)
-    rec = filter_pool(args.pool, args.recipe, args.out, master=args.master, seed=args.seed, runner=args.runner,
+    rec = filter_pool(lay, args.recipe, args.out, master=args.master, seed=args.seed, runner=args.runner,
                       progress=not args.quiet)
     for c in rec["counts"]:
         extra = f" (threshold {c['threshold']:.4g})" if c.get("threshold") is not None else ""

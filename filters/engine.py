@@ -157,8 +157,8 @@ def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, pro
     """Evaluate ``recipe`` over ``pool`` with ``executor``; the driver-side algorithm both runners share."""
     t0 = time.time()
     pool = as_pool(pool)
-    ctx = Context(pool=pool.root, seed=seed)
     shards = list_shards(pool)
+    ctx = Context(pool=pool.root, seed=seed, pool_rows=sum(sh.rows for sh in shards))
     needs_all, who = _needs_of(recipe)
     for sh in shards:
         check_shard(pool, sh, needs_all, who)

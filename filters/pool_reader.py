@@ -15,6 +15,7 @@ from typing import Iterator
 import numpy as np
 
 from datacurate.layout import as_pool
+from datacurate.uids import check_uid_column
 
 from .api import Batch, Needs, PoolDataError
 
@@ -67,7 +68,6 @@ def npz_shapes(path: Path) -> dict[str, tuple]:
     return shapes
 
 
-UID_PATTERN = "^[0-9a-f]{32}$"   # upstream's uid: 32 lowercase hex characters
 
 
 def _check_type(meta: Path, col: str, t) -> None:
@@ -88,14 +88,7 @@ def _check_type(meta: Path, col: str, t) -> None:
 
 def check_uids(table, meta: Path, start: int) -> None:
     """Every uid of a batch is 32 lowercase hex characters; the first that is not is named with its row."""
-    import pyarrow.compute as pc
-
-    uid = table.column("uid")
-    good = pc.fill_null(pc.match_substring_regex(uid, UID_PATTERN), False)
-    if not pc.all(good).as_py():
-        i = pc.index(good, False).as_py()
-        raise PoolDataError(f"{meta}: row {start + i}: uid {uid[i].as_py()!r} is not 32 lowercase hex characters "
-                            "(upstream's uid format); fix the metadata")
+    check_uid_column(table.column("uid"), str(meta), start=start, unique=False, error=PoolDataError)
 
 
 def check_shard(pool: Path, shard: ShardInfo, needs: Needs, who: dict[str, str] | None = None) -> None:

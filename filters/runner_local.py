@@ -82,6 +82,7 @@ def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, run
     Returns the json record (counts per step, fingerprints, time).
     """
     from datacurate.atomic import check_writable
+    from datacurate.layout import as_pool
 
     check_writable(out, "subset")      # a bad --out fails now, not after the filtering
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides={"seed": seed})
@@ -96,8 +97,9 @@ def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, run
         from datacurate.errors import UserError
 
         raise UserError(f"unknown runner {runner!r}; use 'local' or 'spark'")
-    result = evaluate_recipe(pool, rec, executor, seed=seed, progress=progress)
-    result.pool = str(pool)
+    lay = as_pool(pool)          # found once: a path, a metadata folder or a PoolLayout
+    result = evaluate_recipe(lay, rec, executor, seed=seed, progress=progress)
+    result.pool = str(lay.root)
     record = write_outputs(Path(out), rec, result, executor.name, seed)
     return record
 

@@ -121,7 +121,7 @@ def test_metadata_errors_name_file_row_and_field(tmp_path):
     dup = _rand_uids(3)
     dup[2] = dup[0]
     pq.write_table(_meta(uid=dup), p)
-    with pytest.raises(schema.SchemaError, match="row 2: duplicate uid"):
+    with pytest.raises(schema.SchemaError, match=r"row 2: duplicate uid [0-9a-f]{32} \(first at row 0\)"):
         schema.read_metadata(p)
     (tmp_path / "junk.parquet").write_text("hello")
     with pytest.raises(schema.SchemaError, match="junk.parquet: not a readable parquet"):
@@ -178,3 +178,24 @@ def test_cli_scales_runs():
     import json
 
     assert json.loads(out.stdout)["tiny"]["model"] == "TinyCLIP-ViT-64"
+
+
+@pytest.mark.parametrize("bad", ["0x" + "a" * 30, "+" + "a" * 31, "a" * 15 + "_" + "a" * 16, "A" * 32, "a" * 31,
+                                 " " + "a" * 31, "a" * 31 + "\n"])
+def test_a_uid_is_exactly_32_lowercase_hex_characters(bad):
+    """int(s, 16) takes "0x", "+", "_" and surrounding spaces: the one uid rule does not."""
+    assert not uids.is_uid(bad)
+    column = pa.chunked_array([["b" * 32], ["c" * 32, bad]])       # the bad one in a later chunk
+    with pytest.raises(uids.UidFileError, match=r"f\.parquet: row 12: uid .* is not 32 lowercase hex"):
+        uids.check_uid_column(column, "f.parquet", start=10)
+    assert uids.is_uid("0123456789abcdef" * 2)
+
+
+def test_uid_column_check_names_the_duplicate_and_both_rows():
+    many = _rand_uids(1000)
+    uids.check_uid_column(pa.chunked_array([many[:500], many[500:]]), "f")        # distinct: passes
+    uids.check_uid_column(pa.array(many + many[:1]), "f", unique=False)            # duplicates allowed when asked
+    with pytest.raises(uids.UidFileError, match=rf"f: row 1000: duplicate uid {many[7]} \(first at row 7\)"):
+        uids.check_uid_column(pa.array(many + many[7:8]), "f")
+    with pytest.raises(uids.UidFileError, match="holds int64"):
+        uids.check_uid_column(pa.array([1, 2]), "f")

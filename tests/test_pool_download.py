@@ -210,7 +210,7 @@ def test_bad_url_lists_refused_with_clear_errors(tmp_path):
     good_uid, other = "0" * 31 + "1", "0" * 31 + "2"
     cases = [
         ({"uid": [good_uid], "url": ["http://x/a.jpg"]}, r"urls\.parquet: missing column\(s\) text"),
-        ({"uid": [good_uid, "NOT-A-UID"], "url": ["a", "b"], "text": ["x", "y"]}, r"urls\.parquet: row 1: .*not a uid"),
+        ({"uid": [good_uid, "NOT-A-UID"], "url": ["a", "b"], "text": ["x", "y"]}, r"urls\.parquet: row 1: .*not 32 lowercase hex"),
         ({"uid": [good_uid, good_uid], "url": ["a", "b"], "text": ["x", "y"]}, r"row 1: duplicate uid"),
         ({"uid": [good_uid, other], "url": ["a", None], "text": ["x", "y"]}, r"row 1: column 'url' is empty"),
         ({"uid": [1, 2], "url": ["a", "b"], "text": ["x", "y"]}, r"column 'uid' has type int64"),
@@ -273,7 +273,7 @@ def test_input_folder_of_upstream_metadata_parquets(tmp_path):
     table = read_url_list(meta)
     assert table.column_names == ["uid", "url", "text"] and table.column("uid").to_pylist() == uids
     _write(meta / "00000002.parquet", {"uid": uids[:1], "url": ["http://x/again.jpg"], "text": ["t"]})
-    with pytest.raises(UserError, match=f"metadata: uid {uids[0]} appears more than once"):
+    with pytest.raises(UserError, match=rf"metadata \(its files in name order\): row 6: duplicate uid {uids[0]} \(first at row 0\)"):
         read_url_list(meta)
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(UserError, match=r"empty_dir: a folder without \*\.parquet files"):

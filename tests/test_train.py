@@ -221,8 +221,9 @@ def test_micro_run_writes_the_run_layout(micro_run, micro_data):
     assert info["data_size"] == 512 and info["data"] == str(micro_data.resolve())
     assert info["subset_fingerprint"] == json.loads((micro_data / "reshard.json").read_text())["subset_fingerprint"]
     assert info["wall_time_s"] > 0 and info["versions"]["open_clip"] and info["versions"]["torch"]
-    for name in ("epoch_1.pt", "epoch_2.pt", "epoch_latest.pt"):
+    for name in ("epoch_2.pt", "epoch_latest.pt"):
         assert (micro_run / "checkpoints" / name).is_file()
+    assert not (micro_run / "checkpoints" / "epoch_1.pt").exists()   # upstream's --save-frequency 0
     params = dict(line.split(": ", 1) for line in (micro_run / "params.txt").read_text().splitlines())
     assert params["lr"] == "0.001" and params["batch_size"] == "64" and params["epochs"] == "2"
     assert params["train_num_samples"] == "2048" and params["dataset_resampled"] == "True"
@@ -291,10 +292,10 @@ def test_checkpoint_epoch_is_read_without_torch_and_bad_ones_are_named(micro_run
     from training.launch import checkpoint_epoch
 
     ck = micro_run[0] / "checkpoints"
-    assert checkpoint_epoch(ck / "epoch_1.pt") == 1 and checkpoint_epoch(ck / "epoch_latest.pt") == 2
+    assert checkpoint_epoch(ck / "epoch_2.pt") == 2 and checkpoint_epoch(ck / "epoch_latest.pt") == 2
     assert checkpoint_epoch(tmp_path / "absent.pt") is None
     bad = tmp_path / "epoch_latest.pt"
-    bad.write_bytes((ck / "epoch_1.pt").read_bytes()[:4096])
+    bad.write_bytes((ck / "epoch_2.pt").read_bytes()[:4096])
     with pytest.raises(UserError, match="epoch_latest.pt: cannot read the checkpoint"):
         checkpoint_epoch(bad)
 
@@ -315,7 +316,7 @@ def test_same_seed_same_data_trains_the_same_bytes_and_scores(micro_run, micro_d
     res = subprocess.run(_cmd(micro_data, again), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
     digest = lambda run, name: hashlib.sha256((run / "checkpoints" / name).read_bytes()).hexdigest()
-    for name in ("epoch_1.pt", "epoch_2.pt", "epoch_latest.pt"):
+    for name in ("epoch_2.pt", "epoch_latest.pt"):
         assert digest(again, name) == digest(micro_run[0], name), name
     rng = random.Random(0)
     samples = [(jpeg_bytes(shape_image(s, (200, 40, 40), 64, rng)), c) for c, s in enumerate(SHAPES) for _ in range(5)]

@@ -9,7 +9,9 @@ the way they become ``open_clip_train.main`` arguments follows upstream DataComp
   one OpenCLIP "epoch" is one checkpoint interval, so the budget is samples seen;
 * ``--dataset-resampled --dataset-type webdataset``: shards are drawn with replacement,
   so a subset smaller than the budget is repeated;
-* ``--save-most-recent --resume latest``: a killed run resumes from ``epoch_latest.pt``;
+* ``--save-frequency 0 --save-most-recent --resume latest`` (upstream's defaults): ``epoch_latest.pt``
+  after every interval, a killed run resumes from it, and ``epoch_N.pt`` only at the end
+  (one copy per interval would cost 4 x 92 MB a tiny run, 34 GB a 6-seed study);
 * ``--local-loss --gather-with-grad --ddp-static-graph --grad-checkpointing``: upstream's
   memory/communication settings (they do not change the maths); we pass
   ``--grad-checkpointing`` on GPU only, where it saves memory (on CPU it only costs time);
@@ -128,7 +130,7 @@ def open_clip_argv(recipe: Recipe, train_data: str, logs: str, name: str, *, dev
         "--device", device,
         "--workers", str(workers),
         "--seed", str(seed),
-        "--save-frequency", "1",
+        "--save-frequency", "0",          # upstream train.py's default: epoch_N.pt at the end only
         "--save-most-recent",
         "--resume", "latest",
         "--logs", logs,

@@ -31,6 +31,7 @@ from pathlib import Path
 from ..atomic import write_json_atomic
 from ..errors import UserError
 from ..layout import SHARD_DIGITS, PoolLayout, shard_name
+from ..uids import check_uid_column
 
 # Upstream download_upstream.py: image_size=512, resize_mode="keep_ratio_largest",
 # resize_only_if_bigger=True, encode jpg. We keep the mode and the "only if bigger"
@@ -71,27 +72,17 @@ def read_url_list(path: Path, add_missing_uids: bool = False):
                                 "parquets or one url list with columns uid, url, text)")
         parts = [_read_one_url_list(f, add_missing_uids) for f in files]
         table = pa.concat_tables(parts)
-        _check_unique_uids(table, str(path))
+        check_uid_column(table.column("uid"), f"{path} (its files in name order)", error=DownloadError)
         return table
     table = _read_one_url_list(path, add_missing_uids)
     return table
-
-
-def _check_unique_uids(table, where: str) -> None:
-    import pyarrow.compute as pc
-
-    if pc.count_distinct(table.column("uid")).as_py() != table.num_rows:
-        counts = pc.value_counts(table.column("uid"))
-        dup = next(c["values"] for c in counts.to_pylist() if c["counts"] > 1)
-        raise DownloadError(f"{where}: uid {dup} appears more than once across the files; each sample needs "
-                            "its own uid")
 
 
 def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..schema import URL_LIST, check_schema, check_uids
+    from ..schema import URL_LIST, check_schema
 
     if not path.exists():
         raise DownloadError(f"{path}: no such url list (expected a parquet with columns uid, url, text)")
@@ -115,7 +106,7 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
         if pc.any(nulls).as_py():
             row = pc.index(nulls, True).as_py()
             raise DownloadError(f"{path}: row {row}: column {col!r} is empty")
-    check_uids(table, str(path))
+    check_uid_column(table.column("uid"), str(path), error=DownloadError)
     return table
 
 

@@ -60,13 +60,9 @@ class ImageBased(Filter):
         self.targets = load_target_embeddings(ctx.pool, self.target, self.model, "img")
         if self.centroids:
             # given centroids: one pass, row by row (upstream's apply_filter with its cached centroids)
-            from datacurate.layout import PoolLayout
-
-            from ..pool_reader import list_shards
             from ..upstream_assets import load_centroids
 
-            rows = sum(s.rows for s in list_shards(PoolLayout.find(ctx.pool))) if self.centroids == "auto" else None
-            self.centroid_matrix, what = load_centroids(self.centroids, rows)
+            self.centroid_matrix, what = load_centroids(self.centroids, ctx.pool_rows)
             self._set_target_clusters(ctx, what)
             self.is_global = False
 
