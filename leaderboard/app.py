@@ -17,6 +17,9 @@ from fastapi.staticfiles import StaticFiles
 from .validate import TRACKS, SubmissionError, SubmissionTooLarge
 
 DEFAULT_MAX_UPLOAD = 64 << 20      # bytes of one bundle
+DEFAULT_MAX_CHECKPOINT = 512 << 20  # bytes of one checkpoint (tiny's epoch_latest.pt with its optimizer: 92 MB)
+PAGE_SIZE = 100                     # entries per board page; the JSON list's default limit
+MAX_PAGE_SIZE = 1000
 DEFAULT_MAX_UID_BYTES = 1 << 30    # bytes of an uncompressed uid file (filtering: the pool bounds it lower)
 TRACK_LABELS = {"filtering": "filtering", "byod": "bring-your-own-data"}
 HERE = Path(__file__).parent
@@ -44,7 +47,7 @@ def _templates():
 
 
 def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD,
-               max_uid_bytes: int = DEFAULT_MAX_UID_BYTES) -> FastAPI:
+               max_uid_bytes: int = DEFAULT_MAX_UID_BYTES, max_checkpoint_bytes: int = DEFAULT_MAX_CHECKPOINT) -> FastAPI:
     """The ASGI app on database ``db`` (path of a SQLite file, or a SQLAlchemy URL)."""
     from markupsafe import Markup
 
@@ -55,6 +58,7 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
 
     engine, Session = open_db(db)
     pools = store.PoolCache()
+    verifiable = cpu_scales()            # scales whose entries a worker re-evaluates
     page_cache: dict[tuple, tuple] = {}  # (scale, track, root) -> (board version, rendered page)
     env = _templates()
     app = FastAPI(title="datacurate leaderboard", version="1", docs_url=None, redoc_url=None,
@@ -96,7 +100,7 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
             checked = validate_bundle(bundle, pool)
             team = s.get(Team, team_id)
             row, created = store.add_submission(s, team, data, bundle, checked)
-            out = store.as_dict(row, team=team.name if row.team_id == team.id else None)
+            out = _dict(s, row, team=team.name if row.team_id == team.id else None)
         out["url"] = f"{base}submissions/{out['id']}"
         out["duplicate"] = not created
         return out, created
@@ -120,11 +124,78 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         out, created = await run_in_threadpool(_accept, bytes(body), team_id, str(request.base_url))
         return JSONResponse(out, status_code=201 if created else 200)
 
-    @app.get("/api/submissions", summary="List submissions, best first")
-    def list_submissions(scale: str | None = Query(None), track: str | None = Query(None)) -> list[dict]:
+    def _dict(s, row, team=None, full=False, v=None):
+        """A submission as the API and pages show it, with its verification state."""
+        v = v if v is not None else store.verifications(s, [row.id]).get(row.id)
+        return store.as_dict(row, team, full=full, verification=store.verification_label(row, v, verifiable),
+                             verification_detail=(v.detail if v is not None else None) if full else None)
+
+    def _rows(s, scale, track, verified, limit, offset) -> list[dict]:
+        teams = store.team_names(s)
+        rows = store.ranked(s, scale, track, verified=verified, limit=limit, offset=offset)
+        vs = store.verifications(s, [r.id for r in rows])
+        out = [_dict(s, r, teams.get(r.team_id), v=vs.get(r.id)) for r in rows]
+        for i, d in enumerate(out):
+            d["rank"] = offset + i + 1
+        return out
+
+    @app.get("/api/submissions", summary="List submissions, best first, one page at a time",
+             description="`limit` entries (default 100, at most 1,000) from `offset`; the header X-Total-Count "
+                         "gives how many there are. `verified=true`: only entries whose checkpoint re-evaluated "
+                         "to the submitted scores.")
+    def list_submissions(scale: str | None = Query(None), track: str | None = Query(None),
+                         verified: bool = Query(False), limit: int = Query(PAGE_SIZE, ge=1, le=MAX_PAGE_SIZE),
+                         offset: int = Query(0, ge=0)):
         with Session() as s:
-            teams = store.team_names(s)
-            return [store.as_dict(r, teams.get(r.team_id)) for r in store.ranked(s, scale, track)]
+            total = store.count_ranked(s, scale, track, verified=verified)
+            rows = _rows(s, scale, track, verified, limit, offset)
+        return JSONResponse(rows, headers={"X-Total-Count": str(total)})
+
+    @app.put("/api/submissions/{sid}/checkpoint", status_code=201, summary="Upload an entry's checkpoint for verification",
+             description="Body: the run's checkpoint file (RUN/checkpoints/epoch_latest.pt) as it is; its sha256 must "
+                         "be the manifest's checkpoint_sha256. Only the team that submitted the entry may send it, "
+                         "and only on the CPU scales, where a worker re-runs the offline evaluation on it. 201 when "
+                         "queued, 200 when it was sent before.",
+             responses={403: {"description": "the entry is another team's"}, 404: {"description": "unknown id"},
+                        **_ERRORS},
+             openapi_extra={"requestBody": {"required": True, "content": {
+                 "application/octet-stream": {"schema": {"type": "string", "format": "binary"}}}}})
+    async def upload_checkpoint(sid: str, request: Request):
+        import hashlib
+
+        team_id = await run_in_threadpool(_team_id, request)
+        with Session() as s:
+            row = _one(s, sid)
+            scale, suite, want, owner = row.scale, row.suite, row.checkpoint_sha256, row.team_id
+            ok = store.is_verifiable(row, verifiable)
+        if owner != team_id:
+            raise HTTPException(403, f"entry {sid[:12]} is another team's: only its team sends its checkpoint")
+        if not ok:
+            raise SubmissionError(f"checkpoint: entry {sid[:12]} (scale {scale}, suite {suite}) is not verified here: "
+                                  f"only entries of {', '.join(sorted(verifiable))} scored on the offline suite are "
+                                  "(their evaluation runs on a CPU); keep the checkpoint where others can fetch it "
+                                  "(datacurate submit --hf-repo)")
+        declared = request.headers.get("content-length")
+        if declared and declared.isdigit() and int(declared) > max_checkpoint_bytes:
+            raise SubmissionTooLarge(f"checkpoint of {int(declared):,} bytes is over the {max_checkpoint_bytes:,}-byte limit")
+        body, h = bytearray(), hashlib.sha256()
+        async for chunk in request.stream():
+            body += chunk
+            h.update(chunk)
+            if len(body) > max_checkpoint_bytes:
+                raise SubmissionTooLarge(f"checkpoint is over the {max_checkpoint_bytes:,}-byte limit")
+        got = h.hexdigest()
+        if got != want:
+            raise SubmissionError(f"checkpoint: sha256 {got} is not the manifest's checkpoint_sha256 {want}; send "
+                                  "the checkpoint the entry was evaluated with")
+
+        def _store():
+            with Session() as s:
+                v, created = store.store_checkpoint(s, _one(s, sid), got, bytes(body))
+                return {"id": sid, "verification": store.VERIFICATION_LABELS[v.status]}, created
+
+        out, created = await run_in_threadpool(_store)
+        return JSONResponse(out, status_code=201 if created else 200)
 
     def _one(s, sid: str):
         row = store.get_submission(s, sid)
@@ -137,7 +208,7 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     def get_one(sid: str) -> dict:
         with Session() as s:
             row = _one(s, sid)
-            return store.as_dict(row, store.team_names(s).get(row.team_id), full=True)
+            return _dict(s, row, store.team_names(s).get(row.team_id), full=True)
 
     @app.get("/api/submissions/{sid}/bundle", summary="The stored bundle zip",
              responses={404: {"description": "unknown id"}})
@@ -161,7 +232,8 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
         return html("index.html", request, scales=list(SCALES.values()), tracks=TRACKS, counts=counts)
 
     @app.get("/leaderboard/{scale}/{track}", response_class=HTMLResponse, summary="Ranked table and plots")
-    def board(request: Request, scale: str, track: str):
+    def board(request: Request, scale: str, track: str, verified: bool = Query(False),
+              page: int = Query(1, ge=1, le=1_000_000)):
         from datacurate.scales import SCALES
 
         if scale not in SCALES or track not in TRACKS:
@@ -170,17 +242,21 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
                                 f"{', '.join(SCALES)}; tracks are {', '.join(TRACKS)}.")
         with Session() as s:
             version = store.board_version(s, scale, track)
-            key = (scale, track, request.scope.get("root_path", ""))
+            key = (scale, track, verified, page, request.scope.get("root_path", ""))
             hit = page_cache.get(key)
             if hit is not None and hit[0] == version:
                 return HTMLResponse(hit[1])
-            teams = store.team_names(s)
-            rows = [store.as_dict(r, teams.get(r.team_id)) for r in store.ranked(s, scale, track)]
+            total = store.count_ranked(s, scale, track, verified=verified)
+            pages = max(1, -(-total // PAGE_SIZE))
+            rows = _rows(s, scale, track, verified, PAGE_SIZE, (min(page, pages) - 1) * PAGE_SIZE)
         intervals = scale in cpu_scales()
         sections = [_section(suite, [r for r in rows if r["suite"] == suite], Markup, intervals)
                     for suite in dict.fromkeys(r["suite"] for r in rows)]
+        if len(page_cache) > 512:
+            page_cache.clear()
         resp = html("board.html", request, scale=scale, track=track, track_label=TRACK_LABELS[track],
-                    sections=sections, intervals=intervals)
+                    sections=sections, intervals=intervals, verified=verified, page=min(page, pages), pages=pages,
+                    total=total, verifiable=scale in verifiable)
         page_cache[key] = (version, resp.body)
         return resp
 
@@ -188,7 +264,7 @@ def create_app(db: str | os.PathLike, max_upload_bytes: int = DEFAULT_MAX_UPLOAD
     def details(request: Request, sid: str):
         with Session() as s:
             row = _one(s, sid)
-            d = store.as_dict(row, store.team_names(s).get(row.team_id), full=True)
+            d = _dict(s, row, store.team_names(s).get(row.team_id), full=True)
         return html("submission.html", request, s=d)
 
     @app.get("/docs", response_class=HTMLResponse, summary="This API, as a page without external assets")

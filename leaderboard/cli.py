@@ -14,6 +14,8 @@ examples:
   datacurate leaderboard pool --db lb.sqlite --scale micro --pool runs/micro/pool
   datacurate leaderboard serve --db lb.sqlite --port 8000          # http://127.0.0.1:8000/
   datacurate leaderboard serve --db postgresql+psycopg://u:p@host/lb --host 0.0.0.0
+  datacurate leaderboard serve --db lb.sqlite --verify-workers 1 --pool tiny=runs/tiny/pool
+  datacurate leaderboard verify --db lb.sqlite --pool tiny=runs/tiny/pool --once   # verify what is queued
   datacurate leaderboard export --db lb.sqlite --out exported/     # leaderboard.csv + leaderboard.json"""
 
 
@@ -32,7 +34,27 @@ def add_parser(sub) -> None:
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--max-upload-mb", type=float, default=64, help="largest bundle accepted, MiB (default 64)")
+    s.add_argument("--max-checkpoint-mb", type=float, default=512,
+                   help="largest checkpoint accepted for verification, MiB (default 512)")
+    s.add_argument("--verify-workers", type=int, default=0, metavar="N",
+                   help="also start N verification workers (`leaderboard verify`) beside the server")
+    s.add_argument("--pool", action="append", default=[], metavar="SCALE=POOL",
+                   help="with --verify-workers: the pool a CPU board was built on (repeatable)")
     s.set_defaults(func=_serve)
+
+    v = lsub.add_parser("verify", help="re-run the offline evaluation of queued entries on their checkpoints",
+                        description="A verification worker: claims entries whose checkpoint was uploaded, evaluates "
+                                    "the checkpoint on the board's pool (the offline suite) and marks the entry "
+                                    "verified when every task matches the submitted score, failed verification "
+                                    "otherwise. Run as many as you like; a killed one loses nothing.",
+                        epilog="example:\n  datacurate leaderboard verify --db lb.sqlite --pool tiny=runs/tiny/pool",
+                        formatter_class=argparse.RawDescriptionHelpFormatter)
+    v.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    v.add_argument("--pool", action="append", default=[], metavar="SCALE=POOL", required=True,
+                   help="the pool a CPU board was built on, e.g. tiny=runs/tiny/pool (repeatable)")
+    v.add_argument("--once", action="store_true", help="stop when the queue is empty")
+    v.add_argument("--poll", type=float, default=5.0, help="seconds between looks at an empty queue (default 5)")
+    v.set_defaults(func=_verify)
 
     e = lsub.add_parser("export", help="write the tables as CSV and JSON",
                         description="Write every submission, ranked per scale, track and suite, "
@@ -70,13 +92,45 @@ def add_parser(sub) -> None:
 
 
 def _serve(args) -> int:
+    import subprocess
+    import sys
+
     import uvicorn
 
     from .app import create_app
 
-    app = create_app(args.db, max_upload_bytes=int(args.max_upload_mb * (1 << 20)))
-    print(f"leaderboard on http://{args.host}:{args.port}/ (database {args.db})", flush=True)
-    uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False)
+    workers = []
+    if args.verify_workers:
+        from .verify import parse_pools
+
+        parse_pools(args.pool)              # a bad --pool fails now, not in the workers
+        cmd = [sys.executable, "-m", "datacurate", "leaderboard", "verify", "--db", str(args.db)]
+        for spec in args.pool:
+            cmd += ["--pool", spec]
+        workers = [subprocess.Popen(cmd) for _ in range(args.verify_workers)]
+    elif args.pool:
+        raise UserError("--pool is for the verification workers: give --verify-workers N too")
+    app = create_app(args.db, max_upload_bytes=int(args.max_upload_mb * (1 << 20)),
+                     max_checkpoint_bytes=int(args.max_checkpoint_mb * (1 << 20)))
+    print(f"leaderboard on http://{args.host}:{args.port}/ (database {args.db})"
+          + (f", {len(workers)} verification worker(s)" if workers else ""), flush=True)
+    try:
+        uvicorn.run(app, host=args.host, port=args.port, log_level="warning", server_header=False)
+    finally:
+        for w in workers:
+            w.terminate()
+        for w in workers:
+            w.wait(timeout=30)
+    return 0
+
+
+def _verify(args) -> int:
+    from .verify import parse_pools, run_worker
+
+    pools = parse_pools(args.pool)
+    n = run_worker(args.db, pools, once=args.once, poll_s=args.poll,
+                   log=lambda m: print(m, flush=True))
+    print(f"verified {n} entr{'y' if n == 1 else 'ies'}")
     return 0
 
 
@@ -141,12 +195,17 @@ def export_rows(session, scale: str | None = None, track: str | None = None) -> 
     """Every submission as a flat row, ranked within its (scale, track, suite)."""
     from . import store
 
+    from .app import cpu_scales
+
     teams = store.team_names(session)
     rows, rank = [], {}
-    for r in store.ranked(session, scale, track):
+    ranked = store.ranked(session, scale, track)
+    verifs, verifiable = store.verifications(session, [r.id for r in ranked]), cpu_scales()
+    for r in ranked:
         key = (r.scale, r.track, r.suite)
         rank[key] = rank.get(key, 0) + 1
-        d = store.as_dict(r, teams.get(r.team_id))
+        d = store.as_dict(r, teams.get(r.team_id),
+                          verification=store.verification_label(r, verifs.get(r.id), verifiable))
         d["rank"] = rank[key]
         rows.append(d)
     rows.sort(key=lambda d: (d["scale"], d["track"], d["suite"], d["rank"]))
@@ -168,8 +227,8 @@ def _export(args) -> int:
     out.mkdir(parents=True, exist_ok=True)
     aggs = list(dict.fromkeys(a for r in rows for a in r["aggregates"]))
     ses = [f"{a} se" for a in aggs]   # bootstrap standard errors; empty where not submitted
-    fields = ["scale", "track", "suite", "rank", "name", "team", *aggs, *ses, "dataset_size", "id",
-              "checkpoint_sha256", "uid_fingerprint", "created_at", "description"]
+    fields = ["scale", "track", "suite", "rank", "name", "team", "verification", *aggs, *ses, "dataset_size", "id",
+              "checkpoint_sha256", "uid_fingerprint", "near_copy_of", "created_at", "description"]
     buf = io.StringIO()
     w = csv.DictWriter(buf, fieldnames=fields, extrasaction="ignore")
     w.writeheader()

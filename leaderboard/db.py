@@ -56,6 +56,9 @@ class Submission(Base):
     # bootstrap standard errors (scores.json tasks_se, recomputed aggregates_se); NULL: submitted without
     results_se: Mapped[dict | None] = mapped_column(JSON, nullable=True)
     aggregates_se: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    # another team's entry whose uid set this one nearly equals (Jaccard >= NEAR_COPY), flagged on the page
+    near_copy_of: Mapped[str | None] = mapped_column(String(64), nullable=True)
+    near_copy_jaccard: Mapped[float | None] = mapped_column(Float, nullable=True)
     created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
@@ -63,6 +66,32 @@ class BundleBlob(Base):
     __tablename__ = "bundles"
     submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
     data: Mapped[bytes] = mapped_column(LargeBinary)
+
+
+class Checkpoint(Base):
+    """The submitted model of a CPU-scale entry (its sha256 is the manifest's): what verification re-evaluates."""
+
+    __tablename__ = "checkpoints"
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
+    sha256: Mapped[str] = mapped_column(String(64))
+    data: Mapped[bytes] = mapped_column(LargeBinary)
+    created_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
+
+
+class Verification(Base):
+    """The verification queue and its verdicts: one row per entry with a checkpoint.
+
+    ``status``: queued -> running (claimed by a worker, ``claimed_at``) -> verified | failed. A
+    running job whose claim is older than the lease is queued again (a killed worker loses nothing)."""
+
+    __tablename__ = "verifications"
+    submission_id: Mapped[int] = mapped_column(ForeignKey("submissions.id"), primary_key=True)
+    status: Mapped[str] = mapped_column(String(16), index=True)
+    detail: Mapped[dict | None] = mapped_column(JSON, nullable=True)
+    attempts: Mapped[int] = mapped_column(Integer, default=0)
+    claimed_by: Mapped[str | None] = mapped_column(String(200), nullable=True)
+    claimed_at: Mapped[dt.datetime | None] = mapped_column(DateTime, nullable=True)
+    updated_at: Mapped[dt.datetime] = mapped_column(DateTime, default=utcnow)
 
 
 class Pool(Base):

@@ -46,6 +46,8 @@ def add_parser(sub) -> None:
     p.add_argument("--dry-run", action="store_true", help="write and check the bundle, upload nothing")
     p.add_argument("--hf-repo", help="also upload bundle + checkpoint to this Hugging Face repo (as upstream)")
     p.add_argument("--retries", type=int, default=5, help="upload attempts (default 5)")
+    p.add_argument("--no-checkpoint", action="store_true",
+                   help="on a CPU scale, do not send the checkpoint (the entry then stays unverified)")
     p.set_defaults(func=_run)
 
 
@@ -141,17 +143,34 @@ def check_bundle(data: bytes):
 
 def upload(data: bytes, url: str, token: str, retries: int = 5, timeout: float = 120.0) -> dict:
     """POST the bundle; retry on connection errors and 429/5xx with back-off; return the server's JSON."""
+    return _send("POST", url.rstrip("/") + "/api/submissions", lambda: data, "application/zip", token, retries, timeout)
+
+
+def upload_checkpoint(checkpoint: Path, url: str, submission_id: str, token: str, retries: int = 5,
+                      timeout: float = 600.0) -> dict:
+    """PUT a CPU-scale entry's checkpoint (streamed from the file), for the board's verification worker."""
+    endpoint = f"{url.rstrip('/')}/api/submissions/{submission_id}/checkpoint"
+
+    def body():
+        with open(checkpoint, "rb") as f:
+            while chunk := f.read(1 << 20):
+                yield chunk
+
+    return _send("PUT", endpoint, body, "application/octet-stream", token, retries, timeout)
+
+
+def _send(method: str, endpoint: str, body, content_type: str, token: str, retries: int, timeout: float) -> dict:
+    """One request with retries on connection errors and 429/5xx (back-off); the server's JSON or one line."""
     import httpx
 
-    endpoint = url.rstrip("/") + "/api/submissions"
-    headers = {"Authorization": f"Bearer {token}", "Content-Type": "application/zip"}
+    headers = {"Authorization": f"Bearer {token}", "Content-Type": content_type}
     last = ""
     with httpx.Client(timeout=timeout) as client:
         for attempt in range(max(1, retries)):
             if attempt:
                 time.sleep(min(30.0, 0.5 * 2 ** (attempt - 1)))
             try:
-                r = client.post(endpoint, content=data, headers=headers)
+                r = client.request(method, endpoint, content=body(), headers=headers)
             except httpx.TransportError as e:
                 last = f"{type(e).__name__}: {e}"
                 continue
@@ -226,4 +245,9 @@ def _run(args) -> int:
         state = "already on the leaderboard" if res.get("duplicate") else "accepted"
         print(f"{state}: {res.get('url')}")
         sys.stdout.flush()
+        from datacurate.scales import offline_scales
+
+        if args.scale in offline_scales() and not args.no_checkpoint and res.get("verification") != "unverified":
+            ck = upload_checkpoint(RunLayout(run).checkpoint, args.to, res["id"], args.token, retries=args.retries)
+            print(f"checkpoint sent ({RunLayout(run).checkpoint.stat().st_size:,} bytes): {ck.get('verification')}")
     return 0

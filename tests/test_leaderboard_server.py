@@ -402,3 +402,63 @@ def test_every_response_carries_the_security_headers_and_no_server_version(lb):
         assert h["referrer-policy"] == "no-referrer" and "server" not in h, (path, dict(h))
     r = post(lb, b"not a zip")
     assert r.status_code == 422 and r.headers["x-frame-options"] == "DENY"
+
+
+def test_near_copies_of_another_teams_uids_are_flagged(lb):
+    """Jaccard >= 0.99 with another team's entry is flagged on the page and in the JSON, never for the
+    original, and not at 0.95."""
+    from leaderboard.submit import build_bundle
+
+    tmp = lb["tmp"]
+    token_c = new_token(lb["db"], "team-c")
+    uids = pool_uids()
+    run = make_run(tmp / "run_near_orig", seed=41)
+    orig = post(lb, build_bundle(run, make_subset(tmp / "near_orig.npy", uids[500:900]), "micro", "filtering",
+                                 "near original"))
+    assert orig.status_code == 201 and orig.json()["near_copy_of"] is None
+    near = uids[500:899] + uids[950:951]                      # 399 shared of 401: Jaccard 0.995
+    r = post(lb, build_bundle(make_run(tmp / "run_near_copy", seed=42), make_subset(tmp / "near.npy", near),
+                              "micro", "filtering", "near copy"), token=token_c)
+    assert r.status_code == 201
+    assert r.json()["near_copy_of"] == orig.json()["id"] and r.json()["near_copy_jaccard"] == pytest.approx(399 / 401)
+    far = uids[500:880] + uids[950:970]                       # 380 shared of 420: 0.905
+    r = post(lb, build_bundle(make_run(tmp / "run_near_far", seed=43), make_subset(tmp / "far.npy", far),
+                              "micro", "filtering", "not a copy"), token=token_c)
+    assert r.status_code == 201 and r.json()["near_copy_of"] is None
+    page = httpx.get(lb["url"] + "/leaderboard/micro/filtering").text
+    rows = _board_rows(page)
+    assert f"near copy of {orig.json()['id'][:8]}" in rows["near copy"]
+    assert "near copy of" not in rows["near original"] and "near copy of" not in rows["not a copy"]
+
+
+def test_list_and_board_are_paginated(tmp_path):
+    """1,000-entry boards came as one 700 kB page: the JSON list and the page now come 100 at a time."""
+    from leaderboard import app as lbapp
+    from leaderboard.db import Submission, Team, open_db
+
+    db = tmp_path / "many.sqlite"
+    _, Session = open_db(db)
+    with Session() as s:
+        team = Team(name="bulk", token_hash="0" * 64)
+        s.add(team)
+        s.flush()
+        for i in range(250):
+            s.add(Submission(content_hash=f"{i:064x}", team_id=team.id, scale="micro", track="byod", suite="offline",
+                             name=f"entry {i:03d}", dataset_size=100, checkpoint_sha256=f"{i + 1:064x}",
+                             average=i / 1000, aggregates={"Average": i / 1000}, results={}))
+        s.commit()
+    server = Server(db).start()
+    try:
+        r = httpx.get(server.url + "/api/submissions", params={"scale": "micro"})
+        assert r.status_code == 200 and len(r.json()) == lbapp.PAGE_SIZE and r.headers["x-total-count"] == "250"
+        assert r.json()[0]["name"] == "entry 249" and r.json()[0]["rank"] == 1
+        r = httpx.get(server.url + "/api/submissions", params={"scale": "micro", "offset": 240, "limit": 50})
+        assert [x["rank"] for x in r.json()] == list(range(241, 251)) and r.json()[-1]["name"] == "entry 000"
+        assert httpx.get(server.url + "/api/submissions", params={"limit": 5000}).status_code == 422
+        page = httpx.get(server.url + "/leaderboard/micro/byod", params={"page": 3})
+        rows = _board_rows(page.text)
+        assert len(rows) == 50 and "entry 000" in rows and "page 3 of 3" in page.text
+        first = httpx.get(server.url + "/leaderboard/micro/byod").text
+        assert len(_board_rows(first)) == 100 and ">next<" in first and len(first) < 150_000
+    finally:
+        server.stop()
