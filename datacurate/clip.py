@@ -1,11 +1,64 @@
-"""CLIP models: the one place that decides where a model runs.
+"""CLIP models: the one place that knows our model configs, loads a model, decides where it runs and
+names a checkpoint by its hash.
 
-Embedding, filtering network, training and eval all ask ``pick_device``; a device that is
-asked for and not present is an error, never a silent fallback to the CPU.
+Embedding, the filtering network, training and eval all come here: ``register_model_configs``
+(our configs, e.g. TinyCLIP-ViT-64, made known to OpenCLIP, as OpenCLIP keeps its own in
+``open_clip/model_configs``), ``load_clip`` (model, preprocess, tokenizer), ``pick_device`` (a
+device asked for and not present is an error, never a silent fallback to the CPU) and
+``sha256_file`` (how a checkpoint is named in results, bundles and caches).
 """
 from __future__ import annotations
 
+import hashlib
+import os
+from pathlib import Path
+
 from .errors import UserError
+
+# the configs themselves are the training recipe's (training/model_configs, as DESIGN.md lays out); a data
+# folder beside this package in the same distribution, found by path: nothing of training is imported
+MODEL_CONFIG_DIR = Path(__file__).resolve().parent.parent / "training" / "model_configs"
+
+
+def register_model_configs() -> list[str]:
+    """Register our model configs with OpenCLIP (idempotent); their names."""
+    import open_clip
+
+    names = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json"))
+    if any(n not in open_clip.list_models() for n in names):
+        open_clip.add_model_config(MODEL_CONFIG_DIR)
+    return names
+
+
+def known_models() -> list[str]:
+    """Every model name OpenCLIP can build here, ours included."""
+    import open_clip
+
+    register_model_configs()
+    return open_clip.list_models()
+
+
+def load_clip(arch: str, pretrained: str | None = None, device: str = "cpu"):
+    """(model in eval mode on ``device``, its eval preprocess, its tokenizer).
+
+    ``pretrained``: an OpenCLIP tag (from the local cache: nothing is downloaded offline) or a
+    checkpoint file (ours: ``{"state_dict": ...}``), None for a fresh initialisation. OpenCLIP's
+    own errors pass through for the caller to phrase (it knows what the user asked for)."""
+    import open_clip
+
+    register_model_configs()
+    model, _, preprocess = open_clip.create_model_and_transforms(arch, pretrained=pretrained, device=device)
+    model.eval()
+    return model, preprocess, open_clip.get_tokenizer(arch)
+
+
+def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
+    """A checkpoint's (or any file's) name by content: results, bundles and caches key on it."""
+    h = hashlib.sha256()
+    with open(path, "rb") as f:
+        while block := f.read(chunk):
+            h.update(block)
+    return h.hexdigest()
 
 
 def pick_device(device: str | None = "auto") -> str:

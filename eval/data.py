@@ -83,7 +83,7 @@ def file_digest(path: Path, memo: Optional[dict] = None) -> str:
     (git's "racily clean" entries)."""
     import time
 
-    from .model import sha256_file
+    from datacurate.clip import sha256_file
 
     st = path.stat()
     stat = [st.st_size, st.st_mtime_ns, st.st_ctime_ns]

@@ -1,14 +1,13 @@
 """Load the model a training run produced: RUN/info.json names the OpenCLIP config and checkpoint."""
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from datacurate.clip import pick_device
+from datacurate.clip import load_clip, pick_device, sha256_file  # noqa: F401  (sha256_file: eval's name for it)
 from datacurate.errors import UserError
 from datacurate.layout import RunLayout
 
@@ -22,14 +21,6 @@ class LoadedModel:
     name: str
     checkpoint: Path
     checkpoint_sha256: str
-
-
-def sha256_file(path: str | os.PathLike, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        for block in iter(lambda: f.read(chunk), b""):
-            h.update(block)
-    return h.hexdigest()
 
 
 def read_info(run: str | os.PathLike) -> tuple[dict, Path]:
@@ -54,20 +45,15 @@ def read_info(run: str | os.PathLike) -> tuple[dict, Path]:
 
 
 def load_run_model(run: str | os.PathLike, device: str = "auto") -> LoadedModel:
-    """open_clip.create_model_and_transforms(info['model'], pretrained=checkpoint), in eval mode."""
-    import open_clip
+    """The run's model (``datacurate.clip.load_clip`` of info['model'] with the run's checkpoint), in eval mode."""
     import torch
 
-    from training import register_model_configs
-
     info, ckpt = read_info(run)
-    register_model_configs()
     dev = pick_device(device)
     torch.manual_seed(0)
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(info["model"], pretrained=str(ckpt), device=dev)
+        model, preprocess, tokenizer = load_clip(info["model"], str(ckpt), dev)
     except RuntimeError as e:
         raise UserError(f"{ckpt}: cannot load into model {info['model']!r} ({str(e).splitlines()[0]})") from None
-    model.eval()
-    return LoadedModel(model=model, preprocess=preprocess, tokenizer=open_clip.get_tokenizer(info["model"]),
+    return LoadedModel(model=model, preprocess=preprocess, tokenizer=tokenizer,
                        device=dev, name=info["model"], checkpoint=ckpt, checkpoint_sha256=sha256_file(ckpt))

@@ -59,17 +59,17 @@ OFFLINE_TASKS: dict[str, dict] = {
 def readable_group(label: str) -> str:
     """Emojibase group slug -> its title as the web writes it: 'food-drink' -> 'food & drink'.
 
-    The pool builder's own ``group_title``, so the class names are the words the captions
+    ``datacurate.taxonomy.group_title``, the pool builder's too, so the class names are the words the captions
     use: a class name the training captions never say cannot be matched zero-shot.
     """
-    from datacurate.pool.compose import group_title
+    from datacurate.taxonomy import group_title
 
     return group_title(label)
 
 
 def readable_subgroup(label: str) -> str:
     """Emojibase subgroup slug -> words: 'food-fruit' -> 'food fruit' (the pool captions' own words)."""
-    from datacurate.pool.compose import subgroup_title
+    from datacurate.taxonomy import subgroup_title
 
     return subgroup_title(label)
 

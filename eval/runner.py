@@ -245,7 +245,9 @@ def evaluate_run(run, suite: str = "offline", pool=None, data_root=None, device:
     are not redone. ``model``: an already-loaded :class:`eval.model.LoadedModel` (tests,
     benchmarks) instead of RUN/info.json.
     """
-    from .model import load_run_model, read_info, sha256_file
+    from datacurate.clip import sha256_file
+
+    from .model import load_run_model, read_info
 
     run = Path(run)
     if not run.is_dir():

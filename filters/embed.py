@@ -25,7 +25,7 @@ from datacurate.errors import UserError
 from datacurate.layout import PoolLayout, as_pool
 from datacurate.images import to_rgb  # noqa: F401  (re-exported: tests and filters use embed.to_rgb)
 
-from .models import ModelSpec, fingerprint, load_clip, parse_model, pick_threads
+from .models import ModelSpec, fingerprint, load_spec, parse_model, pick_threads
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 HOLDOUT_SETS = ("eval", "trusted")
@@ -88,7 +88,7 @@ def similarity(img16: np.ndarray, txt16: np.ndarray) -> np.ndarray:
 def get_model(spec: ModelSpec, device: str):
     key = (spec, device)
     if key not in _MODEL_CACHE:
-        _MODEL_CACHE[key] = load_clip(spec, device)
+        _MODEL_CACHE[key] = load_spec(spec, device)
     return _MODEL_CACHE[key]
 
 

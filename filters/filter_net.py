@@ -63,7 +63,7 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     from torchvision import transforms as T
     from tqdm import tqdm
 
-    from training import register_model_configs
+    from datacurate.clip import load_clip
 
     from .filter_net_data import Composer, load_items, random_caption
 
@@ -71,12 +71,10 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
         raise UserError("--steps must be >= 1 and --batch-size >= 2")
     out = Path(out)
     src, table = _trusted_table(Path(pool))
-    register_model_configs()
     torch.set_num_threads(pick_threads(threads))
     torch.manual_seed(seed)
     rng = random.Random(seed)
-    net, _, preprocess = open_clip.create_model_and_transforms(model, pretrained=None)
-    tokenizer = open_clip.get_tokenizer(model)
+    net, preprocess, tokenizer = load_clip(model, None, "cpu")       # a fresh initialisation, seeded above
     normalize = next(t for t in preprocess.transforms if isinstance(t, T.Normalize))
     size = net.visual.image_size
     size = size[0] if isinstance(size, (tuple, list)) else int(size)

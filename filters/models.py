@@ -55,12 +55,9 @@ class ModelSpec:
 
 
 def _known_archs() -> list[str]:
-    import open_clip
+    from datacurate.clip import known_models
 
-    from training import register_model_configs
-
-    register_model_configs()
-    return open_clip.list_models()
+    return known_models()
 
 
 def _check_name(name: str) -> str:
@@ -159,16 +156,13 @@ def pick_threads(requested: int | None = None) -> int:
     return 1 if busy else torch.get_num_threads()
 
 
-def load_clip(spec: ModelSpec, device: str = "cpu"):
-    """(model in eval mode on ``device``, image preprocess, tokenizer) for ``spec``."""
-    import open_clip
+def load_spec(spec: ModelSpec, device: str = "cpu"):
+    """(model in eval mode on ``device``, image preprocess, tokenizer) for ``spec`` (``datacurate.clip.load_clip``),
+    with an error that says what the user asked for."""
+    from datacurate.clip import load_clip
 
-    from training import register_model_configs
-
-    register_model_configs()
     try:
-        model, _, preprocess = open_clip.create_model_and_transforms(spec.arch, pretrained=spec.pretrained,
-                                                                     device=device)
+        return load_clip(spec.arch, spec.pretrained, device)
     except RuntimeError as e:
         if spec.local:
             raise ModelLoadError(f"{spec.pretrained}: cannot load as {spec.arch} weights ({e})") from None
@@ -179,5 +173,3 @@ def load_clip(spec: ModelSpec, device: str = "cpu"):
             f"model {spec.arch} with pretrained tag {spec.pretrained!r}: {why}. Put the weights file on disk "
             f"and pass --model {spec.arch}:/path/to/weights, or use a local checkpoint "
             "(e.g. a filtering network from `datacurate filter-net train`)") from None
-    model.eval()
-    return model, preprocess, open_clip.get_tokenizer(spec.arch)

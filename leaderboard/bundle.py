@@ -44,14 +44,6 @@ def canonical_json(obj) -> bytes:
     return json.dumps(obj, sort_keys=True, separators=(",", ":"), ensure_ascii=False).encode("utf-8")
 
 
-def sha256_file(path: Path, chunk: int = 1 << 20) -> str:
-    h = hashlib.sha256()
-    with open(path, "rb") as f:
-        while b := f.read(chunk):
-            h.update(b)
-    return h.hexdigest()
-
-
 def _content_hash(members: dict[str, bytes]) -> str:
     """sha256 over member names and the sha256 of their (uncompressed) bytes."""
     h = hashlib.sha256()

@@ -73,7 +73,9 @@ def build_bundle(run: str | os.PathLike, subset: str | os.PathLike | None, scale
 
     from datacurate.uids import read_subset
 
-    from .bundle import sha256_file, write_bundle
+    from datacurate.clip import sha256_file
+
+    from .bundle import write_bundle
 
     run = Path(run)
     lay = RunLayout(run)

@@ -118,7 +118,7 @@ def make_random_net(out: Path, seed: int = 0, model: str = "TinyCLIP-ViT-64") ->
     import open_clip
     import torch
 
-    from training import register_model_configs
+    from datacurate.clip import register_model_configs
 
     register_model_configs()
     torch.manual_seed(seed)

@@ -602,7 +602,7 @@ def test_file_digest_memo_is_used_only_for_an_unchanged_settled_file(tmp_path, m
     import time
 
     from eval import data
-    from eval.model import sha256_file
+    from datacurate.clip import sha256_file
 
     f = tmp_path / "0.tar"
     f.write_bytes(b"abc")

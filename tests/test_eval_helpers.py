@@ -128,7 +128,7 @@ def make_tiny_run(run: Path, seed: int = 0) -> Path:
     import open_clip
     import torch
 
-    from training import register_model_configs
+    from datacurate.clip import register_model_configs
 
     register_model_configs()
     torch.manual_seed(seed)

@@ -25,7 +25,7 @@ def test_training_reduces_loss_and_writes_a_loadable_checkpoint(trained):
     import open_clip
     import torch
 
-    from training import register_model_configs
+    from datacurate.clip import register_model_configs
 
     pool, net, info = trained
     assert info["final_loss"] < info["initial_loss"] - 0.3, info

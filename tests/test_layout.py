@@ -91,3 +91,36 @@ def test_no_module_joins_pool_or_run_folder_names_by_hand():
                 if join.search(line):
                     offenders.append(f"{f.relative_to(ROOT)}:{i}: {line.strip()}")
     assert offenders == []
+
+
+def test_package_boundaries_hold():
+    """pyproject.toml's import-linter contracts: the foundation imports no stage (the pipeline,
+    datacurate.run, excepted), filters/training/eval are independent, no stage imports the leaderboard."""
+    import shutil
+
+    from datacurate.env import child_env
+
+    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
+    assert exe, "import-linter is a dev dependency (pip install -e '.[dev]')"
+    res = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
+                         env=child_env({"PYTHONPATH": str(ROOT)}))
+    assert res.returncode == 0 and "0 broken" in res.stdout, res.stdout[-3000:] + res.stderr[-2000:]
+
+
+def test_one_clip_loader_and_one_checkpoint_hash():
+    """Loading a CLIP model, registering our configs and hashing a checkpoint have one home, datacurate.clip:
+    no other module calls OpenCLIP's loaders or defines its own file hash."""
+    import ast
+
+    hits = []
+    for pkg in ("datacurate", "filters", "training", "eval", "leaderboard"):
+        for f in sorted((ROOT / pkg).rglob("*.py")):
+            if f == ROOT / "datacurate" / "clip.py":
+                continue
+            for node in ast.walk(ast.parse(f.read_text())):
+                if isinstance(node, ast.Call) and getattr(node.func, "attr", getattr(node.func, "id", None)) in (
+                        "create_model_and_transforms", "add_model_config", "create_model"):
+                    hits.append(f"{f.relative_to(ROOT)}:{node.lineno}: calls {ast.unparse(node.func)}")
+                if isinstance(node, ast.FunctionDef) and node.name in ("sha256_file", "register_model_configs", "load_clip"):
+                    hits.append(f"{f.relative_to(ROOT)}:{node.lineno}: defines {node.name}")
+    assert not hits, hits

@@ -222,7 +222,7 @@ def test_clean_captions_are_true(rows, labels):
 def test_breadcrumb_captions_name_the_true_subgroup(rows):
     """Some captions carry an emoji site's category path; it names the item's own group and subgroup
     (the words the emoji_subgroup task's class names use)."""
-    from datacurate.pool.compose import group_title, subgroup_title
+    from datacurate.taxonomy import group_title, subgroup_title
 
     clean = [r for r in rows if r["defect"] == "none"]
     crumbs = [r for r in clean if " / " in r["text"] or " | " in r["text"] or r["text"].endswith(" emoji")

@@ -241,10 +241,10 @@ def test_micro_checkpoint_loads_with_open_clip(micro_run):
     import open_clip
     import torch
 
-    import training
+    from datacurate.clip import register_model_configs
 
     info = json.loads((micro_run / "info.json").read_text())
-    training.register_model_configs()
+    register_model_configs()
     model, _, preprocess = open_clip.create_model_and_transforms(
         info["model"], pretrained=str(micro_run / info["checkpoint"]))
     saved = torch.load(micro_run / info["checkpoint"], map_location="cpu", weights_only=True)["state_dict"]

@@ -1,20 +1,7 @@
 """Training: the fixed OpenCLIP recipe per scale (see ``datacurate.scales``)."""
 from __future__ import annotations
 
-from pathlib import Path
-
-MODEL_CONFIG_DIR = Path(__file__).parent / "model_configs"
-
-
-def register_model_configs() -> list[str]:
-    """Register our model configs (e.g. TinyCLIP-ViT-64) with OpenCLIP; idempotent."""
-    import open_clip
-
-    names = sorted(p.stem for p in MODEL_CONFIG_DIR.glob("*.json"))
-    missing = [n for n in names if n not in open_clip.list_models()]
-    if missing:
-        open_clip.add_model_config(MODEL_CONFIG_DIR)
-    return names
+from datacurate.clip import MODEL_CONFIG_DIR, register_model_configs  # noqa: F401  (the trainer's configs)
 
 
 def __getattr__(name: str):
@@ -27,7 +14,7 @@ def __getattr__(name: str):
 
     api = {
         "train": launch.train, "plan_training": launch.plan_training, "read_info": launch.read_info,
-        "load_trained_model": launch.load_trained_model, "TrainingFailed": launch.TrainingFailed,
+        "TrainingFailed": launch.TrainingFailed,
         "Recipe": recipe.Recipe, "recipe_for": recipe.recipe_for, "RecipeError": recipe.RecipeError,
         "check_training_data": data_check.check_training_data, "TrainingDataError": data_check.TrainingDataError,
     }
@@ -37,5 +24,5 @@ def __getattr__(name: str):
 
 
 __all__ = ["register_model_configs", "MODEL_CONFIG_DIR", "train", "plan_training", "read_info",
-           "load_trained_model", "TrainingFailed", "Recipe", "recipe_for", "RecipeError",
+           "TrainingFailed", "Recipe", "recipe_for", "RecipeError",
            "check_training_data", "TrainingDataError"]

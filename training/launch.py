@@ -433,19 +433,3 @@ def _finish(plan: LaunchPlan, state: dict) -> dict:
     print(f"finished: {seen:,} samples seen in {info['wall_time_s']:.1f}s of training; "
           f"checkpoint {lay.checkpoint}", file=sys.stderr)
     return info
-
-
-def load_trained_model(run: str | Path, device: str = "cpu"):
-    """(model, preprocess_val, tokenizer) of a finished run, loaded as the eval stage does."""
-    import open_clip
-
-    from . import register_model_configs
-
-    info = read_info(run)
-    if info is None:
-        raise UserError(f"{run}: no finished training run (info.json missing or unfinished)")
-    register_model_configs()
-    model, _, preprocess = open_clip.create_model_and_transforms(
-        info["model"], pretrained=str(Path(run) / info["checkpoint"]), device=device)
-    model.eval()
-    return model, preprocess, open_clip.get_tokenizer(info["model"])

@@ -1,6 +1,6 @@
 """``python -m training.open_clip_entry ARGS``: OpenCLIP's own trainer, with our model configs known.
 
-OpenCLIP only knows the model configs it ships; ours (``training/model_configs``) must be
+OpenCLIP only knows the model configs it ships; ours (``training/model_configs``, registered by ``datacurate.clip``) must be
 registered inside the training process itself (and in every torchrun worker), so the
 launcher runs this module instead of ``open_clip_train.main``. The arguments go to
 ``open_clip_train.main.main`` as they are; one thing is made deterministic (see
@@ -95,7 +95,7 @@ def main(argv: list[str] | None = None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
-    from training import register_model_configs
+    from datacurate.clip import register_model_configs
 
     register_model_configs()
     seed_sample_shuffle()

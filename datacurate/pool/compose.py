@@ -13,6 +13,8 @@ from functools import lru_cache
 
 import numpy as np
 
+from ..taxonomy import group_title, subgroup_title
+
 # named colours used for backgrounds; a caption may name the colour, so names are plain
 COLOURS = {
     "white": (250, 250, 250), "black": (12, 12, 12), "grey": (128, 128, 128),
@@ -133,16 +135,6 @@ def encode(img, fmt: str, quality: int = 85) -> bytes:
 
 
 # ----------------------------------------------------------------------------- captions
-
-def group_title(group: str) -> str:
-    """emojibase group key -> words (smileys-emotion -> smileys & emotion), as the web titles it."""
-    return " & ".join(p for p in str(group).split("-") if p)
-
-
-def subgroup_title(subgroup: str) -> str:
-    """emojibase subgroup key -> words (animal-mammal -> animal mammal), as emoji sites' breadcrumbs show it."""
-    return " ".join(p for p in str(subgroup).split("-") if p)
-
 
 def _tag(rng, ctx, k=1):
     tags = list(ctx.get("tags") or ())

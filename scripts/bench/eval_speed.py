@@ -63,7 +63,7 @@ def random_model(name: str, device: str = "cpu"):
     import torch
 
     from eval.model import LoadedModel
-    from training import register_model_configs
+    from datacurate.clip import register_model_configs
 
     register_model_configs()
     torch.manual_seed(0)
