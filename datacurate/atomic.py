@@ -80,6 +80,27 @@ class folder_lock:
             self._fd = None
 
 
+def check_writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
+    """Fail before the work, not after it: ``path`` is (or can become) a folder we can write in.
+
+    Nothing is created: the nearest existing folder on the way is probed with a file written and
+    removed at once (a read-only or foreign folder raises the OSError the one error path words)."""
+    from .errors import UserError
+
+    path = Path(path)
+    if path.exists() and not path.is_dir():
+        raise UserError(f"{path}: is a file; the {what} must be a folder: choose another --out")
+    up = path
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir():
+        raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({path})")
+    probe = up / f".datacurate.{os.getpid()}.probe"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return path
+
+
 def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     """Fail before the work, not after it: ``path``'s folder can be made and written, and ``path``
     is not a folder. Raises UserError naming the path (or the OSError the one error path words)."""

@@ -75,6 +75,16 @@ def build_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def check_out(args) -> None:
+    """A command that writes a folder (``set_defaults(out_folder="what")``) checks its --out before any work:
+    a file, a path under a file or a folder it cannot write is one line, and nothing is left behind."""
+    what = getattr(args, "out_folder", None)
+    if what and getattr(args, "out", None) is not None:
+        from .atomic import check_writable_folder
+
+        check_writable_folder(args.out, what)
+
+
 def main(argv: list[str] | None = None) -> int:
     from .env import apply_offline_env
     from .errors import one_line
@@ -89,6 +99,7 @@ def main(argv: list[str] | None = None) -> int:
         return 0 if argv is None and len(sys.argv) == 1 else 2
     debug = args.debug or os.environ.get("DATACURATE_DEBUG") == "1"
     try:
+        check_out(args)
         rc = args.func(args)
     except KeyboardInterrupt:
         print("interrupted", file=sys.stderr)

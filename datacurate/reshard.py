@@ -291,7 +291,7 @@ def add_parser(sub) -> None:
                       help="use the scale's training shard size (`datacurate scales`: the benchmark's own "
                            "runs reshard this way; tiny: 16 samples per shard)")
     p.add_argument("--master", default=None, help="Spark master URL (default local[*])")
-    p.set_defaults(func=_cmd)
+    p.set_defaults(func=_cmd, out_folder="DATA folder")
 
 
 def _cmd(args) -> int:

@@ -59,7 +59,7 @@ def add_parser(sub) -> None:
     p.add_argument("--seed", type=int, default=0, help="pool and training seed")
     p.add_argument("--master", default=None, help="Spark master (default local[*])")
     p.add_argument("--report-only", action="store_true", help="only rebuild DIR/report.html from what is there")
-    p.set_defaults(func=_cmd)
+    p.set_defaults(func=_cmd, out_folder="benchmark folder")
 
 
 def _cmd(args) -> int:

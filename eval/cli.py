@@ -60,6 +60,12 @@ def _run(args) -> int:
         raise UserError("give --run RUN (or --list)")
     if args.batch_size < 1:
         raise UserError("--batch-size must be at least 1")
+    from pathlib import Path
+
+    from datacurate.atomic import check_writable_folder
+
+    if Path(args.run).is_dir():     # its scores go in it: a folder we cannot write fails now, not after the tasks
+        check_writable_folder(args.run, "run folder")
     import json
     import sys
     import warnings

@@ -233,7 +233,7 @@ def add_parser(sub) -> None:
     t.add_argument("--lr", type=float, default=1e-3)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--model", default=DEFAULT_MODEL, help="OpenCLIP model config (default TinyCLIP-ViT-64)")
-    t.set_defaults(func=_run_train)
+    t.set_defaults(func=_run_train, out_folder="NET folder")
     a = sp.add_parser("auc", help="ROC AUC of the net's score: matched vs swapped captions (ground truth)",
                       description="Evaluate an embedded pool against its ground truth; store in NET/info.json.",
                       epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)

@@ -187,6 +187,44 @@ def test_bad_output_paths_are_one_line_before_any_work(pool, tmp_path, capsys):
     assert sorted(p.name for p in tmp_path.iterdir()) == ["adir", "afile"] and not any((tmp_path / "adir").iterdir())
 
 
+FOLDER_COMMANDS = [
+    ("train", ["train", "--scale", "micro", "--data", "{data}"]),
+    ("pool", ["pool", "build", "--scale", "micro"]),
+    ("filter-net", ["filter-net", "train", "--pool", "{pool}"]),
+    ("run", ["run", "--scale", "micro"]),
+    ("reshard", ["reshard", "--pool", "{pool}", "--subset", "{data}/s.npy"]),
+]
+
+
+@pytest.mark.parametrize("cmd, argv", FOLDER_COMMANDS, ids=[c[0] + (" " + c[1][1] if c[0] in ("pool", "filter-net") else "")
+                                                         for c in FOLDER_COMMANDS])
+def test_a_folder_output_that_is_a_file_or_under_one_is_refused_before_any_work(pool, tmp_path, capsys, cmd, argv):
+    """train, pool build, filter-net train, run and reshard write a folder: --out naming a file, or a path
+    under a file, is one line before anything runs, and nothing is created."""
+    from datacurate.cli import main
+
+    (tmp_path / "afile").write_text("x")
+    argv = [a.format(pool=pool, data=tmp_path) for a in argv]
+    for out, pattern in ((tmp_path / "afile", r"afile: is a file; the .* must be a folder"),
+                         (tmp_path / "afile" / "sub" / "out", r"afile: is a file, not a folder; choose another path")):
+        before = sorted(p.name for p in tmp_path.iterdir())
+        rc = main([*argv, "--out", str(out)])
+        err = capsys.readouterr().err
+        assert rc == 2 and "Traceback" not in err, err
+        assert re.search(rf"^datacurate {cmd}: error: .*{pattern}", err, re.M), err
+        assert sorted(p.name for p in tmp_path.iterdir()) == before and (tmp_path / "afile").read_text() == "x"
+
+
+def test_writable_folder_check_probes_without_creating(tmp_path):
+    from datacurate.atomic import check_writable_folder
+
+    deep = tmp_path / "a" / "b" / "c"
+    assert check_writable_folder(deep) == deep and not (tmp_path / "a").exists()
+    assert list(tmp_path.iterdir()) == []          # the probe is gone too
+    (tmp_path / "run").mkdir()
+    assert check_writable_folder(tmp_path / "run") == tmp_path / "run" and list((tmp_path / "run").iterdir()) == []
+
+
 def test_debug_shows_the_traceback(pool, tmp_path):
     r = datacurate("--debug", "filter", "--pool", pool, "--recipe", "nope", "--out", tmp_path / "o.npy")
     assert r.returncode != 0 and "Traceback" in r.stderr and "no built-in recipe" in r.stderr

@@ -63,7 +63,7 @@ def add_parser(sub) -> None:
     for flag in FIXED_FLAGS:
         a = p.add_argument(flag, nargs="?", action=_RefuseFixed, help=argparse.SUPPRESS)
         a.dest_flag = flag
-    p.set_defaults(func=_cmd)
+    p.set_defaults(func=_cmd, out_folder="run folder")
 
 
 def _cmd(args) -> int:

@@ -362,7 +362,7 @@ def add_parser(sub) -> None:
     p.add_argument("--cache", type=Path, default=None,
                    help="source package cache (default $DATACURATE_CACHE or ~/.cache/datacurate)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
-    p.set_defaults(func=_run)
+    p.set_defaults(func=_run, out_folder="pool folder")
 
 
 def _run(args) -> int:
