@@ -278,3 +278,44 @@ def test_input_folder_of_upstream_metadata_parquets(tmp_path):
     (tmp_path / "empty_dir").mkdir()
     with pytest.raises(UserError, match=r"empty_dir: a folder without \*\.parquet files"):
         read_url_list(tmp_path / "empty_dir")
+
+
+def test_face_boxes_are_blurred_as_upstreams_download_does(tmp_path, spark):
+    """A url list with upstream's face_bboxes: img2dataset blurs the boxes (bbox_col), the metadata keeps the
+    column; --skip-bbox-blurring (upstream's --skip_bbox_blurring) leaves the pixels alone."""
+    import numpy as np
+    from PIL import Image
+
+    from datacurate.pool.download import download_pool
+    from datacurate.uids import make_uid
+
+    rng = np.random.default_rng(0)
+    noise = (rng.random((64, 64, 3)) * 255).astype(np.uint8)          # sharp: a blur shows as lost variance
+    pools = {}
+    for blur in (True, False):
+        pool = tmp_path / f"pool_{blur}"
+        make_download_pool(pool, n_good=2, n_missing=0, n_garbage=0)
+        urls = pq.read_table(pool / "urls.parquet")
+        for rel in ("img/face.png", "img/plain.png"):
+            Image.fromarray(noise).save(pool / "www" / rel)
+        rows = {"uid": [make_uid("faces", 0), make_uid("faces", 1)], "url": [URL_BASE + "img/face.png",
+                URL_BASE + "img/plain.png"], "text": ["a face", "no face"],
+                "face_bboxes": [[[0.0, 0.0, 1.0, 1.0]], []]}
+        pq.write_table(pa.table(rows), pool / "urls.parquet")
+        assert urls.num_rows == 2
+        s = download_pool(pool, spark=spark, samples_per_shard=4, progress=False, blur_faces=blur)
+        assert s["succeeded"] == 2 and s["bbox_blurring"] == ("face_bboxes" if blur else None)
+        pools[blur] = pool
+    for blur, pool in pools.items():
+        meta = read_all_metadata(pool)
+        assert meta.column("face_bboxes").to_pylist() == [[[0.0, 0.0, 1.0, 1.0]], []] or \
+            sorted(map(str, meta.column("face_bboxes").to_pylist())) == sorted(["[[0.0, 0.0, 1.0, 1.0]]", "[]"])
+        by_text = {json.loads(v["json"])["caption"]: np.asarray(Image.open(io.BytesIO(v["jpg"])), dtype=float)
+                   for v in tar_samples(pool).values()}
+        face, plain = by_text["a face"], by_text["no face"]
+        if blur:
+            assert face.std() < 0.6 * plain.std(), (face.std(), plain.std())
+        else:
+            assert abs(face.std() - plain.std()) < 1e-6 and np.array_equal(face, plain)
+    with pytest.raises(Exception, match="bbox_blurring"):             # the same shards, now asked unblurred
+        download_pool(pools[True], spark=spark, samples_per_shard=4, progress=False, blur_faces=False)

@@ -43,6 +43,9 @@ USER_AGENT_TOKEN = "datacurate"
 STATE_DIR = ".download"  # POOL/.download: the rewritten input and the settings of the first run
 
 
+FACE_BOXES = "face_bboxes"   # upstream's column of face boxes to blur
+
+
 class DownloadError(UserError):
     """The url list or the pool cannot be downloaded as given."""
 
@@ -71,7 +74,7 @@ def read_url_list(path: Path, add_missing_uids: bool = False):
             raise DownloadError(f"{path}: a folder without *.parquet files (expected upstream's metadata "
                                 "parquets or one url list with columns uid, url, text)")
         parts = [_read_one_url_list(f, add_missing_uids) for f in files]
-        table = pa.concat_tables(parts)
+        table = pa.concat_tables(parts, promote_options="default")   # face_bboxes in some files only: null
         check_uid_column(table.column("uid"), f"{path} (its files in name order)", error=DownloadError)
         return table
     table = _read_one_url_list(path, add_missing_uids)
@@ -93,12 +96,17 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     required = dict(URL_LIST)
     if add_missing_uids and "uid" not in pf.schema_arrow.names:
         required.pop("uid")
-    check_schema(pf.schema_arrow, str(path), required=required, optional={})
-    table = pf.read(columns=[c for c in ("uid", "url", "text") if c in pf.schema_arrow.names])
+    from ..schema import OPTIONAL
+
+    faces = {FACE_BOXES: OPTIONAL[FACE_BOXES]} if FACE_BOXES in pf.schema_arrow.names else {}
+    check_schema(pf.schema_arrow, str(path), required=required, optional=faces)
+    table = pf.read(columns=[c for c in ("uid", "url", "text", *faces) if c in pf.schema_arrow.names])
     if "uid" not in table.column_names:
         table = _with_uids(table)
-    table = table.select(["uid", "url", "text"]).cast(
-        pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string())]))
+    # upstream's face_bboxes ([[x0, y0, x1, y1], ...] relative to the image) travel with the urls: img2dataset
+    # blurs them while downloading, as upstream's download_upstream.py has it do
+    table = table.select(["uid", "url", "text", *faces]).cast(
+        pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), *faces.items()]))
     import pyarrow.compute as pc
 
     for col in ("url", "uid"):
@@ -214,8 +222,8 @@ def _check_settings(pool: Path, settings: dict) -> None:
     path = pool / STATE_DIR / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
-        for k in ("samples_per_shard", "url_list_sha256"):
-            if old.get(k) != settings[k]:
+        for k in ("samples_per_shard", "url_list_sha256", "bbox_blurring"):
+            if old.get(k) != settings.get(k):
                 raise DownloadError(
                     f"{pool}/shards was started with {k}={old.get(k)!r}, now {settings[k]!r}; "
                     f"rerun with the same settings or remove {pool}/shards, {pool}/metadata and {path}")
@@ -325,7 +333,7 @@ def _ensure_active_session(spark) -> None:
 
 
 def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: int, image_size: int,
-                     threads: int, distributor: str, processes: int, timeout: int) -> None:
+                     threads: int, distributor: str, processes: int, timeout: int, bbox_col: str | None = None) -> None:
     import signal
 
     import img2dataset
@@ -358,6 +366,7 @@ def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: in
             # the User-Agent names the project ("(compatible; datacurate; ...)"), and a site's
             # X-Robots-Tag noai/noimageai (img2dataset's default directives) for it or for all is obeyed
             user_agent_token=USER_AGENT_TOKEN,
+            bbox_col=bbox_col,         # upstream: "face_bboxes" unless --skip_bbox_blurring
         )
     except SystemExit:  # img2dataset's SIGINT handler exits with status 0
         raise KeyboardInterrupt from None
@@ -409,6 +418,10 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
             "sha256": ok.column("sha256").cast(pa.string()),
             "key": ok.column("key").cast(pa.string()),
         })
+        if FACE_BOXES in ok.column_names:
+            from ..schema import OPTIONAL
+
+            meta = meta.append_column(FACE_BOXES, ok.column(FACE_BOXES).cast(OPTIONAL[FACE_BOXES]))
         write_table_atomic(cast_to_upstream(meta), out)
     return {"tried": t.num_rows, "succeeded": ok.num_rows, "failed": t.num_rows - ok.num_rows,
             "failed_by_reason": reasons, "error_messages": messages}
@@ -420,13 +433,15 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
                   input: str | os.PathLike | None = None, samples_per_shard: int | None = None,
                   image_size: int = IMAGE_SIZE, threads: int = 32, delay: float = 0.0,
                   distributor: str = "pyspark", processes: int | None = None, timeout: int = 10,
-                  progress: bool = True) -> dict:
+                  progress: bool = True, blur_faces: bool = True) -> dict:
     """Download POOL's url list into POOL/shards and POOL/metadata; return the summary.
 
     ``spark``: an existing SparkSession (else one from ``datacurate.spark.get_spark(master)``).
     ``input``: a url+text parquet (uid optional) to download instead of POOL/urls.parquet;
     it is copied to POOL/urls.parquet. ``delay``: per-request latency of the loopback server.
     ``distributor``: "pyspark" (the job) or "multiprocessing" (img2dataset's own, for benchmarks).
+    ``blur_faces``: a url list with upstream's ``face_bboxes`` has those boxes blurred in the images, as
+    upstream's download does (False: its ``--skip_bbox_blurring``).
     """
     from ..env import apply_offline_env
     from ..schema import write_table_atomic
@@ -459,8 +474,12 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     shards, metadata = lay.shards, lay.metadata
     shards.mkdir(parents=True, exist_ok=True)
     metadata.mkdir(parents=True, exist_ok=True)
-    _check_settings(pool, {"samples_per_shard": sps, "url_list_sha256": _table_fingerprint(table),
-                           "shards": n_shards, "image_size": image_size, "resize_mode": RESIZE_MODE})
+    bbox_col = FACE_BOXES if blur_faces and FACE_BOXES in table.column_names else None
+    settings = {"samples_per_shard": sps, "url_list_sha256": _table_fingerprint(table),
+                "shards": n_shards, "image_size": image_size, "resize_mode": RESIZE_MODE}
+    if FACE_BOXES in table.column_names:
+        settings["bbox_blurring"] = bbox_col is not None
+    _check_settings(pool, settings)
     _repair(pool, n_shards)
     names = [shard_name(i) for i in range(n_shards)]
     todo = [n for n in names if not _shard_complete(shards, n)]
@@ -497,7 +516,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         bind = ("0.0.0.0", spark.conf.get("spark.driver.host", None)) if remote else ("127.0.0.1", None)
         _download(pool, table, url_base if served else None, delay, bind, shards, n_shards, set(names) - set(todo),
                   progress, samples_per_shard=sps, image_size=image_size,
-                  threads=threads, distributor=distributor, processes=processes, timeout=timeout)
+                  threads=threads, distributor=distributor, processes=processes, timeout=timeout, bbox_col=bbox_col)
         download_s = time.time() - t
         still = [n for n in names if not _shard_complete(shards, n)]
         if still:
@@ -536,6 +555,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         "threads": threads,
         "image_size": image_size,
         "resize_mode": RESIZE_MODE,
+        "bbox_blurring": bbox_col,
         "img2dataset": version("img2dataset"),
         "spark_startup_s": None if spark_startup is None else round(spark_startup, 3),
         "download_s": round(download_s, 3),
@@ -618,6 +638,9 @@ def add_parser(psub) -> None:
     p.add_argument("--distributor", choices=["pyspark", "multiprocessing"], default="pyspark",
                    help="img2dataset distributor (default pyspark)")
     p.add_argument("--no-progress", action="store_true", help="no progress bar")
+    p.add_argument("--skip-bbox-blurring", action="store_true",
+                   help="keep the faces of a url list with upstream's face_bboxes column unblurred (upstream's "
+                        "--skip_bbox_blurring); by default img2dataset blurs them while downloading")
     p.set_defaults(func=_cmd)
 
 
@@ -626,6 +649,7 @@ def _cmd(args) -> int:
 
     download_pool(args.pool, master=args.master, input=args.input, samples_per_shard=args.samples_per_shard,
                   image_size=args.image_size, threads=args.threads, delay=args.delay,
-                  distributor=args.distributor, progress=not args.no_progress)
+                  distributor=args.distributor, progress=not args.no_progress,
+                  blur_faces=not args.skip_bbox_blurring)
     print_summary(pool_summary(args.pool))
     return 0
