@@ -25,7 +25,9 @@ from .validate import SubmissionError, SubmissionTooLarge
 MANIFEST, UIDS = "manifest.json", "subset.npy.gz"
 RESULTS = EVAL_RESULTS   # a run's own files keep their names in the bundle (SCORES, INFO too)
 REQUIRED = (MANIFEST, RESULTS, SCORES, INFO)
-MAX_TEXT_MEMBER = 16 << 20          # bytes of any JSON member
+MAX_TEXT_MEMBER = 4 << 20           # bytes of any JSON member (a 38-task eval_results.jsonl is ~10 kB)
+MAX_JSON_DEPTH = 32                 # nesting of objects and arrays in a JSON member
+MAX_NUMBER_CHARS = 40               # characters of one JSON number (a float's repr needs at most 24)
 NPY_HEADER_SLACK = 4096
 _ZIP_DATE = (1980, 1, 1, 0, 0, 0)
 
@@ -70,21 +72,80 @@ def write_bundle(manifest: dict, results_text: str, scores_bytes: bytes, info_by
 
 
 def _read_member(zf: zipfile.ZipFile, name: str, limit: int) -> bytes:
+    """A member's bytes, decompressed as a stream that stops at ``limit`` (whatever its header claims)."""
+    import zlib
+
     info = zf.getinfo(name)
+    if info.flag_bits & 0x1:
+        raise SubmissionError(f"bundle: member {name} is encrypted; write the bundle with `datacurate submit`")
+    if info.compress_type not in (zipfile.ZIP_STORED, zipfile.ZIP_DEFLATED):
+        raise SubmissionError(f"bundle: member {name} uses compression method {info.compress_type}; only stored "
+                              "and deflated members are read (write the bundle with `datacurate submit`)")
     if info.file_size > limit:
         raise SubmissionTooLarge(f"bundle: member {name} is {info.file_size:,} bytes, over the {limit:,}-byte limit")
-    with zf.open(info) as f:
-        data = f.read(limit + 1)
+    try:
+        with zf.open(info) as f:
+            data = f.read(limit + 1)
+    except (zipfile.BadZipFile, zlib.error, EOFError, OSError, RuntimeError, NotImplementedError) as e:
+        raise SubmissionError(f"bundle: member {name} cannot be read ({e}); the zip is damaged: write it again "
+                              "with `datacurate submit`") from None
     if len(data) > limit:
         raise SubmissionTooLarge(f"bundle: member {name} is over the {limit:,}-byte limit")
     return data
 
 
+def _number(kind: str, name: str):
+    def parse(text: str):
+        if len(text) > MAX_NUMBER_CHARS:
+            raise SubmissionError(f"{name}: a number of {len(text):,} characters ({text[:20]}...); numbers are at "
+                                  f"most {MAX_NUMBER_CHARS} characters")
+        return int(text) if kind == "int" else float(text)
+    return parse
+
+
+def _no_constant(name: str):
+    def parse(text: str):
+        raise SubmissionError(f"{name}: {text} is not a JSON number; write a finite number or null")
+    return parse
+
+
+def check_json_value(obj, name: str) -> None:
+    """Nesting at most MAX_JSON_DEPTH, and text that every database stores: no NUL character, no lone
+    surrogate (PostgreSQL refuses both, SQLite's JSON keeps them unreadable). Iterative: no recursion."""
+    stack = [(obj, 1, "", False)]          # (value, depth, its path, whether it is a key)
+    while stack:
+        value, depth, path, is_key = stack.pop()
+        if isinstance(value, str):
+            where = f"{'key' if is_key else 'field'} {path!r}" if path else "a value"
+            if "\x00" in value:
+                raise SubmissionError(f"{name}: {where} holds a NUL character")
+            try:
+                value.encode("utf-8")
+            except UnicodeEncodeError:
+                raise SubmissionError(f"{name}: {where} holds a lone surrogate (not text)") from None
+        elif isinstance(value, (dict, list)):
+            if depth > MAX_JSON_DEPTH:
+                raise SubmissionError(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels")
+            items = value.items() if isinstance(value, dict) else enumerate(value)
+            for k, v in items:
+                sub = f"{path}.{k}" if path else str(k)
+                if isinstance(k, str):
+                    stack.append((k, depth, sub, True))
+                stack.append((v, depth + 1, sub, False))
+
+
 def _json(data: bytes, name: str):
+    """A JSON member, parsed with bounds: numbers of at most MAX_NUMBER_CHARS characters, no NaN or
+    Infinity, nesting and text as ``check_json_value`` allows; any defect is a SubmissionError (422)."""
     try:
-        return json.loads(data.decode("utf-8"))
+        obj = json.loads(data.decode("utf-8"), parse_int=_number("int", name), parse_float=_number("float", name),
+                         parse_constant=_no_constant(name))
     except (UnicodeDecodeError, json.JSONDecodeError) as e:
         raise SubmissionError(f"bundle: {name} is not valid JSON ({e})") from None
+    except RecursionError:
+        raise SubmissionError(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels") from None
+    check_json_value(obj, name)
+    return obj
 
 
 def uid_byte_limit(manifest: dict, max_uid_bytes: int) -> int:
@@ -104,7 +165,11 @@ def read_bundle(data: bytes, max_uid_bytes: int = 1 << 30) -> Bundle:
     except zipfile.BadZipFile:
         raise SubmissionError("bundle: not a zip file (write it with `datacurate submit --dry-run`)") from None
     with zf:
-        names = set(zf.namelist())
+        listed = zf.namelist()
+        names = set(listed)
+        if len(names) != len(listed):
+            dup = next(n for n in listed if listed.count(n) > 1)
+            raise SubmissionError(f"bundle: member {dup} appears more than once; write the bundle with `datacurate submit`")
         unknown = sorted(names - set(REQUIRED) - {UIDS})
         if unknown:
             raise SubmissionError(f"bundle: unexpected member(s) {', '.join(unknown)}")
@@ -136,5 +201,8 @@ def read_bundle(data: bytes, max_uid_bytes: int = 1 << 30) -> Bundle:
         results_text = raw[RESULTS].decode("utf-8")
     except UnicodeDecodeError:
         raise SubmissionError("eval_results.jsonl: not UTF-8 text") from None
+    for i, line in enumerate(results_text.splitlines(), start=1):   # the same bounds as the JSON members
+        if line.strip():
+            _json(line.encode("utf-8"), f"eval_results.jsonl: line {i}")
     return Bundle(manifest=manifest, results_text=results_text, scores=_json(raw[SCORES], SCORES),
                   info=_json(raw[INFO], INFO), uids=uids, content_hash=_content_hash(raw))

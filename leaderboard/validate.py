@@ -213,12 +213,20 @@ def in_sorted_pool(uids: np.ndarray, pool: np.ndarray) -> np.ndarray:
     return found
 
 
+def visible(text: str) -> bool:
+    """Whether ``text`` shows anything: not only spaces, controls, format characters (zero-width space,
+    joiners, direction marks), combining marks or unassigned code points."""
+    import unicodedata
+
+    return any(unicodedata.category(c)[0] not in ("Z", "C", "M") for c in text)
+
+
 def check_manifest(m: object) -> dict:
     if not isinstance(m, dict):
         raise SubmissionError("manifest.json: expected a JSON object")
     for f in ("name", "scale", "track", "suite", "checkpoint_sha256"):
-        if not isinstance(m.get(f), str) or not m[f].strip():
-            raise SubmissionError(f"manifest.json: field {f!r} must be a non-empty string")
+        if not isinstance(m.get(f), str) or not visible(m[f]):
+            raise SubmissionError(f"manifest.json: field {f!r} must be a non-empty string with a visible character")
     if len(m["name"]) > MAX_NAME:
         raise SubmissionError(f"manifest.json: field 'name' is longer than {MAX_NAME} characters")
     desc = m.get("description", "")

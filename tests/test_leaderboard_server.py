@@ -462,3 +462,142 @@ def test_list_and_board_are_paginated(tmp_path):
         assert len(_board_rows(first)) == 100 and ">next<" in first and len(first) < 150_000
     finally:
         server.stop()
+
+
+# --- malformed uploads: one class per case, each a 4xx with a one-line reason and nothing stored ---------
+
+def _good_members(lb) -> dict[str, bytes]:
+    import io
+    import zipfile
+
+    data = bundle_for(lb["tmp"], "malformed_base", seed=77)
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        return {n: zf.read(n) for n in zf.namelist()}
+
+
+def _zip(members, *, flag=None, method=None, dup=None) -> bytes:
+    """A bundle zip from members; ``flag``/``method``: (member, value) for one member's header; ``dup``: a
+    member written twice."""
+    import io
+    import zipfile
+
+    buf = io.BytesIO()
+    with zipfile.ZipFile(buf, "w") as zf:
+        for n, d in members.items():
+            zi = zipfile.ZipInfo(n, date_time=(1980, 1, 1, 0, 0, 0))
+            zi.compress_type = zipfile.ZIP_DEFLATED
+            if method and method[0] == n:
+                zi.compress_type = method[1]
+            zf.writestr(zi, d)
+        if dup:
+            import warnings
+
+            with warnings.catch_warnings():
+                warnings.simplefilter("ignore")          # zipfile warns about the duplicate name
+                zf.writestr(dup, members[dup])
+    data = buf.getvalue()
+    if flag:       # zipfile resets the flags it writes: set the bit in both headers of the member
+        import struct
+
+        name, bit = flag[0].encode(), flag[1]
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            local = zf.getinfo(flag[0]).header_offset
+        out = bytearray(data)
+        struct.pack_into("<H", out, local + 6, struct.unpack_from("<H", out, local + 6)[0] | bit)
+        central = out.find(b"PK\x01\x02" + bytes(24) [:0])
+        while central != -1:
+            n = struct.unpack_from("<H", out, central + 28)[0]
+            if out[central + 46:central + 46 + n] == name:
+                struct.pack_into("<H", out, central + 8, struct.unpack_from("<H", out, central + 8)[0] | bit)
+            central = out.find(b"PK\x01\x02", central + 4)
+        data = bytes(out)
+    return data
+
+
+def _raw_manifest(members, field, raw_json_value) -> dict:
+    """The manifest with one field's JSON text replaced as is (lone surrogates, NUL escapes, huge numbers)."""
+    m = json.loads(members["manifest.json"])
+    m[field] = "__X__"
+    return {**members, "manifest.json": json.dumps(m).replace('"__X__"', raw_json_value).encode()}
+
+
+def _corrupt(members, name, *, keep_length=True) -> bytes:
+    """A bundle whose member ``name`` (stored) has one byte changed: its CRC no longer matches."""
+    import zipfile
+
+    data = _zip(members, method=(name, zipfile.ZIP_STORED))
+    i = data.index(members[name]) + len(members[name]) // 2
+    return data[:i] + bytes([data[i] ^ 0xFF]) + data[i + 1:]
+
+
+MALFORMED = {
+    "huge integer": (lambda g: _zip(_raw_manifest(g, "dataset_size", "1" * 60)), 422, "a number of 60 characters"),
+    "5,000-digit number": (lambda g: _zip(_raw_manifest(g, "dataset_size", "0." + "1" * 5000)), 422,
+                           "a number of 5,002 characters"),
+    "NaN": (lambda g: _zip(_raw_manifest(g, "dataset_size", "NaN")), 422, "NaN is not a JSON number"),
+    "lone surrogate": (lambda g: _zip(_raw_manifest(g, "description", '"a\\ud800b"')), 422, "lone surrogate"),
+    "NUL in text": (lambda g: _zip(_raw_manifest(g, "name", '"a\\u0000b"')), 422, "NUL character"),
+    "encrypted member": (lambda g: _zip(g, flag=("scores.json", 0x1)), 422, "scores.json is encrypted"),
+    "unsupported compression": (lambda g: _zip(g, method=("info.json", 12)), 422, "compression method 12"),
+    "bad CRC": (lambda g: _corrupt(g, "eval_results.jsonl"), 422, "eval_results.jsonl cannot be read"),
+    "corrupt gzip": (lambda g: _zip({**g, "subset.npy.gz": b"\x1f\x8b" + b"not gzip" * 10}), 422, "is not gzip data"),
+    "deeply nested JSON": (lambda g: _zip({**g, "info.json": b"[" * 100 + b"]" * 100}), 422,
+                           "nested deeper than 32 levels"),
+    "very deeply nested JSON": (lambda g: _zip({**g, "info.json": b"[" * 200_000 + b"]" * 200_000}), 422,
+                                "nested deeper than 32 levels"),
+    "duplicate member": (lambda g: _zip(g, dup="manifest.json"), 422, "manifest.json appears more than once"),
+    "invisible name": (lambda g: _zip(_raw_manifest(g, "name", '"\\u200b\\u200d \\u2066"')), 422,
+                       "field 'name' must be a non-empty string with a visible character"),
+    "huge number in a results line": (
+        lambda g: _zip({**g, "eval_results.jsonl": g["eval_results.jsonl"].replace(b'"main_metric": ',
+                                                                                   b'"main_metric": 1' + b"0" * 80 + b", \"x\": ", 1)}),
+        422, "eval_results.jsonl: line 1: a number of"),
+}
+
+
+@pytest.mark.parametrize("case", list(MALFORMED))
+def test_malformed_upload_is_a_4xx_with_one_line_and_stores_nothing(lb, case):
+    make_bundle, status, reason = MALFORMED[case]
+    total = lambda: int(httpx.get(lb["url"] + "/api/submissions").headers["x-total-count"])  # noqa: E731
+    before = total()
+    r = post(lb, make_bundle(_good_members(lb)))
+    assert r.status_code == status, (case, r.status_code, r.text[:500])
+    detail = r.json()["detail"]
+    assert reason in detail and "\n" not in detail, (case, detail)
+    assert total() == before
+
+
+def test_a_lying_zip_header_cannot_make_the_server_inflate_past_its_cap(lb):
+    """A deflated member whose header claims 10 bytes but inflates to 64 MiB: the stream stops at the declared
+    size (checked against the cap, 4 MiB for JSON members, before inflating), the member's CRC then fails, the
+    answer is a 422, and reading it allocates a small multiple of the cap, never the 64 MiB."""
+    import io
+    import tracemalloc
+    import zipfile
+    import zlib
+
+    from leaderboard.bundle import MAX_TEXT_MEMBER, read_bundle
+    from leaderboard.validate import SubmissionError
+
+    g = _good_members(lb)
+    payload = b"[" + b" " * (64 << 20) + b"]"
+    data = _zip({**g, "info.json": payload})
+    assert len(data) < (1 << 20)                                      # a small upload
+    # patch the member's uncompressed size in both headers to 10 bytes
+    with zipfile.ZipFile(io.BytesIO(data)) as zf:
+        info = zf.getinfo("info.json")
+    size = len(payload).to_bytes(4, "little")
+    data = data.replace(zlib.crc32(payload).to_bytes(4, "little") + info.compress_size.to_bytes(4, "little") + size,
+                        zlib.crc32(payload).to_bytes(4, "little") + info.compress_size.to_bytes(4, "little")
+                        + (10).to_bytes(4, "little"))
+    tracemalloc.start()
+    with pytest.raises(SubmissionError, match="info.json cannot be read"):
+        read_bundle(data)
+    peak = tracemalloc.get_traced_memory()[1]
+    tracemalloc.stop()
+    assert peak < 4 * MAX_TEXT_MEMBER, peak
+    r = post(lb, data)
+    assert r.status_code == 422 and "info.json cannot be read" in r.json()["detail"]
+    honest = _zip({**g, "info.json": payload})                          # the true size is refused before inflating
+    r = post(lb, honest)
+    assert r.status_code == 413 and "info.json is 67,108,866 bytes, over the 4,194,304-byte limit" in r.json()["detail"]
