@@ -25,7 +25,7 @@ from typing import Iterator, Optional
 
 from datacurate.errors import UserError
 
-from .tasks import MULTI_OBJECTIVE, RETRIEVAL, UNSUPPORTED, Task, task_dir
+from .tasks import ASSOCIATION, MULTI_OBJECTIVE, RETRIEVAL, UNSUPPORTED, Task, task_dir
 
 IMAGE_EXTS = ("webp", "png", "jpg", "jpeg")
 SPLIT = "test"
@@ -59,6 +59,10 @@ def missing_reason(task: Task, data_root=None) -> Optional[str]:
     if task.type == UNSUPPORTED:
         return task.note or "no loader for this task"
     folder = task_dir(task, data_root)
+    if task.type == ASSOCIATION:
+        from .winogavil import missing_data
+
+        return missing_data(folder)
     why = folder / "unavailable.txt"
     if why.is_file():
         return why.read_text(encoding="utf-8").strip()
@@ -109,9 +113,15 @@ def data_fingerprint(task: Task, data_root=None, memo: Optional[dict] = None) ->
 
     folder = task_dir(task, data_root)
     files = sorted(p for p in folder.iterdir() if p.is_file() and not p.name.startswith("."))
-    parts = [[str(p.relative_to(folder)), file_digest(p, memo)] for p in files + shard_paths(folder)]
+    if task.type == ASSOCIATION:
+        from .winogavil import parquet_files
+
+        data = [p for p in parquet_files(folder) if p not in files]
+    else:
+        data = shard_paths(folder)
+    parts = [[str(p.relative_to(folder)), file_digest(p, memo)] for p in files + data]
     prompts = None
-    if task.type != RETRIEVAL:
+    if task.type not in (RETRIEVAL, ASSOCIATION):
         prompts = [classnames_for(task, folder)[0], templates_for(task, folder)[0]]
     entry = [task.key, task.name, task.type, task.main_metric, task.groups, task.extra_metrics]
     blob = json.dumps([FINGERPRINT_VERSION, entry, parts, prompts])
@@ -189,8 +199,12 @@ def download_task(task: Task, data_root) -> Path:
                         f"Copy the data to {folder} (layout: docs/eval.md) or unset HF_HUB_OFFLINE.")
     from huggingface_hub import snapshot_download
 
+    # WinoGAViL: the Hub's Parquet export of the dataset (its rows, what `datasets` would load)
+    revision = None
+    if task.type == ASSOCIATION:
+        from .winogavil import PARQUET_REVISION as revision
     try:
-        snapshot_download(repo_id=task.hf_repo, repo_type="dataset", local_dir=str(folder))
+        snapshot_download(repo_id=task.hf_repo, repo_type="dataset", local_dir=str(folder), revision=revision)
     except Exception as e:  # noqa: BLE001 - the hub raises many kinds; the user needs one line
         raise UserError(f"downloading {task.hf_repo} to {folder} failed: {type(e).__name__}: {e}") from None
     return folder

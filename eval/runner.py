@@ -16,7 +16,7 @@ from . import metrics as M
 from .classnames import classnames_for, subclasses_for, templates_for
 from .data import data_fingerprint, download_task, iter_samples, missing_reason
 from .results import aggregate, aggregate_se, read_state, result_line, scores_path, write_results, write_state
-from .tasks import (CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
+from .tasks import (ASSOCIATION, CLASSIFICATION, MULTI_OBJECTIVE, OFFLINE, RETRIEVAL, Task, resolve_suite, suite_groups,
                     task_dir)
 
 DEFAULT_BATCH = 64
@@ -213,6 +213,10 @@ def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATC
         metrics = retrieve(task, lm, folder, batch_size, cache)
     elif task.type == MULTI_OBJECTIVE:
         metrics = multi_objective(task, lm, folder, batch_size, cache)
+    elif task.type == ASSOCIATION:
+        from .winogavil import evaluate as winogavil
+
+        metrics = winogavil(lm, folder, cache)
     else:
         raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
     metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None

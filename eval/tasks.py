@@ -25,6 +25,7 @@ from datacurate.layout import PoolLayout
 CLASSIFICATION = "zeroshot_classification"
 RETRIEVAL = "retrieval"
 MULTI_OBJECTIVE = "multi_objective"  # FairFace/UTKFace: several attributes per face, no main metric
+ASSOCIATION = "association"        # WinoGAViL: pick a cue's associated images among candidates (eval.winogavil)
 UNSUPPORTED = "unsupported"        # listed upstream, no loader here (reported missing with the reason)
 TYPES = (CLASSIFICATION, RETRIEVAL)
 
@@ -107,9 +108,11 @@ _UPSTREAM: list[Task] = [
          note="upstream: nlphuji/flickr30k (31k images); clip-benchmark's wds copy is the 1k test"),
     Task("retrieval/mscoco_2014_5k_test_image_text_retrieval", "MSCOCO", RETRIEVAL, "mean_recall@1",
          folder="wds_mscoco_captions", hf_repo="clip-benchmark/wds_mscoco_captions", tags=("retrieval",)),
-    Task("misc/winogavil", "WinoGAViL", UNSUPPORTED, "jaccard_score_10-12", folder="winogavil",
-         hf_repo="nlphuji/winogavil", random_score=0.205000,
-         note="no loader: upstream reads nlphuji/winogavil with the `datasets` library (not a wds layout)"),
+    # WinoGAViL (eval_utils/wino_eval.py): upstream reads nlphuji/winogavil with the `datasets` library;
+    # here its Parquet export (eval.winogavil), the same rows
+    Task("misc/winogavil", "WinoGAViL", ASSOCIATION, "jaccard_score_10-12", folder="winogavil",
+         hf_repo="nlphuji/winogavil", random_score=0.205000, tags=("retrieval",),
+         note="the Parquet export of nlphuji/winogavil's test split (upstream loads the same rows with `datasets`)"),
     # WILDS (eval_utils/wilds_eval.py): metadata .npy columns per sample
     _wds("wilds/iwildcam", "iWildCam", 182, 0.143056, ["wilds"], "F1-macro_all", extra_metrics=("f1_macro",)),
     _wds("wilds/camelyon17", "Camelyon17", 2, 0.500000, ["wilds"], groups=(("acc", 1, "slide"),)),

@@ -294,7 +294,8 @@ def test_datacomp38_suite_with_no_data_is_all_missing(tmp_path):
     assert len(scores["missing"]) == 38 and scores["tasks"] == {}
     assert scores["aggregates"] == {"ImageNet": None, "ImageNet dist. shifts": None, "VTAB": None,
                                     "Retrieval": None, "Average": None}
-    assert "no loader" in scores["missing"]["misc/winogavil"]
+    assert "nlphuji/winogavil" in scores["missing"]["misc/winogavil"] and \
+        "--download` fetches it" in scores["missing"]["misc/winogavil"]
 
 
 def test_threaded_decoding_gives_the_same_metrics(tmp_path):
@@ -670,3 +671,84 @@ def test_list_counts_the_classes_a_task_keeps_on_disk(tmp_path):
     cells = {k: [c.strip() for c in v if c.strip()] for k, v in rows.items()}
     assert cells["toy_cls"][4] == "3" and cells["yaml_names"][4] == "2"
     assert cells["toy_ret"][4] == "-" and cells["cifar10"][4] == "10"
+
+
+def _winogavil_fixture(folder, rows):
+    """WinoGAViL's test split as its Parquet export holds it: cue, candidates, associations and the
+    candidate images as the datasets Image feature stores them ({bytes, path})."""
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    table = pa.table({
+        "cue": [r[0] for r in rows],
+        "candidates": [r[1] for r in rows],
+        "associations": [r[2] for r in rows],
+        "candidate_images": [[{"bytes": png_with_index(i), "path": f"{c}.png"} for i, c in enumerate(r[1])]
+                             for r in rows],
+        "num_associations": [len(r[2]) for r in rows],
+    })
+    (folder / "default" / "test").mkdir(parents=True)
+    pq.write_table(table, folder / "default" / "test" / "0000.parquet")
+
+
+def test_winogavil_restates_upstreams_rule(tmp_path):
+    """Prompts as upstream's get_clip_prompt, top-k by similarity with k = the row's associations, Jaccard
+    per row (sklearn's binary jaccard_score), means per candidate count; the suite runs it as its 38th task."""
+    import numpy as np
+
+    from eval import evaluate_run
+    from eval.winogavil import clip_prompt, evaluate, jaccard
+
+    assert clip_prompt("Apple") == "An apple" and clip_prompt("moon") == "A moon" and clip_prompt("Ice") == "An ice"
+    assert jaccard(np.array([1, 1, 0, 0], bool), np.array([1, 0, 1, 0], bool)) == 1 / 3
+    rows = [("werewolf", [f"c{i}" for i in range(5)], ["c0", "c3"]),
+            ("moon", [f"d{i}" for i in range(10)], ["d1", "d2", "d9"]),
+            ("apple", [f"e{i}" for i in range(12)], ["e4"])]
+    folder = tmp_path / "data" / "winogavil"
+    _winogavil_fixture(folder, rows)
+    from eval.model import load_run_model
+    from test_eval_helpers import make_tiny_run
+
+    lm = load_run_model(make_tiny_run(tmp_path / "tiny", seed=1), device="cpu")     # any prompt tokenizes
+    out = evaluate(lm, folder)
+    # the same rule, by hand, from the stub's own features
+    import torch
+
+    from eval.data import decode_image
+    want = []
+    for cue, cands, assoc in rows:
+        imgs = torch.stack([lm.preprocess(decode_image(png_with_index(i), "x")) for i in range(len(cands))])
+        with torch.no_grad():
+            sims = (lm.model.encode_text(lm.tokenizer([clip_prompt(cue)]), normalize=True)
+                    @ lm.model.encode_image(imgs, normalize=True).T).squeeze(0).numpy()
+        truth = np.isin(cands, assoc)
+        top = np.argsort(sims)[-int(truth.sum()):]
+        picked = np.isin(np.arange(len(cands)), top)
+        want.append((truth & picked).sum() / (truth | picked).sum())
+    assert out["avg_jaccard_score"] == pytest.approx(np.mean(want))
+    assert out["jaccard_score_5"] == pytest.approx(want[0]) and out["jaccard_score_6"] is None
+    assert out["jaccard_score_10-12"] == pytest.approx((want[1] + want[2]) / 2) and out["num_samples"] == 3
+    # through the suite: present, scored, and no longer reported as missing
+    run = tmp_path / "run"
+    run.mkdir()
+    scores = evaluate_run(run, suite="misc/winogavil", data_root=tmp_path / "data", model=lm, log=lambda m: None)
+    assert scores["tasks"]["WinoGAViL"] == pytest.approx(out["jaccard_score_10-12"])
+    assert "misc/winogavil" not in scores["missing"]
+
+
+def test_winogavil_bad_rows_are_named(tmp_path):
+    import pyarrow as pa
+    import pyarrow.parquet as pq
+
+    from datacurate.errors import UserError
+    from eval.winogavil import evaluate, missing_data
+
+    folder = tmp_path / "winogavil"
+    assert "no data at" in missing_data(folder)
+    (folder / "test").mkdir(parents=True)
+    pq.write_table(pa.table({"cue": ["x"], "candidates": [["a", "b"]], "associations": [["a"]],
+                             "candidate_images": [[{"bytes": png_with_index(0), "path": "a.png"}]]}),
+                   folder / "test" / "0.parquet")
+    with pytest.raises(UserError, match=r"0\.parquet: row 0: expected a cue and one image per candidate \(2 "
+                                        r"candidates, 1 images\)"):
+        evaluate(None, folder)
