@@ -221,9 +221,16 @@ def visible(text: str) -> bool:
     return any(unicodedata.category(c)[0] not in ("Z", "C", "M") for c in text)
 
 
+MANIFEST_FIELDS = ("name", "description", "scale", "track", "suite", "dataset_size", "checkpoint_sha256")
+
+
 def check_manifest(m: object) -> dict:
     if not isinstance(m, dict):
         raise SubmissionError("manifest.json: expected a JSON object")
+    extra = sorted(k for k in m if k not in MANIFEST_FIELDS)
+    if extra:
+        raise SubmissionError(f"manifest.json: unknown field(s) {', '.join(map(repr, extra))}; a manifest has "
+                              f"{', '.join(MANIFEST_FIELDS)} (written by `datacurate submit`)")
     for f in ("name", "scale", "track", "suite", "checkpoint_sha256"):
         if not isinstance(m.get(f), str) or not visible(m[f]):
             raise SubmissionError(f"manifest.json: field {f!r} must be a non-empty string with a visible character")

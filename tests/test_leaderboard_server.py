@@ -548,6 +548,8 @@ MALFORMED = {
     "duplicate member": (lambda g: _zip(g, dup="manifest.json"), 422, "manifest.json appears more than once"),
     "invisible name": (lambda g: _zip(_raw_manifest(g, "name", '"\\u200b\\u200d \\u2066"')), 422,
                        "field 'name' must be a non-empty string with a visible character"),
+    "unknown manifest field": (lambda g: _zip(_raw_manifest(g, "evil", '{"a": 1}')), 422,
+                               "manifest.json: unknown field(s) 'evil'"),
     "huge number in a results line": (
         lambda g: _zip({**g, "eval_results.jsonl": g["eval_results.jsonl"].replace(b'"main_metric": ',
                                                                                    b'"main_metric": 1' + b"0" * 80 + b", \"x\": ", 1)}),

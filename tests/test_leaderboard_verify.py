@@ -35,11 +35,34 @@ def board(tmp_path_factory):
     shutil.copytree(runs["a"], liar)
     shutil.copy(runs["b"] / "checkpoints" / "epoch_latest.pt", liar / "checkpoints" / "epoch_latest.pt")
     runs["liar"] = liar
+    # the honest run's bundle with one task's score moved by 0.02, aggregates recomputed so it validates
+    tweaked = tmp / "tweaked"
+    shutil.copytree(runs["a"], tweaked)
+    _move_one_score(tweaked, pool, "emoji_group", 0.02)
+    runs["tweaked"] = tweaked
     db = tmp / "lb.sqlite"
     tokens = {"t1": new_token(db, "team-1"), "t2": new_token(db, "team-2")}
     server = Server(db).start()
     yield {"url": server.url, "db": db, "pool": pool, "runs": runs, "tokens": tokens, "tmp": tmp}
     server.stop()
+
+
+def _move_one_score(run, pool, key, delta):
+    """eval_results.jsonl with ``key``'s main metric moved by ``delta``; scores.json remade from the lines
+    as eval writes it (aggregates and their se consistent), so only re-evaluation can tell."""
+    from eval.results import parse_lines
+    from eval.runner import make_scores
+    from eval.tasks import resolve_suite
+
+    lines = {row["key"]: row for _, row in parse_lines((run / "eval_results.jsonl").read_text(), "x")}
+    m = lines[key]["metrics"]
+    m["main_metric"] = m["acc1"] = m["main_metric"] + delta
+    (run / "eval_results.jsonl").write_text("".join(json.dumps(r) + "\n" for r in lines.values()))
+    old = json.loads((run / "scores.json").read_text())
+    name, tasks = resolve_suite("offline", pool=pool)
+    new = make_scores(name, tasks, lines, {}, old["checkpoint_sha256"])
+    new["offline_fingerprint"] = old["offline_fingerprint"]
+    (run / "scores.json").write_text(json.dumps(new))
 
 
 def _submit(board, run, name, token, capsys, *extra):
@@ -63,17 +86,26 @@ def test_honest_entry_verified_and_liar_failed_with_the_differing_tasks(board, c
     assert "verifying" in out
     silent, out = _submit(board, board["runs"]["b"], "no checkpoint", board["tokens"]["t2"], capsys, "--no-checkpoint")
     assert "checkpoint sent" not in out
+    # the honest checkpoint with one task's score raised by 0.02 (aggregates consistent): validates, then fails
+    tweaked, out = _submit(board, board["runs"]["tweaked"], "tweaked", board["tokens"]["t1"], capsys,
+                           "--description", "one task +0.02")
+    assert "verifying" in out
     rows = _rows(board)
     assert rows["honest"]["verification"] == rows["liar"]["verification"] == "verifying"
     assert rows["no checkpoint"]["verification"] == "awaiting checkpoint"
     page = httpx.get(board["url"] + "/leaderboard/micro/byod").text
-    assert page.count(">verifying<") == 2
+    assert page.count(">verifying<") == 3
 
     assert main(["leaderboard", "verify", "--db", str(board["db"]), "--pool", f"micro={board['pool']}", "--once"]) == 0
-    assert "verified 2 entries" in capsys.readouterr().out
+    assert "verified 3 entries" in capsys.readouterr().out
     rows = _rows(board)
     assert rows["honest"]["verification"] == "verified"
     assert rows["liar"]["verification"] == "failed verification"
+    assert rows["tweaked"]["verification"] == "failed verification"
+    moved = httpx.get(board["url"] + f"/api/submissions/{tweaked}").json()["verification_detail"]
+    assert [k for k, t in moved["tasks"].items() if t["differs"]] == ["Emoji group"]
+    assert moved["tasks"]["Emoji group"]["submitted"] - moved["tasks"]["Emoji group"]["recomputed"] == \
+        pytest.approx(0.02)
     detail = httpx.get(board["url"] + f"/api/submissions/{liar}").json()["verification_detail"]
     differing = [k for k, t in detail["tasks"].items() if t["differs"]]
     assert differing and detail["message"].startswith(f"{len(differing)} of 4 task(s) differ")
