@@ -6,7 +6,14 @@ C concurrent clients, then times the ranked page, the JSON list and a details pa
 Reference measured in the same run: /healthz (the cheapest request the server answers),
 so the ratios say what validation, storage and rendering cost on top of HTTP itself.
 
+Also: the server's peak memory above idle while it refuses a 1 MiB gzip bomb (a uid file that
+inflates to 1 GiB; goal <= 64 MiB), and, with ``--verify K``, the verification throughput: K
+micro entries with their checkpoints (random-init TinyCLIP models, scored honestly first) queued
+and verified by one worker (``leaderboard verify``) on the offline suite of ``--pool`` (default: a
+9-image fixture pool; give ``runs/tiny/pool`` for the tiny board's 764 eval images).
+
     .venv/bin/python scripts/bench/leaderboard_load.py [--n 1000] [--clients 8] [--requests 200]
+    .venv/bin/python scripts/bench/leaderboard_load.py --n 1000 --verify 4 --pool runs/tiny/pool
 """
 from __future__ import annotations
 
@@ -25,7 +32,82 @@ from pathlib import Path
 import numpy as np
 
 ROOT = Path(__file__).resolve().parents[2]
-sys.path.insert(0, str(ROOT))
+sys.path[:0] = [str(ROOT), str(ROOT / "tests")]
+
+
+def rss_mib(pid: int) -> float:
+    """Resident memory of a process now (MiB), from /proc."""
+    for line in Path(f"/proc/{pid}/status").read_text().splitlines():
+        if line.startswith("VmRSS:"):
+            return int(line.split()[1]) / 1024
+    return float("nan")
+
+
+def peak_during(pid: int, action) -> tuple[float, object]:
+    """(peak resident MiB of ``pid`` sampled every millisecond while ``action()`` runs, its result)."""
+    import threading
+
+    peak, stop = [rss_mib(pid)], threading.Event()
+
+    def sample():
+        while not stop.is_set():
+            peak[0] = max(peak[0], rss_mib(pid))
+            time.sleep(0.001)
+
+    t = threading.Thread(target=sample, daemon=True)
+    t.start()
+    try:
+        result = action()
+    finally:
+        stop.set()
+        t.join()
+    return peak[0], result
+
+
+def gzip_bomb_bundle(good: bytes, inflated: int = 1 << 30) -> bytes:
+    """A valid filtering bundle whose uid file is gzip of ``inflated`` zero bytes (about 1 MiB on the wire)."""
+    import gzip
+    import zipfile
+
+    buf = io.BytesIO()
+    with gzip.GzipFile(fileobj=buf, mode="wb", compresslevel=9, mtime=0) as g:
+        block = bytes(64 << 20)
+        for _ in range(inflated // len(block)):
+            g.write(block)
+    out = io.BytesIO()
+    with zipfile.ZipFile(io.BytesIO(good)) as src, zipfile.ZipFile(out, "w") as dst:
+        for name in src.namelist():
+            data = buf.getvalue() if name == "subset.npy.gz" else src.read(name)
+            dst.writestr(zipfile.ZipInfo(name, date_time=(1980, 1, 1, 0, 0, 0)), data,
+                         compress_type=zipfile.ZIP_STORED if name == "subset.npy.gz" else zipfile.ZIP_DEFLATED)
+    return out.getvalue()
+
+
+def verification_rate(url: str, db: Path, token: str, k: int, pool: Path | None, tmp: Path, env: dict) -> dict:
+    """K micro entries (random-init models, honest offline scores) uploaded with their checkpoints, then
+    verified by one worker: entries per minute, and the verdicts."""
+    import httpx
+
+    from eval import evaluate_run
+    from leaderboard.submit import build_bundle, upload, upload_checkpoint
+    from test_eval_helpers import make_tiny_run, write_eval_parquet
+
+    if pool is None:
+        pool = tmp / "fixture_pool"
+        write_eval_parquet(pool)
+    for i in range(k):
+        run = make_tiny_run(tmp / f"verify_{i}", seed=100 + i)
+        evaluate_run(run, suite="offline", pool=pool, device="cpu", log=lambda *a: None)
+        res = upload(build_bundle(run, None, "micro", "byod", f"verify {i}", "", None, 1000), url, token)
+        upload_checkpoint(run / "checkpoints" / "epoch_latest.pt", url, res["id"], token)
+    t = time.perf_counter()
+    out = subprocess.run([sys.executable, "-m", "datacurate", "leaderboard", "verify", "--db", str(db),
+                          "--pool", f"micro={pool}", "--once"], env=env, cwd=ROOT, capture_output=True, text=True)
+    seconds = time.perf_counter() - t
+    rows = httpx.get(url + "/api/submissions", params={"scale": "micro"}, timeout=60).json()
+    verdicts = sorted(r["verification"] for r in rows)
+    return {"entries": k, "seconds": seconds, "per_minute": 60 * k / seconds, "verdicts": verdicts,
+            "pool": str(pool), "worker_rc": out.returncode}
 
 
 def make_bundles(n: int, pool: np.ndarray, subset_size: int, seed: int = 0) -> list[bytes]:
@@ -80,6 +162,8 @@ def main() -> int:
     ap.add_argument("--clients", type=int, default=8, help="concurrent upload clients (default 8)")
     ap.add_argument("--requests", type=int, default=200, help="timed GETs per page (default 200)")
     ap.add_argument("--subset-size", type=int, default=4000, help="largest uid subset per bundle (default 4000)")
+    ap.add_argument("--verify", type=int, default=0, metavar="K", help="also time the verification of K entries")
+    ap.add_argument("--pool", type=Path, default=None, help="with --verify: the pool whose offline suite verifies")
     args = ap.parse_args()
 
     import httpx
@@ -141,7 +225,7 @@ def main() -> int:
         with ThreadPoolExecutor(args.clients) as ex:
             list(ex.map(client, range(args.clients)))
         up_s = time.perf_counter() - t
-        stored = len(httpx.get(url + "/api/submissions", params={"scale": "tiny"}, timeout=120).json())
+        stored = int(httpx.get(url + "/api/submissions", params={"scale": "tiny"}, timeout=120).headers["x-total-count"])
         assert statuses.count(201) == args.n == stored, (statuses.count(201), stored)
         rate = args.n / up_s
 
@@ -161,6 +245,13 @@ def main() -> int:
         lat["ranked page, first view after an upload"] = fresh
         ref = statistics.median(lat["healthz (reference)"])
         page_bytes = len(httpx.get(url + "/leaderboard/tiny/filtering", timeout=120).content)
+        # a 1 MiB gzip bomb: the server's peak memory above idle while it refuses it
+        bomb = gzip_bomb_bundle(extra[0])
+        idle = rss_mib(proc.pid)
+        peak, answer = peak_during(proc.pid, lambda: httpx.post(url + "/api/submissions", content=bomb,
+                                                                headers=headers, timeout=120))
+        bomb_result = {"bytes": len(bomb), "status": answer.status_code, "idle_mib": idle, "peak_mib": peak}
+        verify = verification_rate(url, db, token, args.verify, args.pool, tmp, env) if args.verify else None
     finally:
         proc.terminate()
         proc.wait(30)
@@ -174,7 +265,15 @@ def main() -> int:
     for k, xs in lat.items():
         print(f"{k:45s} {statistics.median(xs) * 1e3:10.2f} {pct(xs, 99) * 1e3:10.2f} "
               f"{statistics.median(xs) / ref:10.1f}")
-    print(f"ranked page size with {args.n} rows: {page_bytes / 1e3:.0f} kB")
+    print(f"ranked page size with {args.n} entries: {page_bytes / 1e3:.0f} kB (first page of "
+          f"{min(args.n, 100)} rows)")
+    print(f"gzip bomb ({bomb_result['bytes'] / 2**20:.2f} MiB upload, 1 GiB inflated): HTTP {bomb_result['status']}, "
+          f"server peak {bomb_result['peak_mib'] - bomb_result['idle_mib']:+.1f} MiB above idle "
+          f"({bomb_result['idle_mib']:.0f} -> {bomb_result['peak_mib']:.0f} MiB; goal <= 64)")
+    if verify:
+        print(f"verification: {verify['entries']} entries in {verify['seconds']:.1f} s = {verify['per_minute']:.1f} "
+              f"entries/min by one worker on {os.cpu_count()} cores (pool {verify['pool']}); verdicts "
+              f"{verify['verdicts']}")
     return 0
 
 
