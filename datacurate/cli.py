@@ -14,7 +14,7 @@ import sys
 COMMANDS: list[tuple[str, str]] = [
     ("scales", "datacurate.cli:add_scales_parser"),
     ("pool", "datacurate.pool.cli:add_parser"),
-    ("filter-net", "filters.filter_net:add_parser"),
+    ("filter-net", "training.filter_net:add_parser"),
     ("embed", "filters.embed:add_parser"),
     ("filter", "filters.cli:add_parser"),
     ("reshard", "datacurate.reshard:add_parser"),

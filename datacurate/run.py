@@ -101,7 +101,7 @@ def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> 
         download_pool(pool, master=master)
 
     def fnet():
-        from filters.filter_net import train_filter_net
+        from training.filter_net import train_filter_net
 
         s = get_scale(scale)
         train_filter_net(pool, lay.fnet, seed=seed, steps=s.filter_net_steps, batch_size=s.filter_net_batch)

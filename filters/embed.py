@@ -20,12 +20,12 @@ from pathlib import Path
 
 import numpy as np
 
-from datacurate.clip import pick_device
+from datacurate.clip import pick_device, pick_threads
 from datacurate.errors import UserError
 from datacurate.layout import PoolLayout, as_pool
 from datacurate.images import to_rgb  # noqa: F401  (re-exported: tests and filters use embed.to_rgb)
 
-from .models import ModelSpec, fingerprint, load_spec, parse_model, pick_threads
+from .models import ModelSpec, fingerprint, load_spec, parse_model
 
 IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 HOLDOUT_SETS = ("eval", "trusted")

@@ -22,12 +22,12 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
+from datacurate.clip import FILTER_NET_NAME
 from datacurate.errors import UserError
 from datacurate.layout import NetLayout, RunLayout
 
 # upstream DataComp's names for the two models it ships scores for (datacomp README, metadata columns)
 UPSTREAM_NAMES = {("ViT-B-32", "openai"): "b32", ("ViT-L-14", "openai"): "l14"}
-FILTER_NET_NAME = "fnet"
 
 
 class ModelLoadError(UserError):
@@ -135,25 +135,6 @@ def fingerprint(spec: ModelSpec) -> str:
         for block in iter(lambda: f.read(1 << 20), b""):
             h.update(block)
     return f"{spec.arch}:sha256:{h.hexdigest()[:16]}"
-
-
-def pick_threads(requested: int | None = None) -> int:
-    """torch CPU threads: ``requested``, else torch's default, but 1 when the machine is oversubscribed.
-
-    On a CPU shared with other jobs (load average >= cores) torch's OpenMP threads spin and
-    wait for each other: measured here, a TinyCLIP training step took 9 s with 2 threads and
-    1.4 s with 1 at load 12 on 2 cores.
-    """
-    import torch
-
-    if requested:
-        return int(requested)
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] >= cores
-    except OSError:  # not available on this platform
-        busy = False
-    return 1 if busy else torch.get_num_threads()
 
 
 def load_spec(spec: ModelSpec, device: str = "cpu"):

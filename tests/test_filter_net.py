@@ -13,7 +13,7 @@ from embed_pool_maker import make_pool
 @pytest.fixture(scope="module")
 def trained(tmp_path_factory):
     """A handmade pool and a net trained on its trusted set (36 items) for 40 steps."""
-    from filters.filter_net import train_filter_net
+    from training.filter_net import train_filter_net
 
     root = tmp_path_factory.mktemp("fnet")
     pool = make_pool(root / "pool")
@@ -46,7 +46,7 @@ def test_training_reduces_loss_and_writes_a_loadable_checkpoint(trained):
 def test_same_seed_same_weights(trained, tmp_path):
     import torch
 
-    from filters.filter_net import train_filter_net
+    from training.filter_net import train_filter_net
 
     pool, net, _ = trained
     # fixed threads: a different thread count may round differently
@@ -59,7 +59,7 @@ def test_same_seed_same_weights(trained, tmp_path):
 
 def test_embed_with_the_net_and_auc_on_handmade_pool(trained, tmp_path):
     from filters.embed import embed_pool
-    from filters.filter_net import evaluate_auc, record_auc
+    from training.filter_net import evaluate_auc, record_auc
 
     pool, net, _ = trained
     pool = shutil.copytree(pool, tmp_path / "pool")
@@ -75,7 +75,7 @@ def test_embed_with_the_net_and_auc_on_handmade_pool(trained, tmp_path):
 
 def test_errors_are_clear(tmp_path):
     from datacurate.errors import UserError
-    from filters.filter_net import evaluate_auc, train_filter_net
+    from training.filter_net import evaluate_auc, train_filter_net
 
     with pytest.raises(UserError, match="trusted.parquet: no trusted set"):
         train_filter_net(tmp_path, tmp_path / "net", steps=1)
@@ -105,7 +105,7 @@ def test_swapped_captions_score_lower_on_micro_pool(micro_pool, tmp_path):
     0.62 is far above chance while leaving room for numeric differences between machines.
     """
     from filters.embed import embed_pool
-    from filters.filter_net import evaluate_auc, record_auc, train_filter_net
+    from training.filter_net import evaluate_auc, record_auc, train_filter_net
 
     pool = shutil.copytree(micro_pool, tmp_path / "pool")
     info = train_filter_net(pool, tmp_path / "net", steps=120, batch_size=64, seed=0)
@@ -126,7 +126,7 @@ def test_training_scenes_are_described_truly():
     """Captions that name the background must be true of the pixels the composer drew."""
     import random
 
-    from filters.filter_net_data import PALETTE, PHOTOS, Composer, random_caption
+    from training.filter_net_data import PALETTE, PHOTOS, Composer, random_caption
 
     comp = Composer(size=64, seed=3)
     seen = set()
@@ -158,7 +158,7 @@ def test_threads_drop_to_one_on_an_oversubscribed_machine(monkeypatch):
 
     import torch
 
-    from filters.models import pick_threads
+    from datacurate.clip import pick_threads
 
     cores = os.cpu_count() or 1
     monkeypatch.setattr(os, "getloadavg", lambda: (cores + 3.0, 0.0, 0.0))

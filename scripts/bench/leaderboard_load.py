@@ -88,6 +88,7 @@ def verification_rate(url: str, db: Path, token: str, k: int, pool: Path | None,
     verified by one worker: entries per minute, and the verdicts."""
     import httpx
 
+    from datacurate.layout import RunLayout
     from eval import evaluate_run
     from leaderboard.submit import build_bundle, upload, upload_checkpoint
     from test_eval_helpers import make_tiny_run, write_eval_parquet
@@ -99,7 +100,7 @@ def verification_rate(url: str, db: Path, token: str, k: int, pool: Path | None,
         run = make_tiny_run(tmp / f"verify_{i}", seed=100 + i)
         evaluate_run(run, suite="offline", pool=pool, device="cpu", log=lambda *a: None)
         res = upload(build_bundle(run, None, "micro", "byod", f"verify {i}", "", None, 1000), url, token)
-        upload_checkpoint(run / "checkpoints" / "epoch_latest.pt", url, res["id"], token)
+        upload_checkpoint(RunLayout(run).checkpoint, url, res["id"], token)
     t = time.perf_counter()
     out = subprocess.run([sys.executable, "-m", "datacurate", "leaderboard", "verify", "--db", str(db),
                           "--pool", f"micro={pool}", "--once"], env=env, cwd=ROOT, capture_output=True, text=True)

@@ -21,7 +21,7 @@ from datacurate.errors import UserError
 
 from datacurate.layout import NetLayout, PoolLayout, as_pool
 
-from .models import FILTER_NET_NAME, pick_threads
+from datacurate.clip import FILTER_NET_NAME, pick_threads
 
 DEFAULT_MODEL = "TinyCLIP-ViT-64"
 
