@@ -133,7 +133,7 @@ def make_bundles(n: int, pool: np.ndarray, subset_size: int, seed: int = 0) -> l
         buf = io.BytesIO()
         np.save(buf, sub)
         manifest = {"name": f"method {i}", "description": "load test", "scale": "tiny", "track": "filtering",
-                    "suite": suite.name, "dataset_size": size, "checkpoint_sha256": f"{i:064x}"}
+                    "suite": suite.name, "dataset_size": size, "checkpoint_sha256": __import__("hashlib").sha256(b"bench-%d" % i).hexdigest()}
         out.append(write_bundle(manifest, "\n".join(lines) + "\n", json.dumps(scores).encode(),
                                 json.dumps({"scale": "tiny"}).encode(), buf.getvalue()))
     return out
@@ -220,7 +220,10 @@ def main() -> int:
         def client(k):
             with httpx.Client(timeout=120) as c:
                 for data in bundles[k::args.clients]:
-                    statuses.append(c.post(url + "/api/submissions", content=data, headers=headers).status_code)
+                    r = c.post(url + "/api/submissions", content=data, headers=headers)
+                    statuses.append(r.status_code)
+                    if r.status_code != 201:
+                        print(f"upload refused: HTTP {r.status_code}: {r.text[:300]}", file=sys.stderr)
 
         t = time.perf_counter()
         with ThreadPoolExecutor(args.clients) as ex:
