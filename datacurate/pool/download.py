@@ -418,10 +418,10 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
             "sha256": ok.column("sha256").cast(pa.string()),
             "key": ok.column("key").cast(pa.string()),
         })
-        if FACE_BOXES in ok.column_names:
+        if uids and len(canonical[uids[0]]) > 2:   # the url list's face boxes, kept as upstream's metadata has them
             from ..schema import OPTIONAL
 
-            meta = meta.append_column(FACE_BOXES, ok.column(FACE_BOXES).cast(OPTIONAL[FACE_BOXES]))
+            meta = meta.append_column(FACE_BOXES, pa.array([canonical[u][2] for u in uids], OPTIONAL[FACE_BOXES]))
         write_table_atomic(cast_to_upstream(meta), out)
     return {"tried": t.num_rows, "succeeded": ok.num_rows, "failed": t.num_rows - ok.num_rows,
             "failed_by_reason": reasons, "error_messages": messages}
@@ -522,8 +522,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         if still:
             raise RuntimeError(f"{len(still)} shard(s) failed to download ({', '.join(still[:5])}...); "
                                "run the same command again to retry them")
-    canonical = {u: (url, text) for u, url, text in zip(
-        table.column("uid").to_pylist(), table.column("url").to_pylist(), table.column("text").to_pylist())}
+    cols = [table.column(c).to_pylist() for c in ("uid", "url", "text", FACE_BOXES) if c in table.column_names]
+    canonical = {row[0]: tuple(row[1:]) for row in zip(*cols)}   # uid -> (url, text[, face boxes])
     per_shard = {}
     reasons: dict[str, int] = {}
     messages: dict[str, int] = {}
