@@ -96,14 +96,12 @@ def test_no_module_joins_pool_or_run_folder_names_by_hand():
 def test_package_boundaries_hold():
     """pyproject.toml's import-linter contracts: the foundation imports no stage (the pipeline,
     datacurate.run, excepted), filters/training/eval are independent, no stage imports the leaderboard."""
-    import shutil
-
     from datacurate.env import child_env
 
-    exe = shutil.which("lint-imports", path=str(Path(sys.executable).parent)) or shutil.which("lint-imports")
-    assert exe, "import-linter is a dev dependency (pip install -e '.[dev]')"
-    res = subprocess.run([exe, "--no-cache"], cwd=ROOT, capture_output=True, text=True, timeout=300,
-                         env=child_env({"PYTHONPATH": str(ROOT)}))
+    # the console script's own entry point, run by this interpreter (no dependence on a script's shebang)
+    code = "import sys; from importlinter.cli import lint_imports_command; sys.exit(lint_imports_command())"
+    res = subprocess.run([sys.executable, "-c", code, "--no-cache"], cwd=ROOT, capture_output=True, text=True,
+                         timeout=300, env=child_env({"PYTHONPATH": str(ROOT)}))
     assert res.returncode == 0 and "0 broken" in res.stdout, res.stdout[-3000:] + res.stderr[-2000:]
 
 
