@@ -80,24 +80,32 @@ class folder_lock:
             self._fd = None
 
 
+def _probe_folder(folder: Path, target: Path, what: str) -> Path:
+    """The nearest existing folder at or above ``folder``, once a file was written in it and removed (a
+    read-only or foreign folder raises the OSError the one error path words); a file on the way is refused
+    with a line naming ``target``, the path the user gave."""
+    from .errors import UserError
+
+    up = folder
+    while not up.exists() and up != up.parent:
+        up = up.parent
+    if not up.is_dir():
+        raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({target})")
+    probe = up / f".datacurate.{os.getpid()}.probe"
+    probe.write_bytes(b"")
+    probe.unlink()
+    return up
+
+
 def check_writable_folder(path: str | os.PathLike, what: str = "output folder") -> Path:
     """Fail before the work, not after it: ``path`` is (or can become) a folder we can write in.
-
-    Nothing is created: the nearest existing folder on the way is probed with a file written and
-    removed at once (a read-only or foreign folder raises the OSError the one error path words)."""
+    Nothing is created (the probe goes in the nearest existing folder on the way)."""
     from .errors import UserError
 
     path = Path(path)
     if path.exists() and not path.is_dir():
         raise UserError(f"{path}: is a file; the {what} must be a folder: choose another --out")
-    up = path
-    while not up.exists() and up != up.parent:
-        up = up.parent
-    if not up.is_dir():
-        raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({path})")
-    probe = up / f".datacurate.{os.getpid()}.probe"
-    probe.write_bytes(b"")
-    probe.unlink()
+    _probe_folder(path, path, what)
     return path
 
 
@@ -109,13 +117,6 @@ def check_writable(path: str | os.PathLike, what: str = "output") -> Path:
     path = Path(path)
     if path.is_dir():
         raise UserError(f"{path}: is a folder; give the {what} file's name (e.g. {path / 'subset.npy'})")
-    for up in path.parents:
-        if up.exists():
-            if not up.is_dir():
-                raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({path})")
-            break
+    _probe_folder(path.parent, path, what)
     path.parent.mkdir(parents=True, exist_ok=True)
-    probe = path.parent / f".{path.name}.{os.getpid()}.probe"
-    probe.write_bytes(b"")
-    probe.unlink()
     return path

@@ -37,7 +37,7 @@ def make_uid(*parts: object) -> str:
 
 def is_uid(s: object) -> bool:
     """32 lowercase hex characters (``int(s, 16)`` alone would also take "0x...", "+..." and "_")."""
-    return isinstance(s, str) and _UID.match(s) is not None and len(s) == HEX_LEN
+    return isinstance(s, str) and _UID.fullmatch(s) is not None
 
 
 def check_uid_column(column, source: str, *, start: int = 0, unique: bool = True,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Callable
 
-from datacurate.clip import load_clip, pick_device, sha256_file  # noqa: F401  (sha256_file: eval's name for it)
+from datacurate.clip import load_clip, pick_device, sha256_file
 from datacurate.errors import UserError
 from datacurate.layout import RunLayout
 

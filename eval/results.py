@@ -44,16 +44,17 @@ def result_line(key: str, dataset: str, metrics: dict) -> dict:
     return {"key": key, "dataset": dataset, "metrics": {k: _clean(v) for k, v in metrics.items()}}
 
 
-def parse_lines(text: str, source: str, error: type = UserError) -> list[tuple[int, dict]]:
+def parse_lines(text: str, source: str, error: type = UserError, loads=None) -> list[tuple[int, dict]]:
     """eval_results.jsonl's text -> [(line number, row)], every row of upstream's shape
     ``{"key": str, "dataset": str, "metrics": {..., "main_metric": ...}}``; the one parser of the
-    format (eval reads runs with it, the leaderboard bundles); ``error`` is the exception raised."""
+    format (eval reads runs with it, the leaderboard bundles); ``error`` is the exception raised.
+    ``loads(line, where)``: a stricter JSON reader (the leaderboard's bounded one) instead of json.loads."""
     rows = []
     for i, line in enumerate(text.splitlines(), start=1):
         if not line.strip():
             continue
         try:
-            row = json.loads(line)
+            row = json.loads(line) if loads is None else loads(line, f"{source}: line {i}")
         except json.JSONDecodeError as e:
             raise error(f"{source}: line {i}: not JSON ({e.msg})") from None
         if not isinstance(row, dict) or not isinstance(row.get("key"), str) \

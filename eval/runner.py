@@ -216,7 +216,7 @@ def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATC
     elif task.type == ASSOCIATION:
         from .winogavil import evaluate as winogavil
 
-        metrics = winogavil(lm, folder, cache)
+        metrics = winogavil(lm, folder)
     else:
         raise UserError(f"task {task.key!r}: {task.note or 'no loader'}")
     metrics["main_metric"] = metrics.get(task.main_metric) if task.main_metric else None

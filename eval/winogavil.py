@@ -79,7 +79,7 @@ def jaccard(truth, picked) -> float:
     return float(np.logical_and(truth, picked).sum() / union) if union else 0.0
 
 
-def evaluate(lm, folder: Path, cache=None) -> dict:
+def evaluate(lm, folder: Path) -> dict:
     """Upstream's metrics over every row, and the main metric's bootstrap se over rows."""
     import numpy as np
     import torch

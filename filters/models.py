@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass
 from pathlib import Path
 
-from datacurate.clip import FILTER_NET_NAME
+from datacurate.clip import FILTER_NET_NAME, known_models
 from datacurate.errors import UserError
 from datacurate.layout import NetLayout, RunLayout
 
@@ -52,12 +52,6 @@ class ModelSpec:
     @property
     def txt_key(self) -> str:
         return f"{self.name}_txt"
-
-
-def _known_archs() -> list[str]:
-    from datacurate.clip import known_models
-
-    return known_models()
 
 
 def _check_name(name: str) -> str:
@@ -104,7 +98,7 @@ def parse_model(model: str, name: str | None = None) -> ModelSpec:
         raise ModelLoadError(f"{model}: a checkpoint file needs its architecture: pass ARCH:{model} "
                              "(e.g. TinyCLIP-ViT-64:path/to/checkpoint.pt)")
     arch, sep, tag = model.partition(":")
-    archs = _known_archs()
+    archs = known_models()
     if arch not in archs:
         raise ModelLoadError(f"--model {model!r}: no such file or directory, and {arch!r} is not an "
                              f"OpenCLIP architecture (e.g. ViT-B-32, ViT-L-14, TinyCLIP-ViT-64)")

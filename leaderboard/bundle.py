@@ -134,14 +134,17 @@ def check_json_value(obj, name: str) -> None:
                 stack.append((v, depth + 1, sub, False))
 
 
-def _json(data: bytes, name: str):
+def load_json(data: bytes | str, name: str):
     """A JSON member, parsed with bounds: numbers of at most MAX_NUMBER_CHARS characters, no NaN or
     Infinity, nesting and text as ``check_json_value`` allows; any defect is a SubmissionError (422)."""
     try:
-        obj = json.loads(data.decode("utf-8"), parse_int=_number("int", name), parse_float=_number("float", name),
+        text = data.decode("utf-8") if isinstance(data, (bytes, bytearray)) else data
+        obj = json.loads(text, parse_int=_number("int", name), parse_float=_number("float", name),
                          parse_constant=_no_constant(name))
-    except (UnicodeDecodeError, json.JSONDecodeError) as e:
-        raise SubmissionError(f"bundle: {name} is not valid JSON ({e})") from None
+    except UnicodeDecodeError as e:
+        raise SubmissionError(f"{name}: not UTF-8 text ({e})") from None
+    except json.JSONDecodeError as e:       # worded as eval.results.parse_lines words it
+        raise SubmissionError(f"{name}: not JSON ({e.msg} at character {e.pos})") from None
     except RecursionError:
         raise SubmissionError(f"{name}: nested deeper than {MAX_JSON_DEPTH} levels") from None
     check_json_value(obj, name)
@@ -177,7 +180,7 @@ def read_bundle(data: bytes, max_uid_bytes: int = 1 << 30) -> Bundle:
         if missing:
             raise SubmissionError(f"bundle: missing member(s) {', '.join(missing)}")
         raw = {n: _read_member(zf, n, MAX_TEXT_MEMBER) for n in REQUIRED}
-        manifest = _json(raw[MANIFEST], MANIFEST)
+        manifest = load_json(raw[MANIFEST], MANIFEST)
         if not isinstance(manifest, dict):
             raise SubmissionError("manifest.json: expected a JSON object")
         uids = None
@@ -201,8 +204,5 @@ def read_bundle(data: bytes, max_uid_bytes: int = 1 << 30) -> Bundle:
         results_text = raw[RESULTS].decode("utf-8")
     except UnicodeDecodeError:
         raise SubmissionError("eval_results.jsonl: not UTF-8 text") from None
-    for i, line in enumerate(results_text.splitlines(), start=1):   # the same bounds as the JSON members
-        if line.strip():
-            _json(line.encode("utf-8"), f"eval_results.jsonl: line {i}")
-    return Bundle(manifest=manifest, results_text=results_text, scores=_json(raw[SCORES], SCORES),
-                  info=_json(raw[INFO], INFO), uids=uids, content_hash=_content_hash(raw))
+    return Bundle(manifest=manifest, results_text=results_text, scores=load_json(raw[SCORES], SCORES),
+                  info=load_json(raw[INFO], INFO), uids=uids, content_hash=_content_hash(raw))

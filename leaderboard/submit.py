@@ -247,9 +247,9 @@ def _run(args) -> int:
         state = "already on the leaderboard" if res.get("duplicate") else "accepted"
         print(f"{state}: {res.get('url')}")
         sys.stdout.flush()
-        from datacurate.scales import offline_scales
-
-        if args.scale in offline_scales() and not args.no_checkpoint and res.get("verification") != "unverified":
-            ck = upload_checkpoint(RunLayout(run).checkpoint, args.to, res["id"], args.token, retries=args.retries)
-            print(f"checkpoint sent ({RunLayout(run).checkpoint.stat().st_size:,} bytes): {ck.get('verification')}")
+        # the server says whether it verifies this entry and has its checkpoint yet ("awaiting checkpoint")
+        if res.get("verification") == "awaiting checkpoint" and not args.no_checkpoint:
+            ckpt = RunLayout(run).checkpoint
+            ck = upload_checkpoint(ckpt, args.to, res["id"], args.token, retries=args.retries)
+            print(f"checkpoint sent ({ckpt.stat().st_size:,} bytes): {ck.get('verification')}")
     return 0

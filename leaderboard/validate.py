@@ -83,8 +83,10 @@ def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -
     """Upstream eval_results.jsonl lines -> {dataset name: main metric}, all suite tasks present."""
     from eval.results import parse_lines
 
+    from .bundle import load_json
+
     by_key: dict[str, float] = {}
-    for i, row in parse_lines(text, source, SubmissionError):
+    for i, row in parse_lines(text, source, SubmissionError, loads=load_json):
         key, value = row["key"], row["metrics"].get("main_metric")
         if key not in suite.tasks:
             if key in suite.unscored and value is None:

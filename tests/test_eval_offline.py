@@ -70,7 +70,8 @@ def test_offline_task_with_one_class_is_reported_missing_with_reason(tmp_path):
 def test_load_run_model_loads_the_checkpoint_weights(tmp_path):
     import torch
 
-    from eval.model import load_run_model, sha256_file
+    from datacurate.clip import sha256_file
+    from eval.model import load_run_model
 
     run = make_tiny_run(tmp_path / "run", seed=3)
     saved = torch.load(run / "checkpoints" / "epoch_latest.pt", weights_only=True)["state_dict"]

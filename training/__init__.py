@@ -1,8 +1,6 @@
 """Training: the fixed OpenCLIP recipe per scale (see ``datacurate.scales``)."""
 from __future__ import annotations
 
-from datacurate.clip import MODEL_CONFIG_DIR, register_model_configs  # noqa: F401  (the trainer's configs)
-
 
 def __getattr__(name: str):
     """The public API, imported on first use (keeps `datacurate --help` fast)."""
@@ -23,6 +21,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'training' has no attribute {name!r}")
 
 
-__all__ = ["register_model_configs", "MODEL_CONFIG_DIR", "train", "plan_training", "read_info",
+__all__ = ["train", "plan_training", "read_info",
            "TrainingFailed", "Recipe", "recipe_for", "RecipeError",
            "check_training_data", "TrainingDataError"]

@@ -85,7 +85,7 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     import pyarrow as pa
     import pyarrow.parquet as pq
 
-    from ..schema import URL_LIST, check_schema
+    from ..schema import OPTIONAL, URL_LIST, check_schema
 
     if not path.exists():
         raise DownloadError(f"{path}: no such url list (expected a parquet with columns uid, url, text)")
@@ -96,8 +96,6 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     required = dict(URL_LIST)
     if add_missing_uids and "uid" not in pf.schema_arrow.names:
         required.pop("uid")
-    from ..schema import OPTIONAL
-
     faces = {FACE_BOXES: OPTIONAL[FACE_BOXES]} if FACE_BOXES in pf.schema_arrow.names else {}
     check_schema(pf.schema_arrow, str(path), required=required, optional=faces)
     table = pf.read(columns=[c for c in ("uid", "url", "text", *faces) if c in pf.schema_arrow.names])
@@ -225,7 +223,7 @@ def _check_settings(pool: Path, settings: dict) -> None:
         for k in ("samples_per_shard", "url_list_sha256", "bbox_blurring"):
             if old.get(k) != settings.get(k):
                 raise DownloadError(
-                    f"{pool}/shards was started with {k}={old.get(k)!r}, now {settings[k]!r}; "
+                    f"{pool}/shards was started with {k}={old.get(k)!r}, now {settings.get(k)!r}; "
                     f"rerun with the same settings or remove {pool}/shards, {pool}/metadata and {path}")
     elif any(PoolLayout.at(pool).shards.glob("*_stats.json")):
         raise DownloadError(f"{pool}/shards holds shards from an unknown run ({path} is missing); "
@@ -387,7 +385,7 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
 
-    from ..schema import cast_to_upstream, write_table_atomic
+    from ..schema import OPTIONAL, cast_to_upstream, write_table_atomic
 
     lay = PoolLayout.at(pool)
     t = pq.read_table(lay.download_parquet(name))
@@ -419,8 +417,6 @@ def convert_shard(pool: Path, name: str, canonical: dict) -> dict:
             "key": ok.column("key").cast(pa.string()),
         })
         if uids and len(canonical[uids[0]]) > 2:   # the url list's face boxes, kept as upstream's metadata has them
-            from ..schema import OPTIONAL
-
             meta = meta.append_column(FACE_BOXES, pa.array([canonical[u][2] for u in uids], OPTIONAL[FACE_BOXES]))
         write_table_atomic(cast_to_upstream(meta), out)
     return {"tried": t.num_rows, "succeeded": ok.num_rows, "failed": t.num_rows - ok.num_rows,
