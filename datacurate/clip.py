@@ -34,22 +34,20 @@ FILTER_NET_NAME = "fnet"   # the filtering network's name in npz keys and its sc
 
 
 def pick_threads(requested: int | None = None) -> int:
-    """torch CPU threads: ``requested``, else torch's default, but 1 when the machine is oversubscribed.
+    """torch CPU threads: ``requested``, else torch's default (the machine's cores), never the load.
 
-    On a CPU shared with other jobs (load average >= cores) torch's OpenMP threads spin and
-    wait for each other: measured here, a TinyCLIP training step took 9 s with 2 threads and
-    1.4 s with 1 at load 12 on 2 cores.
+    The thread count changes the arithmetic's rounding, so it must not depend on what else
+    runs: picking 1 thread under load (as this did until 2026-12-02) made the tiny demo's
+    filtering network, trained right after the Spark download had raised the load, differ
+    from the same seed's network trained on an idle machine. Oversubscription is handled by
+    ``OMP_WAIT_POLICY=PASSIVE`` (:data:`datacurate.env.OFFLINE_ENV`): waiting threads sleep
+    instead of spinning.
     """
     import torch
 
     if requested:
         return int(requested)
-    cores = os.cpu_count() or 1
-    try:
-        busy = os.getloadavg()[0] >= cores
-    except OSError:  # not available on this platform
-        busy = False
-    return 1 if busy else torch.get_num_threads()
+    return torch.get_num_threads()
 
 
 def known_models() -> list[str]:

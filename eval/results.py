@@ -30,6 +30,10 @@ from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 from datacurate.layout import RunLayout
 
+# the fields of scores.json (eval.runner writes them): the leaderboard refuses any other
+SCORES_FIELDS = ("suite", "checkpoint_sha256", "aggregates", "aggregates_se", "tasks", "tasks_se", "main_metric",
+                 "chance", "missing", "complete", "eval_seconds", "offline_fingerprint")
+
 
 def _clean(v):
     """JSON-safe numbers: NaN -> None, numpy scalars -> Python."""

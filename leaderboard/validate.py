@@ -117,12 +117,40 @@ def compute_aggregates(suite: Suite, results: dict[str, float]) -> dict[str, flo
     return aggregate(results, suite.imagenet, suite.groups)
 
 
-def check_scores(claimed: object, computed: dict[str, float], source: str = "scores.json") -> None:
-    """Refuse a scores.json whose aggregates differ from the recomputed ones."""
+def _unknown_fields(obj: dict, known, source: str, what: str) -> None:
+    extra = sorted(str(k) for k in obj if k not in known)
+    if extra:
+        raise SubmissionError(f"{source}: unknown field(s) {', '.join(map(repr, extra[:5]))}; {what} holds only "
+                              f"{', '.join(known)}")
+
+
+def check_scores(claimed: object, computed: dict[str, float], source: str = "scores.json",
+                 results: dict[str, float] | None = None) -> None:
+    """Refuse a scores.json whose aggregates differ from the recomputed ones, that holds fields or
+    aggregates eval does not write, or whose per-task scores are not eval_results.jsonl's."""
+    from eval.results import SCORES_FIELDS
+
     if isinstance(claimed, dict) and isinstance(claimed.get("aggregates"), dict):
+        _unknown_fields(claimed, SCORES_FIELDS, source, "scores.json (written by `datacurate eval`)")
+        tasks = claimed.get("tasks")
+        if tasks is not None and results is not None:
+            if not isinstance(tasks, dict):
+                raise SubmissionError(f"{source}: field 'tasks' must be an object {{dataset: score}}")
+            for name, got in tasks.items():
+                want = results.get(name)
+                if want is None:
+                    raise SubmissionError(f"{source}: field 'tasks': {name!r} has no line in eval_results.jsonl")
+                if isinstance(got, bool) or not isinstance(got, (int, float)) or abs(float(got) - want) > AGGREGATE_TOLERANCE:
+                    raise SubmissionError(f"{source}: field 'tasks': {name!r} is {got!r} but eval_results.jsonl "
+                                          f"gives {want:.6f}")
         claimed = claimed["aggregates"]
+        source = f"{source}: field 'aggregates'"
     if not isinstance(claimed, dict):
         raise SubmissionError(f"{source}: expected a JSON object of aggregate scores")
+    extra = sorted(str(k) for k in claimed if k not in computed)
+    if extra:
+        raise SubmissionError(f"{source}: unknown aggregate(s) {', '.join(map(repr, extra[:5]))}; this suite's are "
+                              f"{', '.join(computed)}")
     for name, value in computed.items():
         got = claimed.get(name)
         if got is None:
@@ -260,6 +288,9 @@ def check_info(info: object, m: dict) -> dict:
     of something; the server reads it itself rather than trusting the client's check."""
     if not isinstance(info, dict):
         raise SubmissionError("info.json: expected a JSON object (the training run's info.json)")
+    from training.launch import INFO_FIELDS
+
+    _unknown_fields(info, INFO_FIELDS, "info.json", "a training run's info.json (written by `datacurate train`)")
     scale = info.get("scale")
     if not isinstance(scale, str) or not scale:
         raise SubmissionError("info.json: field 'scale' must be a non-empty string (written by `datacurate train`)")
@@ -295,7 +326,7 @@ def validate_bundle(bundle, pool: np.ndarray | None = None) -> Checked:
     suite = suite_tasks(m["suite"])
     results = parse_results(bundle.results_text, suite)
     aggregates = compute_aggregates(suite, results)
-    check_scores(bundle.scores, aggregates)
+    check_scores(bundle.scores, aggregates, results=results)
     tasks_se, aggregates_se = check_se(bundle.scores, suite, results, aggregates)
     if m["track"] == "filtering":
         if bundle.uids is None:

@@ -231,6 +231,9 @@ def test_evaluate_run_exact_through_wds_folders(tmp_path):
     assert scores["aggregates"]["Average"] == pytest.approx((25 / 36 + 0.625) / 2, abs=1e-15)
     assert scores["complete"] and scores["missing"] == {}
     assert scores["chance"]["Toy retrieval"] == 0.25
+    from eval.results import SCORES_FIELDS       # the fields the leaderboard accepts
+
+    assert list(scores) == [f for f in SCORES_FIELDS if f != "offline_fingerprint"]   # not the offline suite
     # every main metric carries its bootstrap se; scores.json repeats them and combines them
     se_cls, se_ret = cls["main_metric_se"], ret["main_metric_se"]
     assert 0 < se_cls < 0.5 and 0 < se_ret < 0.5

@@ -66,7 +66,7 @@ def test_bundle_is_deterministic_and_validates(tmp_path):
     bundle, checked = check_bundle(a)
     assert checked.manifest["dataset_size"] == 200
     assert len(bundle.uids) == 200
-    assert checked.aggregates["Average"] == pytest.approx(json.loads((run / "scores.json").read_text())["Average"])
+    assert checked.aggregates["Average"] == pytest.approx(json.loads((run / "scores.json").read_text())["aggregates"]["Average"])
     c = build_bundle(run, sub, "micro", "filtering", "another name")
     assert read_bundle(c).content_hash != bundle.content_hash
 
@@ -129,7 +129,7 @@ def test_bundle_defects_are_refused(tmp_path):
 def test_tampered_scores_refused(tmp_path):
     run = make_run(tmp_path / "run")
     scores = json.loads((run / "scores.json").read_text())
-    scores["VTAB"] += 0.01
+    scores["aggregates"]["VTAB"] += 0.01
     (run / "scores.json").write_text(json.dumps(scores))
     sub = make_subset(tmp_path / "s.npy", pool_uids()[:50])
     with pytest.raises(SubmissionError, match="aggregate 'VTAB' is .* per-task results give"):

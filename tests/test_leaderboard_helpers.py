@@ -56,7 +56,7 @@ def make_run(root: Path, values: dict[str, float] | None = None, seed: int = 0, 
     agg = compute_aggregates(s, results)
     extra = {} if se is None else {"tasks_se": {n: se for n in results},
                                    "aggregates_se": compute_aggregates_se(s, {n: se for n in results})}
-    (run / "scores.json").write_text(json.dumps({"suite": s.name, **agg, **extra}))
+    (run / "scores.json").write_text(json.dumps({"suite": s.name, "aggregates": agg, "tasks": results, **extra}))
     (run / "info.json").write_text(json.dumps({"scale": scale, "seed": seed}))
     (run / "checkpoints" / "epoch_latest.pt").write_bytes(b"checkpoint-%d" % seed)
     return run

@@ -53,7 +53,7 @@ def test_upload_list_page_and_dedup(lb, capsys):
     assert [x["id"] for x in rows].count(sid) == 1
     one = httpx.get(lb["url"] + f"/api/submissions/{sid}").json()
     scores = json.loads((run / "scores.json").read_text())
-    assert one["average"] == pytest.approx(scores["Average"]) and one["dataset_size"] == 400
+    assert one["average"] == pytest.approx(scores["aggregates"]["Average"]) and one["dataset_size"] == 400
     assert one["team"] == "team-a" and len(one["results"]) == 38
     assert httpx.get(lb["url"] + f"/api/submissions/{sid}/bundle").content == data
     page = httpx.get(link)
@@ -101,7 +101,7 @@ def test_refusals(lb):
     def tamper(run):
         p = run / "scores.json"
         s = json.loads(p.read_text())
-        s["Average"] = min(1.0, s["Average"] + 0.05)
+        s["aggregates"]["Average"] = min(1.0, s["aggregates"]["Average"] + 0.05)
         p.write_text(json.dumps(s))
 
     def malformed_se(run):
@@ -475,6 +475,11 @@ def _good_members(lb) -> dict[str, bytes]:
         return {n: zf.read(n) for n in zf.namelist()}
 
 
+def _json_member(members: dict[str, bytes], name: str, change) -> dict[str, bytes]:
+    """Members with one JSON member rewritten by ``change(dict) -> dict``."""
+    return {**members, name: json.dumps(change(json.loads(members[name]))).encode()}
+
+
 def _zip(members, *, flag=None, method=None, dup=None) -> bytes:
     """A bundle zip from members; ``flag``/``method``: (member, value) for one member's header; ``dup``: a
     member written twice."""
@@ -550,6 +555,19 @@ MALFORMED = {
                        "field 'name' must be a non-empty string with a visible character"),
     "unknown manifest field": (lambda g: _zip(_raw_manifest(g, "evil", '{"a": 1}')), 422,
                                "manifest.json: unknown field(s) 'evil'"),
+    "unknown info.json field": (lambda g: _zip(_json_member(g, "info.json", lambda d: {**d, "note": "x" * 100})),
+                                422, "info.json: unknown field(s) 'note'"),
+    "unknown scores.json field": (lambda g: _zip(_json_member(g, "scores.json", lambda d: {**d, "ads": [1]})),
+                                  422, "scores.json: unknown field(s) 'ads'"),
+    "extra aggregate": (lambda g: _zip(_json_member(g, "scores.json", lambda d: {
+                            **d, "aggregates": {**d["aggregates"], "Best ever": 1.0}})),
+                        422, "scores.json: field 'aggregates': unknown aggregate(s) 'Best ever'"),
+    "task score not the results'": (lambda g: _zip(_json_member(g, "scores.json", lambda d: {
+                                        **d, "tasks": {k: v + 0.5 for k, v in d["tasks"].items()}})),
+                                    422, "scores.json: field 'tasks': "),
+    "task not in the results": (lambda g: _zip(_json_member(g, "scores.json", lambda d: {
+                                    **d, "tasks": {**d["tasks"], "Made up": 0.9}})),
+                                422, "'Made up' has no line in eval_results.jsonl"),
     "huge number in a results line": (
         lambda g: _zip({**g, "eval_results.jsonl": g["eval_results.jsonl"].replace(b'"main_metric": ',
                                                                                    b'"main_metric": 1' + b"0" * 80 + b", \"x\": ", 1)}),

@@ -216,6 +216,9 @@ def test_micro_run_writes_the_run_layout(micro_run, micro_data):
     micro_run = micro_run[0]
     info = json.loads((micro_run / "info.json").read_text())
     assert info["finished"] is True and info["scale"] == "micro" and info["model"] == "TinyCLIP-ViT-64"
+    from training.launch import INFO_FIELDS      # the fields the leaderboard accepts, no more, no fewer
+
+    assert tuple(info) == INFO_FIELDS
     assert info["checkpoint"] == "checkpoints/epoch_latest.pt"
     assert info["samples_seen"] == info["recipe"]["samples_seen"] == 4096
     assert info["data_size"] == 512 and info["data"] == str(micro_data.resolve())

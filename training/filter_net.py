@@ -50,14 +50,13 @@ def _cosine_lr(step: int, total: int, warmup: int, base: float) -> float:
 
 def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: float = 1e-3,
                      weight_decay: float = 0.1, seed: int = 0, model: str = DEFAULT_MODEL,
-                     threads: int | None = None) -> dict:
+                     threads: int | None = None, loader_workers: int = 1) -> dict:
     """Train the filtering network on ``POOL/holdout/trusted.parquet``; write NET/checkpoint.pt + info.json.
 
     fp32 on CPU (amp is much slower there); the whole loop is in-process with open_clip's
-    model and ClipLoss. Returns the info dict.
+    model and ClipLoss; ``loader_workers=1`` composes the batches in a loader process beside the
+    training step (0: inline, the same bytes, slower). Returns the info dict.
     """
-    import random
-
     import open_clip
     import torch
     from torchvision import transforms as T
@@ -65,7 +64,7 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
 
     from datacurate.clip import load_clip
 
-    from .filter_net_data import Composer, load_items, random_caption
+    from .filter_net_data import Composer, TrainingBatches, batch_loader, load_items
 
     if steps < 1 or batch_size < 2:
         raise UserError("--steps must be >= 1 and --batch-size >= 2")
@@ -73,7 +72,6 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     src, table = _trusted_table(Path(pool))
     torch.set_num_threads(pick_threads(threads))
     torch.manual_seed(seed)
-    rng = random.Random(seed)
     net, preprocess, tokenizer = load_clip(model, None, "cpu")       # a fresh initialisation, seeded above
     normalize = next(t for t in preprocess.transforms if isinstance(t, T.Normalize))
     size = net.visual.image_size
@@ -89,20 +87,17 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
                              {"params": no_decay, "weight_decay": 0.0}], lr=lr, betas=(0.9, 0.98), eps=1e-6)
     loss_fn = open_clip.ClipLoss()
     warmup = max(1, steps // 10)
-    order: list[int] = []
     losses = []
     net.train()
+    # the batches are composed in a loader process while the model trains on the previous one;
+    # they continue torch's RNG from here, so the checkpoint is the one an inline loop gives
+    stream = TrainingBatches(items, composer, tokenizer, to_tensor, steps=steps, batch_size=batch_size,
+                             seed=seed, torch_state=torch.get_rng_state())
+    batches = batch_loader(stream, workers=loader_workers)
     t0 = time.time()
     bar = tqdm(range(steps), desc="filter-net train", unit="step")
     for step in bar:
-        if len(order) < batch_size:  # epoch boundary: a fresh shuffle, batches never repeat an item
-            fresh = list(range(len(items)))
-            rng.shuffle(fresh)
-            order += fresh
-        idx, order = order[:batch_size], order[batch_size:]
-        views = [composer(items[i]) for i in idx]  # (image, scene): captions may name the background
-        pix = torch.stack([to_tensor(im) for im, _ in views])
-        tok = tokenizer([random_caption(items[i], rng, scene) for i, (_, scene) in zip(idx, views)])
+        pix, tok = next(batches)
         for g in opt.param_groups:
             g["lr"] = _cosine_lr(step, steps, warmup, lr)
         img_f, txt_f, scale = net(pix, tok)[:3]

@@ -16,6 +16,8 @@ import io
 import random
 
 import numpy as np
+import torch
+from torch.utils.data import DataLoader, IterableDataset
 
 # caption templates: the item's own caption most of the time, otherwise its name in a template
 TEMPLATES = (
@@ -166,3 +168,52 @@ class Composer:
         x, y = r.randrange(0, c - fg.width + 1), r.randrange(0, c - fg.height + 1)
         bg.paste(fg, (x, y), fg)
         return self.jitter(self.crop(bg)), scene
+
+
+def training_batches(items: list[dict], composer: Composer, tokenizer, to_tensor, *, steps: int,
+                     batch_size: int, seed: int, torch_state=None):
+    """Yield ``steps`` (pixels, tokens) batches: epochs of fresh shuffles, one view and caption per item.
+
+    One generator owns every random draw of the batches: the Python RNG for order and captions
+    (seeded by ``seed``), the composer's own RNG, and torch's global RNG for its crops and jitter,
+    which continues from ``torch_state`` (the state the model's initialisation left). Run in the
+    trainer's process or in a loader worker, it yields the same bytes."""
+    if torch_state is not None:
+        torch.set_rng_state(torch_state)
+    rng = random.Random(seed)
+    order: list[int] = []
+    for _ in range(steps):
+        if len(order) < batch_size:  # epoch boundary: a fresh shuffle, batches never repeat an item
+            fresh = list(range(len(items)))
+            rng.shuffle(fresh)
+            order += fresh
+        idx, order = order[:batch_size], order[batch_size:]
+        views = [composer(items[i]) for i in idx]  # (image, scene): captions may name the background
+        pix = torch.stack([to_tensor(im) for im, _ in views])
+        tok = tokenizer([random_caption(items[i], rng, scene) for i, (_, scene) in zip(idx, views)])
+        yield pix, tok
+
+
+
+
+class TrainingBatches(IterableDataset):
+    """The batch stream as a dataset a torch DataLoader worker can run (see :func:`batch_loader`)."""
+
+    def __init__(self, *args, **kwargs):
+        self.args, self.kwargs = args, kwargs
+
+    def __iter__(self):
+        return training_batches(*self.args, **self.kwargs)
+
+
+def batch_loader(stream: TrainingBatches, workers: int = 1, prefetch: int = 4):
+    """Iterate ``stream`` in a loader process, so that composing the next batches overlaps the
+    training step (with 0 workers, inline). One worker at most: the batches are one sequential
+    random stream, and the worker's own torch seed does not matter since the stream sets torch's
+    RNG state itself."""
+    if workers <= 0:
+        return iter(stream)
+    if workers != 1:
+        raise ValueError("the filtering network's batches are one random stream: 0 or 1 loader worker")
+    return iter(DataLoader(stream, batch_size=None, num_workers=1, prefetch_factor=prefetch,
+                           generator=torch.Generator().manual_seed(0)))

@@ -267,20 +267,6 @@ def _stop_on_sigterm():
     return lambda: signal.signal(signal.SIGTERM, previous)
 
 
-def cpu_thread_env(plan: LaunchPlan) -> dict:
-    """On the CPU, OpenMP threads that wait sleep instead of spinning (``OMP_WAIT_POLICY=PASSIVE``).
-
-    The trainer's intra-op threads share the cores with the data-loader worker that decodes
-    the next batch; spinning threads took the worker's CPU time (tiny, 2 idle cores, 5,120
-    samples of the same data, runs alternated: 0.60 and 0.58 s a step spinning, 0.51 and
-    0.51 s with PASSIVE). Scheduling only: the arithmetic, and so the checkpoint bytes, are
-    the same. A value the user set wins.
-    """
-    if not plan.device.startswith("cpu") or "OMP_WAIT_POLICY" in os.environ:
-        return {}
-    return {"OMP_WAIT_POLICY": "PASSIVE"}
-
-
 def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[int, float]:
     """Start OpenCLIP, show a progress bar from its step lines; return (exit code, wall seconds)."""
     from tqdm import tqdm
@@ -288,7 +274,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
     from datacurate.env import child_env
 
     env = child_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-                     "PYTHONUNBUFFERED": "1", **cpu_thread_env(plan)})
+                     "PYTHONUNBUFFERED": "1"})
     tail: deque[str] = deque(maxlen=40)
     bar = tqdm(total=plan.samples_seen, initial=start_samples, unit="sample", unit_scale=True,
                desc=f"train {plan.recipe.scale}", disable=not progress, dynamic_ncols=True)
@@ -380,6 +366,11 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
     return _finish(plan, state)
 
 
+# the fields of RUN/info.json, as written below: the leaderboard refuses any other
+INFO_FIELDS = ("scale", "model", "checkpoint", "recipe", "data", "subset_fingerprint", "data_fingerprint",
+               "data_size", "samples_seen", "skipped_samples", "wall_time_s", "attempts", "device", "precision",
+               "world_size", "per_device_batch", "accum_freq", "workers", "seed", "versions", "finished",
+               "finished_at")
 MAX_SKIPPED_SHARE = 0.02   # samples OpenCLIP may skip (undecodable images...) before the run is refused
 _SKIPPED = re.compile(r"Handling webdataset error \((\w+)")
 
