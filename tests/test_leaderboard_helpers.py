@@ -76,10 +76,12 @@ def free_port() -> int:
 class Server:
     """`datacurate leaderboard serve` in a subprocess on 127.0.0.1."""
 
-    def __init__(self, db: Path, port: int | None = None, max_upload_mb: float = 1.0):
+    def __init__(self, db: Path | str, port: int | None = None, max_upload_mb: float = 1.0,
+                 log: Path | None = None):
+        """``db``: a SQLite file or a database URL (then ``log`` names the server's log file)."""
         self.db, self.port, self.max_upload_mb = db, port or free_port(), max_upload_mb
         self.proc: subprocess.Popen | None = None
-        self.log = db.with_suffix(".log")
+        self.log = Path(log) if log else Path(db).with_suffix(".log")
 
     @property
     def url(self) -> str:

@@ -27,6 +27,21 @@ def lb(tmp_path_factory):
     server.stop()
 
 
+@pytest.fixture(scope="module")
+def lb_pg(tmp_path_factory):
+    """The same server on a throwaway PostgreSQL database (skipped, with the reason, without one)."""
+    from postgres_server import Postgres
+
+    tmp = tmp_path_factory.mktemp("lb_pg")
+    with Postgres() as pg:
+        token = new_token(pg.url, "team-a")
+        pool = make_subset(tmp / "pool.npy", pool_uids())
+        assert main(["leaderboard", "pool", "--db", pg.url, "--scale", "micro", "--uids", str(pool)]) == 0
+        server = Server(pg.url, log=tmp / "server.log").start()
+        yield {"url": server.url, "token": token, "tmp": tmp, "db": pg.url, "server": server}
+        server.stop()
+
+
 def post(lb, data: bytes, token: str | None = "default", client=httpx):
     headers = {"Content-Type": "application/zip"}
     tok = lb["token"] if token == "default" else token
@@ -577,6 +592,34 @@ MALFORMED = {
 
 @pytest.mark.parametrize("case", list(MALFORMED))
 def test_malformed_upload_is_a_4xx_with_one_line_and_stores_nothing(lb, case):
+    _refused_and_nothing_stored(lb, case)
+
+
+@pytest.mark.parametrize("case", ["NaN", "lone surrogate", "NUL in text", "invisible name", "unknown info.json field",
+                                  "huge integer", "deeply nested JSON"])
+def test_malformed_upload_on_postgresql(lb_pg, case):
+    """The refusals that concern text and numbers, on PostgreSQL: it refuses NUL and lone surrogates
+    in text itself, so they must be caught before the database (a 422, not a 500)."""
+    _refused_and_nothing_stored(lb_pg, case)
+
+
+def test_entries_are_stored_and_ranked_on_postgresql(lb_pg):
+    """An honest upload with non-ASCII text round-trips through PostgreSQL and is listed and ranked."""
+    a = bundle_for(lb_pg["tmp"], "pg_a", name="méthode 🍄 α", seed=1, base=0.3)
+    b = bundle_for(lb_pg["tmp"], "pg_b", name="plain", seed=2, base=0.5)
+    for data in (a, b):
+        r = post(lb_pg, data)
+        assert r.status_code == 201, r.text[:500]
+    r = httpx.get(lb_pg["url"] + "/api/submissions", params={"scale": "micro", "track": "filtering"})
+    rows = r.json()
+    assert r.headers["x-total-count"] == "2"
+    assert [x["name"] for x in rows] == ["plain", "méthode 🍄 α"] and [x["rank"] for x in rows] == [1, 2]
+    assert post(lb_pg, a).json()["duplicate"] is True                   # the same bundle again: not a new entry
+    page = httpx.get(lb_pg["url"] + "/leaderboard/micro/filtering")
+    assert page.status_code == 200 and "méthode 🍄 α" in page.text
+
+
+def _refused_and_nothing_stored(lb, case):
     make_bundle, status, reason = MALFORMED[case]
     total = lambda: int(httpx.get(lb["url"] + "/api/submissions").headers["x-total-count"])  # noqa: E731
     before = total()
