@@ -47,6 +47,36 @@ class Thumb:
         return self.pixels.shape[1] / self.width
 
 
+def _prepare(a: "Thumb", b: "Thumb", inner: float, tolerance: float, step: float):
+    """(template, search picture, scales): the smaller picture's centre, the larger picture, and the
+    relative scales to try, in the order the search goes (from the lower bound up)."""
+    if a.width * a.height > b.width * b.height:
+        a, b = b, a
+    ta = a.pixels.astype(np.float32)
+    tb = b.pixels.astype(np.float32)
+    # original a -> original b scale, from the areas; then into thumbnail pixels
+    r0 = np.sqrt((b.width * b.height) / (a.width * a.height)) * b.scale / a.scale
+    h, w = ta.shape[:2]
+    t = ta[int(h * inner): h - int(h * inner), int(w * inner): w - int(w * inner)]
+    scales, s = [], r0 * (1 - tolerance)
+    while s <= r0 * (1 + tolerance) * 1.0001:
+        scales.append(s)
+        s *= step
+    return t, tb, r0, scales
+
+
+def _score_at(t: np.ndarray, tb: np.ndarray, s: float) -> float | None:
+    """The best correlation of template ``t`` resized by ``s`` anywhere in ``tb`` (None: does not fit)."""
+    import cv2
+
+    tw, th = round(t.shape[1] * s), round(t.shape[0] * s)
+    if not (4 <= tw <= tb.shape[1] and 4 <= th <= tb.shape[0]):
+        return None
+    tt = cv2.resize(t, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
+    r = cv2.matchTemplate(tb, tt, cv2.TM_CCOEFF_NORMED)
+    return float(np.nan_to_num(r, nan=-1.0).max())
+
+
 def alignment_score(a: Thumb, b: Thumb, inner: float = 0.12, tolerance: float = 0.15,
                     step: float = 1.03) -> float:
     """Best correlation of the centre of the smaller picture placed anywhere in the larger one.
@@ -56,22 +86,22 @@ def alignment_score(a: Thumb, b: Thumb, inner: float = 0.12, tolerance: float = 
     within +-this of what the two pictures' areas imply (a crop changes the area a little).
     Returns -1 when the pictures are too small to compare.
     """
-    import cv2
-
-    if a.width * a.height > b.width * b.height:
-        a, b = b, a
-    ta = a.pixels.astype(np.float32)
-    tb = b.pixels.astype(np.float32)
-    # original a -> original b scale, from the areas; then into thumbnail pixels
-    r0 = np.sqrt((b.width * b.height) / (a.width * a.height)) * b.scale / a.scale
-    h, w = ta.shape[:2]
-    t = ta[int(h * inner): h - int(h * inner), int(w * inner): w - int(w * inner)]
-    best, s = -1.0, r0 * (1 - tolerance)
-    while s <= r0 * (1 + tolerance) * 1.0001:
-        tw, th = round(t.shape[1] * s), round(t.shape[0] * s)
-        if 4 <= tw <= tb.shape[1] and 4 <= th <= tb.shape[0]:
-            tt = cv2.resize(t, (tw, th), interpolation=cv2.INTER_AREA if s < 1 else cv2.INTER_LINEAR)
-            r = cv2.matchTemplate(tb, tt, cv2.TM_CCOEFF_NORMED)
-            best = max(best, float(np.nan_to_num(r, nan=-1.0).max()))
-        s *= step
+    t, tb, _, scales = _prepare(a, b, inner, tolerance, step)
+    best = -1.0
+    for s in scales:
+        v = _score_at(t, tb, s)
+        if v is not None:
+            best = max(best, v)
     return best
+
+
+def aligned(a: Thumb, b: Thumb, min_alignment: float, inner: float = 0.12, tolerance: float = 0.15,
+            step: float = 1.03) -> bool:
+    """``alignment_score(a, b) >= min_alignment``, answered as soon as one scale reaches it: the
+    same scales, tried from the one the areas imply outwards, so a copy usually stops at the first."""
+    t, tb, r0, scales = _prepare(a, b, inner, tolerance, step)
+    for s in sorted(scales, key=lambda x: abs(np.log(x / r0))):
+        v = _score_at(t, tb, s)
+        if v is not None and v >= min_alignment:
+            return True
+    return -1.0 >= min_alignment        # no scale fits: the score is -1

@@ -50,3 +50,19 @@ def test_thumbnails_are_small_and_keep_the_original_size():
     assert (t.width, t.height) == (300, 200)
     assert max(t.pixels.shape[:2]) == 96 and t.pixels.dtype == np.uint8
     assert abs(t.scale - 96 / 300) < 1e-9
+
+
+def test_aligned_answers_as_the_score_does_at_every_threshold():
+    """`aligned` stops at the first scale that reaches the threshold: the same yes/no as the full score."""
+    from filters.image_align import aligned
+
+    a = _scene(0)
+    w, h = a.size
+    crop = a.crop((int(w * 0.05), 0, w - int(w * 0.02), h - int(h * 0.06)))
+    pics = [Thumb(_jpeg(p, q)) for p, q in ((a, 90), (crop, 70), (_scene(0, object_at=(85, 60)), 80),
+                                            (_scene(1), 80), (a.resize((40, 36)), 60))]
+    for x in pics:
+        for y in pics:
+            score = alignment_score(x, y)
+            for t in (-1.0, 0.0, 0.5, 0.8, 0.9, 0.95, score, np.nextafter(score, 2.0)):
+                assert aligned(x, y, t) == (score >= t), (score, t)

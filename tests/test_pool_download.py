@@ -319,3 +319,34 @@ def test_face_boxes_are_blurred_as_upstreams_download_does(tmp_path, spark):
             assert abs(face.std() - plain.std()) < 1e-6 and np.array_equal(face, plain)
     with pytest.raises(Exception, match="bbox_blurring"):             # the same shards, now asked unblurred
         download_pool(pools[True], spark=spark, samples_per_shard=4, progress=False, blur_faces=False)
+
+
+def test_verify_sha256_keeps_only_images_whose_bytes_match_the_url_list(tmp_path, spark):
+    """--verify-sha256: upstream's metadata ships each image's sha256; an image whose bytes changed since
+    the crawl is a failure (hash_mismatch), the others arrive with that very hash in the metadata."""
+    import hashlib
+
+    from datacurate.pool.download import DownloadError, download_pool
+
+    pool = tmp_path / "pool"
+    truth = make_download_pool(pool, n_good=4, n_missing=0, n_garbage=0)
+    urls = pq.read_table(pool / "urls.parquet")
+    sums = [hashlib.sha256((pool / "www" / u[len(URL_BASE):]).read_bytes()).hexdigest()
+            for u in urls.column("url").to_pylist()]
+    changed = urls.column("uid")[1].as_py()
+    sums[1] = hashlib.sha256(b"the picture as it was crawled").hexdigest()
+    pq.write_table(urls.append_column("sha256", pa.array(sums, pa.string())), pool / "urls.parquet")
+    s = download_pool(pool, spark=spark, samples_per_shard=8, progress=False, verify_sha256=True)
+    assert (s["succeeded"], s["failed"], s["failed_by_reason"]) == (3, 1, {"hash_mismatch": 1})
+    meta = read_all_metadata(pool)
+    want = dict(zip(urls.column("uid").to_pylist(), sums))
+    assert changed not in meta.column("uid").to_pylist() and len(truth["good"]) == 4
+    assert {u: h for u, h in zip(meta.column("uid").to_pylist(), meta.column("sha256").to_pylist())} == \
+        {u: h for u, h in want.items() if u != changed}
+    with pytest.raises(DownloadError, match="verify_sha256"):         # the same shards, now unchecked
+        download_pool(pool, spark=spark, samples_per_shard=8, progress=False)
+    plain = tmp_path / "plain"                                         # without sha256 there is nothing to check
+    make_download_pool(plain, n_good=2, n_missing=0, n_garbage=0)
+    with pytest.raises(DownloadError, match="no 'sha256' column"):
+        download_pool(plain, spark=spark, samples_per_shard=8, progress=False, verify_sha256=True)
+    assert not (plain / "shards").exists() or not any((plain / "shards").iterdir())

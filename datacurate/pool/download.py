@@ -44,6 +44,7 @@ STATE_DIR = ".download"  # POOL/.download: the rewritten input and the settings 
 
 
 FACE_BOXES = "face_bboxes"   # upstream's column of face boxes to blur
+CHECKSUM = "sha256"          # upstream's metadata: the sha256 of each image's bytes as it was crawled
 
 
 class DownloadError(UserError):
@@ -97,6 +98,8 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     if add_missing_uids and "uid" not in pf.schema_arrow.names:
         required.pop("uid")
     faces = {FACE_BOXES: OPTIONAL[FACE_BOXES]} if FACE_BOXES in pf.schema_arrow.names else {}
+    if CHECKSUM in pf.schema_arrow.names:   # kept for --verify-sha256
+        faces[CHECKSUM] = pa.string()
     check_schema(pf.schema_arrow, str(path), required=required, optional=faces)
     table = pf.read(columns=[c for c in ("uid", "url", "text", *faces) if c in pf.schema_arrow.names])
     if "uid" not in table.column_names:
@@ -220,7 +223,7 @@ def _check_settings(pool: Path, settings: dict) -> None:
     path = pool / STATE_DIR / "settings.json"
     if path.exists():
         old = json.loads(path.read_text())
-        for k in ("samples_per_shard", "url_list_sha256", "bbox_blurring"):
+        for k in ("samples_per_shard", "url_list_sha256", "bbox_blurring", "verify_sha256"):
             if old.get(k) != settings.get(k):
                 raise DownloadError(
                     f"{pool}/shards was started with {k}={old.get(k)!r}, now {settings.get(k)!r}; "
@@ -331,7 +334,8 @@ def _ensure_active_session(spark) -> None:
 
 
 def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: int, image_size: int,
-                     threads: int, distributor: str, processes: int, timeout: int, bbox_col: str | None = None) -> None:
+                     threads: int, distributor: str, processes: int, timeout: int, bbox_col: str | None = None,
+                     verify_sha256: bool = False) -> None:
     import signal
 
     import img2dataset
@@ -354,6 +358,8 @@ def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: in
             resize_only_if_bigger=True,
             encode_format="jpg",
             compute_hash="sha256",
+            # the bytes fetched must hash to the url list's sha256 (else "hash mismatch", not kept)
+            verify_hash=[CHECKSUM, "sha256"] if verify_sha256 else None,
             distributor=distributor,
             processes_count=processes,
             thread_count=threads,
@@ -429,7 +435,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
                   input: str | os.PathLike | None = None, samples_per_shard: int | None = None,
                   image_size: int = IMAGE_SIZE, threads: int = 32, delay: float = 0.0,
                   distributor: str = "pyspark", processes: int | None = None, timeout: int = 10,
-                  progress: bool = True, blur_faces: bool = True) -> dict:
+                  progress: bool = True, blur_faces: bool = True, verify_sha256: bool = False) -> dict:
     """Download POOL's url list into POOL/shards and POOL/metadata; return the summary.
 
     ``spark``: an existing SparkSession (else one from ``datacurate.spark.get_spark(master)``).
@@ -437,7 +443,9 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     it is copied to POOL/urls.parquet. ``delay``: per-request latency of the loopback server.
     ``distributor``: "pyspark" (the job) or "multiprocessing" (img2dataset's own, for benchmarks).
     ``blur_faces``: a url list with upstream's ``face_bboxes`` has those boxes blurred in the images, as
-    upstream's download does (False: its ``--skip_bbox_blurring``).
+    upstream's download does (False: its ``--skip_bbox_blurring``). ``verify_sha256``: each image's
+    bytes must hash to the url list's ``sha256`` column (upstream's metadata has it); one that does
+    not is a failure, reason ``hash_mismatch`` (the page changed since it was crawled).
     """
     from ..env import apply_offline_env
     from ..schema import write_table_atomic
@@ -475,6 +483,11 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
                 "shards": n_shards, "image_size": image_size, "resize_mode": RESIZE_MODE}
     if FACE_BOXES in table.column_names:
         settings["bbox_blurring"] = bbox_col is not None
+    if verify_sha256:
+        if CHECKSUM not in table.column_names:
+            raise DownloadError(f"{urls_path}: no {CHECKSUM!r} column to verify the images against; "
+                                "drop --verify-sha256 or give the url list its checksums")
+        settings["verify_sha256"] = True
     _check_settings(pool, settings)
     _repair(pool, n_shards)
     names = [shard_name(i) for i in range(n_shards)]
@@ -512,7 +525,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         bind = ("0.0.0.0", spark.conf.get("spark.driver.host", None)) if remote else ("127.0.0.1", None)
         _download(pool, table, url_base if served else None, delay, bind, shards, n_shards, set(names) - set(todo),
                   progress, samples_per_shard=sps, image_size=image_size,
-                  threads=threads, distributor=distributor, processes=processes, timeout=timeout, bbox_col=bbox_col)
+                  threads=threads, distributor=distributor, processes=processes, timeout=timeout, bbox_col=bbox_col,
+                  verify_sha256=verify_sha256)
         download_s = time.time() - t
         still = [n for n in names if not _shard_complete(shards, n)]
         if still:
@@ -552,6 +566,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         "image_size": image_size,
         "resize_mode": RESIZE_MODE,
         "bbox_blurring": bbox_col,
+        "verify_sha256": verify_sha256,
         "img2dataset": version("img2dataset"),
         "spark_startup_s": None if spark_startup is None else round(spark_startup, 3),
         "download_s": round(download_s, 3),
@@ -637,6 +652,9 @@ def add_parser(psub) -> None:
     p.add_argument("--skip-bbox-blurring", action="store_true",
                    help="keep the faces of a url list with upstream's face_bboxes column unblurred (upstream's "
                         "--skip_bbox_blurring); by default img2dataset blurs them while downloading")
+    p.add_argument("--verify-sha256", action="store_true",
+                   help="check each image's bytes against the url list's sha256 column (upstream's metadata "
+                        "ships it); a mismatch is counted as failed, reason hash_mismatch")
     p.set_defaults(func=_cmd)
 
 
@@ -646,6 +664,6 @@ def _cmd(args) -> int:
     download_pool(args.pool, master=args.master, input=args.input, samples_per_shard=args.samples_per_shard,
                   image_size=args.image_size, threads=args.threads, delay=args.delay,
                   distributor=args.distributor, progress=not args.no_progress,
-                  blur_faces=not args.skip_bbox_blurring)
+                  blur_faces=not args.skip_bbox_blurring, verify_sha256=args.verify_sha256)
     print_summary(pool_summary(args.pool))
     return 0

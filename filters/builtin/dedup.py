@@ -218,13 +218,20 @@ class PHashDedup(_DropByUid):
 
 
 def _pixel_check(src: np.ndarray, dst: np.ndarray, where: list, min_alignment: float) -> np.ndarray:
-    """Which candidate pairs (row indices into ``where``: (tar, shard, key)) are the same picture."""
+    """Which candidate pairs (row indices into ``where``: (tar, shard, key)) are the same picture.
+
+    Pairs are checked on every core, in chunks on threads (OpenCV releases the GIL; its own
+    threads are held to one meanwhile so the cores are not oversubscribed); each pair's answer
+    is its own, so the result does not depend on the thread count."""
+    import os
+    from concurrent.futures import ThreadPoolExecutor
     from pathlib import Path
 
+    import cv2
     from tqdm import tqdm
 
     from ..embed import read_tar_images
-    from ..image_align import Thumb, alignment_score
+    from ..image_align import Thumb, aligned
 
     rows = np.unique(np.concatenate([src, dst]))
     by_tar: dict = {}
@@ -236,7 +243,18 @@ def _pixel_check(src: np.ndarray, dst: np.ndarray, where: list, min_alignment: f
         blobs = read_tar_images(Path(tar), [k for _, k in items], shard)
         for r, k in items:
             thumbs[r] = Thumb(blobs[k])
-    pairs = tqdm(zip(src.tolist(), dst.tolist()), total=len(src), desc="phash_dedup pixel check",
-                 unit="pair", mininterval=2.0, leave=False)
-    return np.fromiter((alignment_score(thumbs[a], thumbs[b]) >= min_alignment for a, b in pairs),
-                       dtype=bool, count=len(src))
+    pairs = list(zip(src.tolist(), dst.tolist()))
+    chunks = [pairs[i: i + 256] for i in range(0, len(pairs), 256)]
+    out: list[bool] = []
+    before = cv2.getNumThreads()
+    cv2.setNumThreads(1)
+    try:
+        with ThreadPoolExecutor(max(1, os.cpu_count() or 1)) as pool, \
+                tqdm(total=len(pairs), desc="phash_dedup pixel check", unit="pair", mininterval=2.0,
+                     leave=False) as bar:
+            for done in pool.map(lambda c: [aligned(thumbs[a], thumbs[b], min_alignment) for a, b in c], chunks):
+                out.extend(done)
+                bar.update(len(done))
+    finally:
+        cv2.setNumThreads(before)
+    return np.asarray(out, dtype=bool)
