@@ -1,17 +1,48 @@
 """Write a file or swap a finished folder into place, so readers never see a half-written one."""
 from __future__ import annotations
 
+import errno
 import os
 import shutil
+from contextlib import contextmanager
 from pathlib import Path
+from typing import Iterator
+
+
+@contextmanager
+def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
+    """``with atomic_path(P) as tmp:`` write ``tmp``; it becomes ``P`` by one rename when the block ends.
+
+    On any failure the temporary file is removed, so nothing half-written is left under either
+    name; an OSError that names no file (a full disk met inside ``write()``, a short write that
+    numpy reports without an errno) is raised again naming ``P``, for the one-line error."""
+    path = Path(path)
+    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    try:
+        yield tmp
+        os.replace(tmp, path)
+    except BaseException as e:
+        try:
+            tmp.unlink(missing_ok=True)
+        except OSError:
+            pass
+        if isinstance(e, OSError) and e.filename is None:
+            code = e.errno or (errno.ENOSPC if _nearly_full(path.parent) else errno.EIO)
+            raise OSError(code, e.strerror or os.strerror(code) if e.errno else os.strerror(code), str(path)) from None
+        raise
+
+
+def _nearly_full(folder: Path) -> bool:
+    try:
+        return shutil.disk_usage(folder).free < (1 << 20)
+    except OSError:
+        return False
 
 
 def write_text_atomic(path: str | os.PathLike, text: str) -> None:
     """Write ``text`` to a temporary name beside ``path``, then rename: never a half-written file."""
-    path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
-    tmp.write_text(text, encoding="utf-8")
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        tmp.write_text(text, encoding="utf-8")
 
 
 def write_json_atomic(path: str | os.PathLike, obj, indent: int = 2) -> None:

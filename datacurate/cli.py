@@ -98,6 +98,8 @@ def main(argv: list[str] | None = None) -> int:
         parser.print_help()
         return 0 if argv is None and len(sys.argv) == 1 else 2
     debug = args.debug or os.environ.get("DATACURATE_DEBUG") == "1"
+    if debug:
+        os.environ["DATACURATE_DEBUG"] = "1"       # Spark's executors then log their tracebacks too
     try:
         check_out(args)
         rc = args.func(args)

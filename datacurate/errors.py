@@ -8,6 +8,7 @@ in its own exception with the executor's traceback as text.
 from __future__ import annotations
 
 import errno
+import os
 import re
 
 
@@ -28,6 +29,8 @@ _OS_HINTS = {
 }
 # a project error raised in a Spark task: the last "module.Class: message" line of the remote traceback
 _REMOTE = re.compile(r"^(?:[\w.]*\.)?(\w+(?:Error|Failed))(?:: (.*))?$", re.M)
+# an OSError as a Spark task's traceback prints it: "OSError: [Errno 28] No space left on device: '/x/y'"
+_REMOTE_OS = re.compile(r"^(?:[\w.]*\.)?\w*Error: \[Errno (\d+)\] (.*?)(?:: '([^'\n]*)')?$", re.M)
 _OURS = {"UserError", "PoolDataError", "RecipeError", "EmbedError", "ReshardError", "DownloadError", "LayoutError",
          "TrainingDataError", "TrainingFailed", "ModelLoadError", "SubmissionError", "PoolExistsError", "SchemaError",
          "SourceFetchError", "TaskDataMissing", "UidFileError"}
@@ -51,7 +54,7 @@ def one_line(e: BaseException) -> str | None:
     if isinstance(e, OSError) and e.errno in _OS_HINTS:
         where = e.filename if e.filename is not None else "?"
         other = f" -> {e.filename2}" if getattr(e, "filename2", None) else ""
-        return f"{where}{other}: {e.strerror or e}; {_OS_HINTS[e.errno]}"
+        return f"{where}{other}: {os.strerror(e.errno)}; {_OS_HINTS[e.errno]}"   # not a library's wording
     if type(e).__name__ in ("Py4JJavaError", "PythonException", "SparkException") or "pyspark" in type(e).__module__:
         text, ours = str(e), _ours()
         found = [m for m in _REMOTE.finditer(text) if m.group(1) in ours or m.group(1) in
@@ -59,4 +62,8 @@ def one_line(e: BaseException) -> str | None:
         if found:
             name, msg = found[-1].group(1), (found[-1].group(2) or "").strip()
             return f"{msg} (in a Spark task)" if name in ours else f"{name}: {msg} (in a Spark task)"
+        os_errors = [m for m in _REMOTE_OS.finditer(text) if int(m.group(1)) in _OS_HINTS]
+        if os_errors:                # disk full, read-only... on an executor: the same line as on the driver
+            code, what, where = int(os_errors[-1].group(1)), os_errors[-1].group(2).strip(), os_errors[-1].group(3)
+            return f"{where or '?'}: {what} (in a Spark task); {_OS_HINTS[code]}"
     return None

@@ -20,7 +20,7 @@ import tarfile
 import time
 from pathlib import Path
 
-from .atomic import folder_lock, write_json_atomic
+from .atomic import atomic_path, folder_lock, write_json_atomic
 from .errors import UserError
 from .layout import DataLayout, PoolLayout, as_pool, shard_name
 from .scales import SCALES
@@ -83,8 +83,9 @@ def write_shards(task: tuple) -> list[tuple[str, int]]:
     written = []
     for out_tar, items in outputs:
         out_tar = Path(out_tar)
-        tmp = out_tar.with_name(f".{out_tar.name}.tmp")
-        with open(tmp, "wb") as f, tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tw:
+        # a full disk while writing is named by the shard (tar writes carry no file name)
+        with atomic_path(out_tar) as tmp, open(tmp, "wb") as f, \
+                tarfile.open(fileobj=f, mode="w", format=tarfile.USTAR_FORMAT) as tw:
             for src, key, record in items:
                 files = found.get((src, key))
                 image_ext = next((e for e in sorted(files or {}) if e not in ("txt", "json")), None)
@@ -95,7 +96,6 @@ def write_shards(task: tuple) -> list[tuple[str, int]]:
                 meta = json.dumps({**record, "key": key, "source_shard": src}, sort_keys=True).encode()
                 for ext, data in ((image_ext, files[image_ext]), ("json", meta), ("txt", caption)):
                     tw.addfile(_tarinfo(f"{key}.{ext}", len(data)), io.BytesIO(data))
-        os.replace(tmp, out_tar)
         written.append((out_tar.name, len(items)))
     return written
 

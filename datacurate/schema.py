@@ -111,8 +111,9 @@ def cast_to_upstream(table: pa.Table) -> pa.Table:
 
 def write_table_atomic(table: pa.Table, path: str | os.PathLike, **kw) -> None:
     """Write a parquet file under a temporary name, then rename: never half-written."""
+    from .atomic import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    pq.write_table(table, tmp, **kw)
-    os.replace(tmp, path)
+    with atomic_path(path) as tmp:
+        pq.write_table(table, tmp, **kw)

@@ -31,7 +31,9 @@ def get_spark(master: str | None = None, app_name: str = "datacurate",
     for k, v in (conf or {}).items():
         b = b.config(k, v)
     spark = b.getOrCreate()
-    spark.sparkContext.setLogLevel("ERROR")
+    # a failed task reaches the driver as an exception, which the one error path words in one line;
+    # the executors' own ERROR logs of it (Python tracebacks) are shown only with --debug
+    spark.sparkContext.setLogLevel("ERROR" if os.environ.get("DATACURATE_DEBUG") == "1" else "FATAL")
     return spark
 
 

@@ -113,11 +113,10 @@ def write_subset(path: str | os.PathLike, uids: Iterable[str] | np.ndarray) -> i
     """Write a subset file exactly as upstream does (sorted, unique); atomic. Returns its size."""
     arr = uids if isinstance(uids, np.ndarray) and uids.dtype == UID_DTYPE else hex_to_pairs(uids, str(path))
     arr = np.unique(sort_pairs(arr))
-    path = Path(path)
-    tmp = path.with_name(path.name + ".tmp")
-    with open(tmp, "wb") as f:
+    from .atomic import atomic_path
+
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.save(f, arr)
-    os.replace(tmp, path)
     return len(arr)
 
 

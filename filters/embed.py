@@ -52,12 +52,12 @@ def _npz_keys(path: Path) -> dict[str, int]:
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez under a temporary name, then rename: never half-written."""
+    from datacurate.atomic import atomic_path
+
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    with open(tmp, "wb") as f:
+    with atomic_path(path) as tmp, open(tmp, "wb") as f:
         np.savez(f, **arrays)
-    os.replace(tmp, path)
 
 
 def _merge_npz(path: Path, new: dict[str, np.ndarray]) -> None:

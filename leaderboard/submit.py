@@ -9,6 +9,7 @@ import sys
 import time
 from pathlib import Path
 
+from datacurate.atomic import atomic_path
 from datacurate.errors import UserError
 from datacurate.layout import RunLayout
 
@@ -231,9 +232,8 @@ def _run(args) -> int:
                         args.suite, args.dataset_size)
     bundle, checked = check_bundle(data)
     out = Path(args.bundle_out or run / f"submission_{args.scale}_{args.track}.zip")
-    tmp = out.with_name(out.name + ".tmp")
-    tmp.write_bytes(data)
-    os.replace(tmp, out)
+    with atomic_path(out) as tmp:
+        tmp.write_bytes(data)
     se = checked.aggregates_se or {}
     agg = ", ".join(f"{k} {v:.4f}" + (f" ± {se[k]:.4f}" if se.get(k) is not None else "")
                     for k, v in checked.aggregates.items())

@@ -242,3 +242,56 @@ def test_an_error_inside_a_spark_task_is_the_same_one_line(tmp_path, capsys, spa
     assert re.search(r"^datacurate filter: error: .*00000\.parquet: row 0: uid 'ABCDEF0123456789ABCDEF0123456789' "
                      r"is not 32 lowercase hex characters .*\(in a Spark task\)$", err, re.M), err
     assert not (tmp_path / "o.npy").exists()
+
+
+@pytest.fixture
+def full_disk(tmp_path):
+    """``full_disk(size)``: a small tmpfs, a disk that fills up while a command writes (root only; skipped
+    with the reason otherwise)."""
+    import os
+
+    mounted = []
+
+    def mount(size: str) -> Path:
+        mnt = tmp_path / f"full{len(mounted)}"
+        mnt.mkdir()
+        if os.geteuid() != 0:
+            pytest.skip("mounting a small tmpfs needs root")
+        r = subprocess.run(["mount", "-t", "tmpfs", "-o", f"size={size}", "tmpfs", str(mnt)],
+                           capture_output=True, text=True)
+        if r.returncode:
+            pytest.skip(f"cannot mount a tmpfs here: {r.stderr.strip()}")
+        mounted.append(mnt)
+        return mnt
+
+    yield mount
+    for mnt in mounted:
+        subprocess.run(["umount", "-l", str(mnt)], capture_output=True)
+
+
+# filter writes its subset on the driver; reshard with 16 KiB fails on the driver (its uid list), with
+# 300 KiB inside a Spark task writing a shard
+@pytest.mark.parametrize("cmd, size", [("filter", "16k"), ("reshard", "16k"), ("reshard", "300k")])
+def test_a_full_disk_is_one_line_naming_the_file_and_leaves_nothing(micro_pool, full_disk, tmp_path, capsys,
+                                                                     cmd, size):
+    """Either way the user sees one line naming the file and "No space left on device", no temporary
+    file is left on the full disk, and the same command with room to write then succeeds."""
+    from datacurate.cli import main
+
+    disk = full_disk(size)
+    subset = tmp_path / "subset.npy"
+    assert main(["filter", "--pool", str(micro_pool), "--recipe", "no_filter", "--out", str(subset), "--quiet"]) == 0
+    capsys.readouterr()
+    argv = {"filter": ["filter", "--pool", str(micro_pool), "--recipe", "no_filter", "--quiet", "--out"],
+            "reshard": ["reshard", "--pool", str(micro_pool), "--subset", str(subset), "--out"]}[cmd]
+    target = disk / ("s.npy" if cmd == "filter" else "data")
+    rc = main(argv + [str(target)])
+    err = capsys.readouterr().err
+    assert rc == 2 and "Traceback" not in err, err
+    line = [ln for ln in err.splitlines() if ln.startswith(f"datacurate {cmd}: error: ")]
+    assert len(line) == 1 and re.search(rf"error: {re.escape(str(disk))}/\S+: No space left on device"
+                                        r"( \(in a Spark task\))?; free some space", line[0]), err
+    if size == "300k":
+        assert "(in a Spark task)" in line[0] and "/shards/" in line[0]
+    assert [p.name for p in disk.rglob("*") if p.is_file()] == []       # nothing half-written
+    assert main(argv + [str(tmp_path / "room" / target.name)]) == 0     # with room, it works

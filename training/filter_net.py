@@ -17,6 +17,7 @@ from pathlib import Path
 
 import numpy as np
 
+from datacurate.atomic import atomic_path, write_json_atomic
 from datacurate.errors import UserError
 
 from datacurate.layout import NetLayout, PoolLayout, as_pool
@@ -114,9 +115,8 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     k = max(1, min(20, steps // 5))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = NetLayout(out).checkpoint
-    tmp = ckpt.with_name(f".{ckpt.name}.tmp")
-    torch.save({"state_dict": net.state_dict(), "step": steps}, tmp)
-    tmp.replace(ckpt)
+    with atomic_path(ckpt) as tmp:
+        torch.save({"state_dict": net.state_dict(), "step": steps}, tmp)
     info = {
         "model": model, "checkpoint": ckpt.name, "arch_name": FILTER_NET_NAME,
         "steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
@@ -130,10 +130,7 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
 
 
 def _write_info(net: Path, info: dict) -> None:
-    path = NetLayout(Path(net)).info
-    tmp = path.with_name(f".{path.name}.tmp")
-    tmp.write_text(json.dumps(info, indent=2) + "\n")
-    tmp.replace(path)
+    write_json_atomic(NetLayout(Path(net)).info, info)
 
 
 def _scores_with_truth(pool: Path, column: str):

@@ -6,10 +6,11 @@ can be rebuilt from the files a run leaves without re-running anything.
 from __future__ import annotations
 
 import io
-import os
 from pathlib import Path
 
 import numpy as np
+
+from ..atomic import atomic_path
 
 
 def _plt():
@@ -24,10 +25,11 @@ def _plt():
 def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = path.with_name(f".{path.name}.tmp")
-    fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
-    _plt().close(fig)
-    os.replace(tmp, path)
+    try:
+        with atomic_path(path) as tmp:
+            fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
+    finally:
+        _plt().close(fig)
     return path
 
 
