@@ -26,11 +26,15 @@ def add_parser(sub) -> None:
                        epilog=EPILOG, formatter_class=argparse.RawDescriptionHelpFormatter)
     lsub = p.add_subparsers(dest="lb_command", metavar="ACTION", required=True)
 
-    s = lsub.add_parser("serve", help="serve the HTTP API and HTML pages",
-                        description="Serve the API (/api/submissions, /openapi.json, /docs) and the pages.",
-                        epilog="example:\n  datacurate leaderboard serve --db lb.sqlite --port 8000",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    s.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    def action(name: str, **kw) -> argparse.ArgumentParser:
+        """An ACTION's parser: its examples shown as written, and the --db every action reads."""
+        a = lsub.add_parser(name, formatter_class=argparse.RawDescriptionHelpFormatter, **kw)
+        a.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+        return a
+
+    s = action("serve", help="serve the HTTP API and HTML pages",
+               description="Serve the API (/api/submissions, /openapi.json, /docs) and the pages.",
+               epilog="example:\n  datacurate leaderboard serve --db lb.sqlite --port 8000")
     s.add_argument("--host", default="127.0.0.1", help="address to bind (default 127.0.0.1)")
     s.add_argument("--port", type=int, default=8000, help="port (default 8000)")
     s.add_argument("--max-upload-mb", type=float, default=64, help="largest bundle accepted, MiB (default 64)")
@@ -42,48 +46,40 @@ def add_parser(sub) -> None:
                    help="with --verify-workers: the pool a CPU board was built on (repeatable)")
     s.set_defaults(func=_serve)
 
-    v = lsub.add_parser("verify", help="re-run the offline evaluation of queued entries on their checkpoints",
-                        description="A verification worker: claims entries whose checkpoint was uploaded, evaluates "
-                                    "the checkpoint on the board's pool (the offline suite) and marks the entry "
-                                    "verified when every task matches the submitted score, failed verification "
-                                    "otherwise. Run as many as you like; a killed one loses nothing.",
-                        epilog="example:\n  datacurate leaderboard verify --db lb.sqlite --pool tiny=runs/tiny/pool",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    v.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    v = action("verify", help="re-run the offline evaluation of queued entries on their checkpoints",
+               description="A verification worker: claims entries whose checkpoint was uploaded, evaluates "
+                           "the checkpoint on the board's pool (the offline suite) and marks the entry "
+                           "verified when every task matches the submitted score, failed verification "
+                           "otherwise. Run as many as you like; a killed one loses nothing.",
+               epilog="example:\n  datacurate leaderboard verify --db lb.sqlite --pool tiny=runs/tiny/pool")
     v.add_argument("--pool", action="append", default=[], metavar="SCALE=POOL", required=True,
                    help="the pool a CPU board was built on, e.g. tiny=runs/tiny/pool (repeatable)")
     v.add_argument("--once", action="store_true", help="stop when the queue is empty")
     v.add_argument("--poll", type=float, default=5.0, help="seconds between looks at an empty queue (default 5)")
     v.set_defaults(func=_verify)
 
-    e = lsub.add_parser("export", help="write the tables as CSV and JSON",
-                        description="Write every submission, ranked per scale, track and suite, "
-                                    "as OUT/leaderboard.csv and OUT/leaderboard.json.",
-                        epilog="example:\n  datacurate leaderboard export --db lb.sqlite --out exported/",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    e.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    e = action("export", help="write the tables as CSV and JSON",
+               description="Write every submission, ranked per scale, track and suite, "
+                           "as OUT/leaderboard.csv and OUT/leaderboard.json.",
+               epilog="example:\n  datacurate leaderboard export --db lb.sqlite --out exported/")
     e.add_argument("--out", required=True, help="folder for leaderboard.csv and leaderboard.json")
     e.add_argument("--scale", help="only this scale")
     e.add_argument("--track", choices=("filtering", "byod"), help="only this track")
     e.set_defaults(func=_export)
 
-    t = lsub.add_parser("token", help="create (or revoke) a team's upload token",
-                        description="Create a team's upload token and print it once; the database keeps only "
-                                    "its sha256. Creating a token again replaces the old one.",
-                        epilog="example:\n  datacurate leaderboard token --db lb.sqlite --team my-lab",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    t.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    t = action("token", help="create (or revoke) a team's upload token",
+               description="Create a team's upload token and print it once; the database keeps only "
+                           "its sha256. Creating a token again replaces the old one.",
+               epilog="example:\n  datacurate leaderboard token --db lb.sqlite --team my-lab")
     t.add_argument("--team", required=True, help="team name (shown on the leaderboard)")
     t.add_argument("--revoke", action="store_true", help="revoke the team's token instead")
     t.set_defaults(func=_token)
 
-    o = lsub.add_parser("pool", help="register a scale's pool uids (filtering subsets must lie inside it)",
-                        description="Register the pool of a scale, from an upstream uid .npy file or from "
-                                    "a pool folder (POOL/metadata/*.parquet uid column).",
-                        epilog="examples:\n  datacurate leaderboard pool --db lb.sqlite --scale micro --pool runs/micro/pool\n"
-                               "  datacurate leaderboard pool --db lb.sqlite --scale small --uids small_pool.npy",
-                        formatter_class=argparse.RawDescriptionHelpFormatter)
-    o.add_argument("--db", default=DEFAULT_DB, help=f"SQLite file or SQLAlchemy URL (default {DEFAULT_DB})")
+    o = action("pool", help="register a scale's pool uids (filtering subsets must lie inside it)",
+               description="Register the pool of a scale, from an upstream uid .npy file or from "
+                           "a pool folder (POOL/metadata/*.parquet uid column).",
+               epilog="examples:\n  datacurate leaderboard pool --db lb.sqlite --scale micro --pool runs/micro/pool\n"
+                      "  datacurate leaderboard pool --db lb.sqlite --scale small --uids small_pool.npy")
     o.add_argument("--scale", required=True, help="scale name (see `datacurate scales`)")
     src = o.add_mutually_exclusive_group(required=True)
     src.add_argument("--uids", help="upstream uid .npy of the whole pool")
