@@ -124,6 +124,10 @@ class PoolLayout:
     def npz(self, shard: str) -> Path:
         return self.metadata / f"{shard}.npz"
 
+    def embed_pending(self, shard: str) -> Path:
+        """Marks a shard whose new npz and parquet are being swapped in (embed): the pair is not whole."""
+        return self.metadata / f".{shard}.embedding"
+
     def tar(self, shard: str) -> Path:
         return self.shards / f"{shard}.tar"
 

@@ -60,14 +60,14 @@ def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
         np.savez(f, **arrays)
 
 
-def _merge_npz(path: Path, new: dict[str, np.ndarray]) -> None:
-    """Add/replace ``new`` keys in the npz at ``path``, keeping other models' keys."""
+def _merged_npz(path: Path, new: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
+    """The npz at ``path`` with ``new`` keys added or replaced (other models' keys kept)."""
     arrays = {}
     if path.is_file():
         with np.load(path) as z:
             arrays = {k: z[k] for k in z.files if k not in new}
     arrays.update(new)
-    write_npz_atomic(path, arrays)
+    return arrays
 
 
 def normalise(x):
@@ -163,6 +163,8 @@ def shard_state(pool: Path, shard: str, spec: ModelSpec, fp: str | None = None) 
 
     lay = as_pool(pool)
     pq_path, npz_path = lay.parquet(shard), lay.npz(shard)
+    if lay.embed_pending(shard).exists():      # a swap of npz and parquet was cut short
+        return "todo"
     try:
         pf = pq.ParquetFile(pq_path)
     except Exception as e:
@@ -181,11 +183,10 @@ def shard_state(pool: Path, shard: str, spec: ModelSpec, fp: str | None = None) 
     return "score"
 
 
-def _write_scores(pq_path: Path, column: str, scores: np.ndarray, meta: dict[str, str] | None = None) -> None:
+def _with_scores(pq_path: Path, column: str, scores: np.ndarray, meta: dict[str, str] | None = None):
+    """The shard's metadata table with the score column (re)placed and ``meta`` in its schema metadata."""
     import pyarrow as pa
     import pyarrow.parquet as pq
-
-    from datacurate.schema import write_table_atomic
 
     table = pq.read_table(pq_path)
     if column in table.column_names:
@@ -194,7 +195,7 @@ def _write_scores(pq_path: Path, column: str, scores: np.ndarray, meta: dict[str
     if meta:
         table = table.replace_schema_metadata({**(table.schema.metadata or {}),
                                                **{k.encode(): v.encode() for k, v in meta.items()}})
-    write_table_atomic(table, pq_path)
+    return table
 
 
 def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", batch_size: int = 256,
@@ -213,7 +214,9 @@ def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", ba
     if state == "score":
         with np.load(npz_path) as z:
             scores = similarity(z[spec.img_key], z[spec.txt_key])
-        _write_scores(pq_path, spec.score_column, scores)
+        from datacurate.schema import write_table_atomic
+
+        write_table_atomic(_with_scores(pq_path, spec.score_column, scores), pq_path)
         return {"shard": shard, "rows": rows, "status": "scored", "seconds": time.time() - t0}
     table = pq.read_table(pq_path, columns=None)
     for col in ("key", "text"):
@@ -227,10 +230,27 @@ def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", ba
     img, txt = encode(get_model(spec, device), images, texts, device, batch_size, progress)
     if rows == 0:
         img = txt = np.zeros((0, 0), np.float16)
-    _merge_npz(npz_path, {spec.img_key: img, spec.txt_key: txt})
-    _write_scores(pq_path, spec.score_column, similarity(img, txt) if rows else np.zeros(0, np.float32),
-                  {META_PREFIX + spec.name: fp})
+    _swap_in(pool, shard, _merged_npz(npz_path, {spec.img_key: img, spec.txt_key: txt}),
+             _with_scores(pq_path, spec.score_column, similarity(img, txt) if rows else np.zeros(0, np.float32),
+                          {META_PREFIX + spec.name: fp}))
     return {"shard": shard, "rows": rows, "status": "embedded", "seconds": time.time() - t0}
+
+
+def _swap_in(pool, shard: str, arrays: dict[str, np.ndarray], table) -> None:
+    """Replace a shard's npz and parquet as a pair: both are written beside the old ones first, a
+    marker says the pair is being swapped, then two renames; a run killed between them leaves the
+    marker, so the next run embeds the shard again instead of pairing new scores with old vectors."""
+    import pyarrow.parquet as pq
+
+    from datacurate.atomic import atomic_path
+
+    pending = pool.embed_pending(shard)
+    with atomic_path(pool.npz(shard)) as npz_tmp, atomic_path(pool.parquet(shard)) as pq_tmp:
+        with open(npz_tmp, "wb") as f:
+            np.savez(f, **arrays)
+        pq.write_table(table, pq_tmp)
+        pending.write_text("")
+    pending.unlink(missing_ok=True)
 
 
 # ----------------------------------------------------------------------------- holdout sets

@@ -231,3 +231,46 @@ def test_cli_embed_and_help(pool_copy, capsys):
     assert '"embedded": 2' in capsys.readouterr().out
     help_text = build_parser()._subparsers._group_actions[0].choices["embed"].format_help()
     assert "examples:" in help_text and "--master" in help_text
+
+
+def test_a_run_killed_between_the_npz_and_parquet_swaps_is_redone(handmade, pool_copy, tmp_path, monkeypatch):
+    """A shard's new parquet (scores and the weights' fingerprint) is renamed in, and the run dies before
+    its new npz is: without the marker the shard would look done, pairing net B's scores with net A's
+    vectors. The marker makes the next run embed it again; the result is a clean run's."""
+    import os
+
+    from filters.embed import shard_state
+    from filters.models import parse_model
+
+    pool, net_a = pool_copy
+    net_b = make_random_net(tmp_path / "b", seed=1)
+    _embed(pool, net_a)
+    npz = pool / "metadata" / "00000.npz"
+    vectors_a = np.load(npz)["fnet_img"]
+
+    class Killed(BaseException):
+        pass
+
+    real_replace = os.replace
+
+    def dies_at_the_npz(src, dst):
+        if str(dst) == str(npz):
+            raise Killed()
+        return real_replace(src, dst)
+
+    monkeypatch.setattr(os, "replace", dies_at_the_npz)
+    with pytest.raises(Killed):
+        _embed(pool, net_b)
+    monkeypatch.setattr(os, "replace", real_replace)
+    assert np.array_equal(np.load(npz)["fnet_img"], vectors_a)              # the old vectors ...
+    assert (pool / "metadata" / ".00000.embedding").exists()                 # ... and the marker
+    assert not [p.name for p in (pool / "metadata").iterdir() if p.name.endswith(".tmp")]
+    assert shard_state(pool, "00000", parse_model(str(net_b))) == "todo"
+    _embed(pool, net_b)
+    assert not (pool / "metadata" / ".00000.embedding").exists()
+    assert shard_state(pool, "00000", parse_model(str(net_b))) == "done"
+    clean = shutil.copytree(handmade[0], tmp_path / "clean")                  # net B on an untouched pool
+    _embed(clean, net_b)
+    for name in ("00000.npz", "00001.npz"):
+        with np.load(pool / "metadata" / name) as got, np.load(clean / "metadata" / name) as want:
+            assert np.array_equal(got["fnet_img"], want["fnet_img"]) and np.array_equal(got["fnet_txt"], want["fnet_txt"])
