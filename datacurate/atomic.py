@@ -28,7 +28,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
             pass
         if isinstance(e, OSError) and e.filename is None:
             code = e.errno or (errno.ENOSPC if _nearly_full(path.parent) else errno.EIO)
-            raise OSError(code, e.strerror or os.strerror(code) if e.errno else os.strerror(code), str(path)) from None
+            raise OSError(code, os.strerror(code), str(path)) from None
         raise
 
 

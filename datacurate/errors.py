@@ -64,6 +64,6 @@ def one_line(e: BaseException) -> str | None:
             return f"{msg} (in a Spark task)" if name in ours else f"{name}: {msg} (in a Spark task)"
         os_errors = [m for m in _REMOTE_OS.finditer(text) if int(m.group(1)) in _OS_HINTS]
         if os_errors:                # disk full, read-only... on an executor: the same line as on the driver
-            code, what, where = int(os_errors[-1].group(1)), os_errors[-1].group(2).strip(), os_errors[-1].group(3)
-            return f"{where or '?'}: {what} (in a Spark task); {_OS_HINTS[code]}"
+            code, where = int(os_errors[-1].group(1)), os_errors[-1].group(3)
+            return f"{where or '?'}: {os.strerror(code)} (in a Spark task); {_OS_HINTS[code]}"
     return None

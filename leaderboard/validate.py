@@ -257,10 +257,7 @@ MANIFEST_FIELDS = ("name", "description", "scale", "track", "suite", "dataset_si
 def check_manifest(m: object) -> dict:
     if not isinstance(m, dict):
         raise SubmissionError("manifest.json: expected a JSON object")
-    extra = sorted(k for k in m if k not in MANIFEST_FIELDS)
-    if extra:
-        raise SubmissionError(f"manifest.json: unknown field(s) {', '.join(map(repr, extra))}; a manifest has "
-                              f"{', '.join(MANIFEST_FIELDS)} (written by `datacurate submit`)")
+    _unknown_fields(m, MANIFEST_FIELDS, "manifest.json", "a manifest (written by `datacurate submit`)")
     for f in ("name", "scale", "track", "suite", "checkpoint_sha256"):
         if not isinstance(m.get(f), str) or not visible(m[f]):
             raise SubmissionError(f"manifest.json: field {f!r} must be a non-empty string with a visible character")

@@ -194,8 +194,6 @@ def training_batches(items: list[dict], composer: Composer, tokenizer, to_tensor
         yield pix, tok
 
 
-
-
 class TrainingBatches(IterableDataset):
     """The batch stream as a dataset a torch DataLoader worker can run (see :func:`batch_loader`)."""
 

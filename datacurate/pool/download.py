@@ -97,17 +97,17 @@ def _read_one_url_list(path: Path, add_missing_uids: bool = False):
     required = dict(URL_LIST)
     if add_missing_uids and "uid" not in pf.schema_arrow.names:
         required.pop("uid")
-    faces = {FACE_BOXES: OPTIONAL[FACE_BOXES]} if FACE_BOXES in pf.schema_arrow.names else {}
+    optional = {FACE_BOXES: OPTIONAL[FACE_BOXES]} if FACE_BOXES in pf.schema_arrow.names else {}
     if CHECKSUM in pf.schema_arrow.names:   # kept for --verify-sha256
-        faces[CHECKSUM] = pa.string()
-    check_schema(pf.schema_arrow, str(path), required=required, optional=faces)
-    table = pf.read(columns=[c for c in ("uid", "url", "text", *faces) if c in pf.schema_arrow.names])
+        optional[CHECKSUM] = pa.string()
+    check_schema(pf.schema_arrow, str(path), required=required, optional=optional)
+    table = pf.read(columns=[c for c in ("uid", "url", "text", *optional) if c in pf.schema_arrow.names])
     if "uid" not in table.column_names:
         table = _with_uids(table)
     # upstream's face_bboxes ([[x0, y0, x1, y1], ...] relative to the image) travel with the urls: img2dataset
     # blurs them while downloading, as upstream's download_upstream.py has it do
-    table = table.select(["uid", "url", "text", *faces]).cast(
-        pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), *faces.items()]))
+    table = table.select(["uid", "url", "text", *optional]).cast(
+        pa.schema([("uid", pa.string()), ("url", pa.string()), ("text", pa.string()), *optional.items()]))
     import pyarrow.compute as pc
 
     for col in ("url", "uid"):
