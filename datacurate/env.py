@@ -41,3 +41,20 @@ def cache_dir() -> "os.PathLike[str]":
     d = Path(os.environ.get("DATACURATE_CACHE", Path.home() / ".cache" / "datacurate"))
     d.mkdir(parents=True, exist_ok=True)
     return d
+
+
+def sigterm_raises():
+    """Turn SIGTERM (a scheduler's pre-emption) into SystemExit in the main thread, so the code
+    that started trainers can stop them on the way out. Returns a function that puts the previous
+    handler back (a no-op outside the main thread, where no handler can be set)."""
+    import signal
+    import threading
+
+    if threading.current_thread() is not threading.main_thread():
+        return lambda: None
+
+    def _raise(signum, frame):
+        raise SystemExit(128 + signum)
+
+    previous = signal.signal(signal.SIGTERM, _raise)
+    return lambda: signal.signal(signal.SIGTERM, previous)

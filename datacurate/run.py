@@ -20,6 +20,7 @@ from __future__ import annotations
 
 import argparse
 import json
+import threading
 import time
 from dataclasses import dataclass
 from pathlib import Path
@@ -39,6 +40,20 @@ class Stage:
     done: Callable[[], bool]
     run: Callable[[], object]
     describe: str = ""
+    # stages with the same chain run in order; different chains may run side by side (``jobs``)
+    chain: str | None = None
+
+
+def default_jobs() -> int:
+    """Trainings run side by side on a CPU: each trains on one thread (training.launch.CPU_TRAIN_THREADS),
+    and on 2 cores two at once take 140 s where one after the other take 172 s (tiny); one on a GPU."""
+    import os
+
+    from .clip import pick_device
+
+    if not pick_device(None).startswith("cpu"):
+        return 1
+    return max(1, min(4, (os.cpu_count() or 1)))
 
 
 def add_parser(sub) -> None:
@@ -58,6 +73,9 @@ def add_parser(sub) -> None:
                         f"default: {' and '.join(DEFAULT_RECIPES)}")
     p.add_argument("--seed", type=int, default=0, help="pool and training seed")
     p.add_argument("--master", default=None, help="Spark master (default local[*])")
+    p.add_argument("--jobs", type=int, default=None,
+                   help="trainings (with their evaluations) run side by side (default: the CPU cores, at most 4; "
+                        "1 on a GPU)")
     p.add_argument("--report-only", action="store_true", help="only rebuild DIR/report.html from what is there")
     p.set_defaults(func=_cmd, out_folder="benchmark folder")
 
@@ -67,7 +85,10 @@ def _cmd(args) -> int:
         path = write_run_report(BenchLayout(args.out), args.recipe or DEFAULT_RECIPES, args.scale)
         print(f"report: {path}")
         return 0
-    return run_benchmark(args.out, scale=args.scale, recipes=args.recipe, seed=args.seed, master=args.master)
+    if args.jobs is not None and args.jobs < 1:
+        raise UserError(f"--jobs {args.jobs}: give at least 1")
+    return run_benchmark(args.out, scale=args.scale, recipes=args.recipe, seed=args.seed, master=args.master,
+                         jobs=args.jobs)
 
 
 def _recipe_name(recipe: str) -> str:
@@ -148,12 +169,12 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: 
     def do_train():
         from training import train
 
-        train(scale, data, run, seed=train_seed)
+        train(scale, data, run, seed=train_seed, progress=not _side_by_side())
 
     def do_eval():
         from eval import evaluate_run
 
-        evaluate_run(run, suite="offline", pool=lay.pool)
+        evaluate_run(run, suite="offline", pool=lay.pool, log=_quiet_log if _side_by_side() else print)
 
     tag = name if train_seed == seed else f"{name} seed {train_seed}"
     making = [
@@ -164,9 +185,9 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: 
     ]
     training = [
         Stage(f"train [{tag}]", RunLayout(run).is_trained, do_train,
-              f"the fixed {scale} recipe with open_clip_train"),
+              f"the fixed {scale} recipe with open_clip_train", chain=str(run)),
         Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
-              "the offline zero-shot suite"),
+              "the offline zero-shot suite", chain=str(run)),
     ]
     return (making if subset_stages else []) + (training if run_stages else [])
 
@@ -180,20 +201,99 @@ def _scored_on_current_suite(run: Path, pool: Path) -> bool:
     return bool(scores) and scores.get("offline_fingerprint") == suite_fingerprint(pool)
 
 
-def execute_stages(stages: list[Stage]) -> dict[str, float]:
-    """Run the stages not yet complete, in order, one status line each; returns seconds per stage run."""
+_local = threading.local()
+
+
+def _side_by_side() -> bool:
+    """True inside a chain that runs beside others: progress bars would overwrite each other."""
+    return getattr(_local, "side_by_side", False)
+
+
+def _quiet_log(*args, **kwargs) -> None:
+    pass
+
+
+def execute_stages(stages: list[Stage], jobs: int = 1) -> dict[str, float]:
+    """Run the stages not yet complete, one status line each; returns seconds per stage run.
+
+    Stages run in order, except that consecutive stages with a ``chain`` form chains (a training
+    and its evaluation) of which up to ``jobs`` run side by side, each in order. The first error
+    stops new chains from starting; the chains already running finish, then it is raised."""
     times: dict[str, float] = {}
-    for i, st in enumerate(stages, 1):
-        tag = f"[{i:>2}/{len(stages)}]"
+    lock = threading.Lock()
+    n = len(stages)
+
+    def run_one(i: int, st: Stage) -> None:
+        tag = f"[{i:>2}/{n}]"
         if st.done():
-            print(f"{tag} skip {st.name}: already complete", flush=True)
-            continue
-        print(f"{tag} run  {st.name}: {st.describe}", flush=True)
+            with lock:
+                print(f"{tag} skip {st.name}: already complete", flush=True)
+            return
+        with lock:
+            print(f"{tag} run  {st.name}: {st.describe}", flush=True)
         t = time.time()
         st.run()
-        times[st.name] = round(time.time() - t, 1)
-        print(f"{tag} done {st.name} in {times[st.name]:.1f}s", flush=True)
+        with lock:
+            times[st.name] = round(time.time() - t, 1)
+            print(f"{tag} done {st.name} in {times[st.name]:.1f}s", flush=True)
+
+    i = 0
+    while i < n:
+        if stages[i].chain is None or jobs <= 1:
+            run_one(i + 1, stages[i])
+            i += 1
+            continue
+        chains: dict[str, list[tuple[int, Stage]]] = {}
+        while i < n and stages[i].chain is not None:
+            chains.setdefault(stages[i].chain, []).append((i + 1, stages[i]))
+            i += 1
+        _run_chains(list(chains.values()), jobs, run_one)
     return times
+
+
+def _run_chains(chains: list[list[tuple[int, Stage]]], jobs: int, run_one) -> None:
+    from concurrent.futures import FIRST_EXCEPTION, ThreadPoolExecutor, wait
+
+    stop = threading.Event()
+
+    def chain(steps):
+        _local.side_by_side = jobs > 1
+        for i, st in steps:
+            if stop.is_set():
+                return
+            try:
+                run_one(i, st)
+            except BaseException:
+                stop.set()        # before this worker thread can pick up a queued chain
+                raise
+
+    from .env import sigterm_raises
+
+    restore = sigterm_raises()
+    pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chain")
+    futures = [pool.submit(chain, c) for c in chains]
+    try:
+        done, _ = wait(futures, return_when=FIRST_EXCEPTION)
+    except BaseException:      # Ctrl-C or SIGTERM here: stop the trainers the chains started, then go
+        stop.set()
+        for f in futures:
+            f.cancel()
+        from training.launch import stop_trainers
+
+        stop_trainers()
+        pool.shutdown(wait=True)
+        raise
+    finally:
+        restore()
+    failed = next((f for f in done if f.exception() is not None), None)
+    if failed is not None:
+        stop.set()
+        for f in futures:
+            f.cancel()
+    pool.shutdown(wait=True)
+    if failed is not None:
+        raise failed.exception()
+
 
 
 def comparison(lay: BenchLayout, recipes: list[str]) -> list[dict]:
@@ -234,8 +334,10 @@ def write_run_report(lay: BenchLayout, recipes: list[str], scale: str) -> Path:
 
 
 def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = None, seed: int = 0,
-                  master: str | None = None) -> int:
-    """Run every stage not yet complete; print the comparison table and the report's path."""
+                  master: str | None = None, jobs: int | None = None) -> int:
+    """Run every stage not yet complete; print the comparison table and the report's path.
+
+    Every recipe's subset is made first, then the trainings run, ``jobs`` side by side."""
     lay = BenchLayout(Path(out))
     lay.out.mkdir(parents=True, exist_ok=True)
     recipes = recipes or list(DEFAULT_RECIPES)
@@ -244,9 +346,11 @@ def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = No
         raise UserError(f"--recipe names must differ: {names}")
     stages = pool_stages(lay, scale, seed, master)
     for r in recipes:
-        stages += recipe_stages(lay, r, scale, seed, master)
+        stages += recipe_stages(lay, r, scale, seed, master, run_stages=False)
+    for r in recipes:
+        stages += recipe_stages(lay, r, scale, seed, master, subset_stages=False)
     t0 = time.time()
-    times = execute_stages(stages)
+    times = execute_stages(stages, jobs=default_jobs() if jobs is None else jobs)
     did = list(times)
     rows = comparison(lay, recipes)
     report = lay.report_html

@@ -53,6 +53,7 @@ class LaunchPlan:
     master_addr: str = "127.0.0.1"
     master_port: int = 29500
     workers: int = 1
+    threads: int | None = None   # the trainer's intra-op threads on the CPU (None: torch's default, on a GPU)
     accum_freq: int = 1
     seed: int = 0
     log_every_n_steps: int = 10
@@ -89,6 +90,12 @@ class LaunchPlan:
 # forward GFLOPs per sample (image + text) of upstream's models, from open_clip's docs/model_profile.csv
 FORWARD_GFLOPS = {"ViT-B-32": 14.78, "ViT-B-16": 41.09, "ViT-L-14": 175.33}
 CPU_GFLOPS_PER_CORE = 50.0   # an optimistic fp32 rate per core: the estimate is a lower bound
+# A CPU training runs its math on one thread, whatever the machine. The thread count changes the
+# order of the sums (tiny, seed 1: weights up to 5e-5 apart between 1 and 2 threads), so a fixed
+# count keeps "same seed, same data, same checkpoint bytes" true across machines; on 2 cores one
+# thread is also faster (tiny: 86 s against 92 s, the data-loader worker has the other core), and
+# more cores are used by training several runs side by side (`datacurate run --jobs`).
+CPU_TRAIN_THREADS = 1
 
 
 def cpu_days(recipe: Recipe, cores: int | None = None) -> float | None:
@@ -129,6 +136,7 @@ def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str 
         raise RecipeError("--nodes and --gpus must be at least 1")
     if workers is None:
         workers = 1 if device.startswith("cpu") else 4   # 4: upstream train.py's default
+    threads = CPU_TRAIN_THREADS if device.startswith("cpu") else None
     per_device_batch(recipe, nodes * procs, accum_freq)   # refuses an uneven split early
     summary = check_training_data(data, cache=RunLayout(run).data_check, progress=progress)
     if log_every_n_steps is None:
@@ -136,7 +144,7 @@ def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str 
         log_every_n_steps = max(1, min(100, steps // 50))   # 100: upstream's default
     plan = LaunchPlan(recipe=recipe, run=run, data=summary, device=device, nodes=nodes, procs_per_node=procs,
                       node_rank=node_rank, master_addr=master_addr, master_port=master_port, workers=workers,
-                      accum_freq=accum_freq, seed=seed, log_every_n_steps=log_every_n_steps)
+                      threads=threads, accum_freq=accum_freq, seed=seed, log_every_n_steps=log_every_n_steps)
     plan.argv = open_clip_argv(recipe, summary.train_data, logs=str(run.parent), name=run.name, device=device,
                                world_size=plan.world_size, workers=workers, accum_freq=accum_freq, seed=seed,
                                log_every_n_steps=log_every_n_steps)
@@ -249,39 +257,35 @@ def _load_state(plan: LaunchPlan) -> dict:
     return state
 
 
-def _stop_on_sigterm():
-    """Turn SIGTERM (a scheduler's pre-emption) into an exception, so the trainer is stopped too.
+_LIVE: set = set()   # trainer processes running now (several when `datacurate run --jobs` > 1)
 
-    Returns a function that puts the previous handler back.
-    """
-    import signal
-    import threading
 
-    if threading.current_thread() is not threading.main_thread():
-        return lambda: None
-
-    def _raise(signum, frame):
-        raise SystemExit(128 + signum)
-
-    previous = signal.signal(signal.SIGTERM, _raise)
-    return lambda: signal.signal(signal.SIGTERM, previous)
+def stop_trainers() -> None:
+    """Terminate every trainer this process started and that still runs (an interrupted side-by-side run)."""
+    for proc in list(_LIVE):
+        if proc.poll() is None:
+            proc.terminate()
 
 
 def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[int, float]:
     """Start OpenCLIP, show a progress bar from its step lines; return (exit code, wall seconds)."""
     from tqdm import tqdm
 
-    from datacurate.env import child_env
+    from datacurate.env import child_env, sigterm_raises
 
-    env = child_env({"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
-                     "PYTHONUNBUFFERED": "1"})
+    extra = {"PYTHONPATH": os.pathsep.join(filter(None, [str(PROJECT_ROOT), os.environ.get("PYTHONPATH")])),
+             "PYTHONUNBUFFERED": "1"}
+    if plan.threads:
+        extra.update(OMP_NUM_THREADS=str(plan.threads), MKL_NUM_THREADS=str(plan.threads))
+    env = child_env(extra)
     tail: deque[str] = deque(maxlen=40)
     bar = tqdm(total=plan.samples_seen, initial=start_samples, unit="sample", unit_scale=True,
                desc=f"train {plan.recipe.scale}", disable=not progress, dynamic_ncols=True)
     t0 = time.time()
-    restore_sigterm = _stop_on_sigterm()
+    restore_sigterm = sigterm_raises()
     proc = subprocess.Popen(plan.command(), stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
                             bufsize=1, env=env, cwd=str(PROJECT_ROOT))
+    _LIVE.add(proc)
     try:
         with open(RunLayout(plan.run).console, "a") as console:
             console.write(f"\n==== {time.strftime('%Y-%m-%d %H:%M:%S')} {' '.join(plan.command())}\n")
@@ -304,6 +308,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
                 proc.wait(timeout=30)
             except subprocess.TimeoutExpired:
                 proc.kill()
+        _LIVE.discard(proc)
         restore_sigterm()
         bar.close()
     if rc != 0:
@@ -357,7 +362,8 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
         started = time.strftime("%Y-%m-%dT%H:%M:%S")
         _, wall = _run_child(plan, epoch * per_interval, progress)
         state["attempts"].append({"started": started, "wall_time_s": round(wall, 3), "from_checkpoint": epoch,
-                                  "world_size": plan.world_size, "workers": plan.workers})
+                                  "world_size": plan.world_size, "workers": plan.workers,
+                                  "threads": plan.threads})
         _write_json(lay.train_state, state)
         epoch = checkpoint_epoch(lay.checkpoint) or 0
         if epoch < plan.recipe.num_checkpoints:
@@ -369,7 +375,7 @@ def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = Fals
 # the fields of RUN/info.json, as written below: the leaderboard refuses any other
 INFO_FIELDS = ("scale", "model", "checkpoint", "recipe", "data", "subset_fingerprint", "data_fingerprint",
                "data_size", "samples_seen", "skipped_samples", "wall_time_s", "attempts", "device", "precision",
-               "world_size", "per_device_batch", "accum_freq", "workers", "seed", "versions", "finished",
+               "world_size", "per_device_batch", "accum_freq", "workers", "threads", "seed", "versions", "finished",
                "finished_at")
 MAX_SKIPPED_SHARE = 0.02   # samples OpenCLIP may skip (undecodable images...) before the run is refused
 _SKIPPED = re.compile(r"Handling webdataset error \((\w+)")
@@ -415,6 +421,7 @@ def _finish(plan: LaunchPlan, state: dict) -> dict:
         "per_device_batch": plan.per_device_batch,
         "accum_freq": plan.accum_freq,
         "workers": plan.workers,
+        "threads": plan.threads,
         "seed": plan.seed,
         "versions": _versions(),
         "finished": True,

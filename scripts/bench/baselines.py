@@ -426,7 +426,7 @@ def main(argv=None) -> int:
 
     apply_offline_env()
     from datacurate.report.html import RecipeRun, write_report
-    from datacurate.run import _recipe_name, execute_stages
+    from datacurate.run import _recipe_name, default_jobs, execute_stages
     from datacurate.scales import offline_scales
 
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
@@ -437,6 +437,8 @@ def main(argv=None) -> int:
     ap.add_argument("--metric", default="Average", help="aggregate in scores.json's aggregates to compare")
     ap.add_argument("--compare", nargs="+", type=Path, default=[],
                     help="other run folders with a baselines.json: the Spearman rho of the ranking against each")
+    ap.add_argument("--jobs", type=int, default=None,
+                    help="trainings run side by side (default: datacurate run's, the CPU cores up to 4)")
     ap.add_argument("--report-only", action="store_true",
                     help="run no stage; tabulate the complete runs there are and name the missing ones")
     args = ap.parse_args(argv)
@@ -448,7 +450,8 @@ def main(argv=None) -> int:
         ap.error(f"recipe names must differ: {names}")
     compare = [d for d in args.compare if d.resolve() != lay.out.resolve()]
     if not args.report_only:
-        execute_stages(study_stages(lay, args.recipes, args.scale, args.seeds))
+        execute_stages(study_stages(lay, args.recipes, args.scale, args.seeds),
+                       jobs=default_jobs() if args.jobs is None else max(1, args.jobs))
     from eval.offline import suite_fingerprint
 
     study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, suite_fingerprint(lay.pool))
