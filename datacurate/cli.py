@@ -15,7 +15,7 @@ COMMANDS: list[tuple[str, str]] = [
     ("scales", "datacurate.cli:add_scales_parser"),
     ("pool", "datacurate.pool.cli:add_parser"),
     ("filter-net", "training.filter_net:add_parser"),
-    ("embed", "filters.embed:add_parser"),
+    ("embed", "datacurate.embed:add_parser"),
     ("filter", "filters.cli:add_parser"),
     ("reshard", "datacurate.reshard:add_parser"),
     ("train", "training.cli:add_parser"),

@@ -31,7 +31,7 @@ _OS_HINTS = {
 _REMOTE = re.compile(r"^(?:[\w.]*\.)?(\w+(?:Error|Failed))(?:: (.*))?$", re.M)
 # an OSError as a Spark task's traceback prints it: "OSError: [Errno 28] No space left on device: '/x/y'"
 _REMOTE_OS = re.compile(r"^(?:[\w.]*\.)?\w*Error: \[Errno (\d+)\] (.*?)(?:: '([^'\n]*)')?$", re.M)
-_OURS = {"UserError", "PoolDataError", "RecipeError", "EmbedError", "ReshardError", "DownloadError", "LayoutError",
+_OURS = {"UserError", "PoolDataError", "RecipeError", "EmbedError", "ShardImageError", "ReshardError", "DownloadError", "LayoutError",
          "TrainingDataError", "TrainingFailed", "ModelLoadError", "SubmissionError", "PoolExistsError", "SchemaError",
          "SourceFetchError", "TaskDataMissing", "UidFileError"}
 

@@ -128,7 +128,7 @@ def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> 
         train_filter_net(pool, lay.fnet, seed=seed, steps=s.filter_net_steps, batch_size=s.filter_net_batch)
 
     def embed():
-        from filters.embed import embed_pool
+        from .embed import embed_pool
 
         summary = embed_pool(pool, str(lay.fnet))
         _write_json(lay.embed_summary, summary)

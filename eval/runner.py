@@ -40,6 +40,13 @@ def _bar(desc: str, total: Optional[int] = None):
                 disable=os.environ.get("DATACURATE_NO_PROGRESS") == "1")
 
 
+def _image_keys(batch) -> list[bytes]:
+    """Content hashes of a batch's encoded images: the cache's keys, and the noise analysis's items."""
+    import hashlib
+
+    return [hashlib.blake2b(b[0], digest_size=16).digest() for b in batch]
+
+
 class ImageCache:
     """Image embeddings by content hash, kept for one evaluate_run: the offline tasks share
     their images, so each is decoded and encoded once. Bounded, so big suites do not grow it."""
@@ -69,14 +76,12 @@ class ImageCache:
 
     def encode(self, lm, batch) -> "torch.Tensor":
         """batch: (image bytes, where, ...) tuples -> (B, D) normalised features on CPU."""
-        import hashlib
-
         import torch
         import torch.nn.functional as F
 
         from .data import decode_image
 
-        keys = [hashlib.blake2b(b[0], digest_size=16).digest() for b in batch]
+        keys = _image_keys(batch)
         todo = {k: b for k, b in zip(keys, batch) if k not in self.feats}
         if todo:
             prep = lambda b: lm.preprocess(decode_image(b[0], b[1]))
@@ -93,8 +98,12 @@ class ImageCache:
         return torch.stack([fresh[k] if k in fresh else self.feats[k] for k in keys])
 
 
-def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
-    """Zero-shot classification: prompt-ensembled class embeddings, logits = 100 * cos."""
+def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None,
+             outcomes: Optional[dict] = None) -> dict:
+    """Zero-shot classification: prompt-ensembled class embeddings, logits = 100 * cos.
+
+    ``outcomes``: a dict that receives ``{task.key: {"keys": image hashes, "correct": top-1
+    per image}}`` (the noise analysis, scripts/bench/eval_noise.py, splits the items)."""
     import numpy as np
     import torch
 
@@ -108,9 +117,11 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
         col = {n: i for i, n in enumerate(names)}
         members = [[col[n] for n in group] for group in subclasses]
         Wsub = cache.class_weights(lm, names, templates)
-    logits, targets, metas = [], [], []
+    logits, targets, metas, keys = [], [], [], []
     with _bar(task.name) as bar:
         for batch in _batches(iter_samples(task, folder), batch_size):
+            if outcomes is not None:
+                keys.extend(_image_keys(batch))
             feats = cache.encode(lm, batch)
             out = 100.0 * feats @ W
             if subclasses:
@@ -127,6 +138,8 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     out = M.classification_metrics(logits, target)
     out[M.SE_KEY] = M.classification_se(logits, target, task.main_metric)
     pred = logits.argmax(dim=1).numpy()
+    if outcomes is not None:
+        outcomes[task.key] = {"keys": keys, "correct": pred == target.numpy()}
     if "f1_macro" in task.extra_metrics:                     # iWildCam (WILDS metric names)
         out["acc_avg"] = out["acc1"]
         out["recall-macro_all"] = M.macro_recall(target.numpy(), pred)
@@ -148,16 +161,22 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     return out
 
 
-def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
-    """Image-text retrieval, recall@1/5/10 both ways."""
+def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cache=None,
+             outcomes: Optional[dict] = None) -> dict:
+    """Image-text retrieval, recall@1/5/10 both ways.
+
+    ``outcomes`` receives ``{task.key: {"keys", "text_hit", "caption_hits", "captions"}}`` per
+    image: its text-retrieval R@1 hit, and how many of its captions found it at R@1."""
     import torch
     import torch.nn.functional as F
 
     cache = cache or ImageCache()
-    img_embs, txt_embs, txt_img = [], [], []
+    img_embs, txt_embs, txt_img, keys = [], [], [], []
     n = 0
     with _bar(task.name) as bar:
         for batch in _batches(iter_samples(task, folder), batch_size):
+            if outcomes is not None:
+                keys.extend(_image_keys(batch))
             img_embs.append(cache.encode(lm, batch))
             texts = [c for b in batch for c in b[2]]
             txt_img.extend(n + i for i, b in enumerate(batch) for _ in b[2])
@@ -167,6 +186,15 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
             n += len(batch)
             bar.update(len(batch))
     hits = M.retrieval_hits(torch.cat(img_embs), torch.cat(txt_embs), txt_img)
+    if outcomes is not None:
+        import numpy as np
+
+        owner = np.asarray(txt_img, dtype=np.int64)
+        outcomes[task.key] = {
+            "keys": keys, "text_hit": hits["text_retrieval_recall@1"].numpy(),
+            "caption_hits": np.bincount(owner, weights=hits["image_retrieval_recall@1"].numpy().astype(float),
+                                        minlength=n),
+            "captions": np.bincount(owner, minlength=n)}
     out = M.retrieval_recalls(hits)
     out[M.SE_KEY] = M.retrieval_se(hits, txt_img, task.main_metric)
     out["num_samples"] = n
@@ -202,15 +230,17 @@ def multi_objective(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATC
     return out
 
 
-def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH, cache=None) -> dict:
+def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATCH, cache=None,
+                  outcomes: Optional[dict] = None) -> dict:
     """Metrics of one task, with ``main_metric`` set as upstream evaluate.py does, and
     ``main_metric_se`` (its bootstrap standard error over eval items; None where the task's
-    main metric has no per-item outcome: worst-group, F1, FairFace)."""
+    main metric has no per-item outcome: worst-group, F1, FairFace). ``outcomes``: see
+    :func:`classify` and :func:`retrieve` (other task types leave it as it is)."""
     folder = task_dir(task, data_root)
     if task.type == CLASSIFICATION:
-        metrics = classify(task, lm, folder, batch_size, cache)
+        metrics = classify(task, lm, folder, batch_size, cache, outcomes)
     elif task.type == RETRIEVAL:
-        metrics = retrieve(task, lm, folder, batch_size, cache)
+        metrics = retrieve(task, lm, folder, batch_size, cache, outcomes)
     elif task.type == MULTI_OBJECTIVE:
         metrics = multi_objective(task, lm, folder, batch_size, cache)
     elif task.type == ASSOCIATION:

@@ -155,7 +155,7 @@ class Batch:
         """Decoded PIL images of the rows (via the shard's tar and the ``key`` column); None if absent."""
         from PIL import Image
 
-        from .embed import read_tar_images
+        from datacurate.images import read_tar_images
 
         if self.tar_path is None or not Path(self.tar_path).is_file():
             raise PoolDataError(f"shard {self.shard}: no image tar {self.tar_path} to read pixels from")

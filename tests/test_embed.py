@@ -26,7 +26,7 @@ def pool_copy(handmade, tmp_path):
 
 
 def _embed(pool, net, **kw):
-    from filters.embed import embed_pool
+    from datacurate.embed import embed_pool
 
     return embed_pool(pool, str(net), device="cpu", batch_size=8, **kw)
 
@@ -35,8 +35,8 @@ def test_npz_layout_alignment_and_scores(pool_copy):
     import torch
     from PIL import Image
 
-    from filters.embed import get_model, to_rgb
-    from filters.models import parse_model
+    from datacurate.embed import get_model, to_rgb
+    from datacurate.clip import parse_model
 
     pool, net = pool_copy
     summary = _embed(pool, net)
@@ -101,7 +101,7 @@ def test_resume_skips_finished_shards_and_notices_new_weights(pool_copy, tmp_pat
 
 def test_upstream_embeddings_used_as_is_without_the_model(pool_copy):
     """Metadata with upstream's npz (b32_img/b32_txt) gets its score column without loading ViT-B-32."""
-    from filters.embed import embed_pool, write_npz_atomic
+    from datacurate.embed import embed_pool, write_npz_atomic
 
     pool, _ = pool_copy
     rng = np.random.default_rng(0)
@@ -122,8 +122,8 @@ def test_upstream_embeddings_used_as_is_without_the_model(pool_copy):
 
 def test_hub_model_fails_fast_offline(pool_copy, capsys, monkeypatch):
     from datacurate.cli import main
-    from filters.embed import embed_pool
-    from filters.models import ModelLoadError
+    from datacurate.embed import embed_pool
+    from datacurate.clip import ModelLoadError
 
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     pool, _ = pool_copy
@@ -143,7 +143,7 @@ def test_hub_model_fails_fast_offline(pool_copy, capsys, monkeypatch):
     ("TinyCLIP-ViT-64:/no/such/file.pt", ["no such checkpoint file"]),
 ])
 def test_bad_model_strings(model, words):
-    from filters.models import ModelLoadError, parse_model
+    from datacurate.clip import ModelLoadError, parse_model
 
     with pytest.raises(ModelLoadError) as e:
         parse_model(model)
@@ -152,7 +152,7 @@ def test_bad_model_strings(model, words):
 
 
 def test_checkpoint_file_needs_arch_and_arch_name_checked(handmade, tmp_path):
-    from filters.models import ModelLoadError, parse_model
+    from datacurate.clip import ModelLoadError, parse_model
 
     _, net = handmade
     lone = tmp_path / "weights.pt"
@@ -169,7 +169,7 @@ def test_checkpoint_file_needs_arch_and_arch_name_checked(handmade, tmp_path):
 
 
 def test_missing_tar_key_is_a_clear_error(pool_copy):
-    from filters.embed import EmbedError
+    from datacurate.images import ShardImageError
 
     pool, net = pool_copy
     path = pool / "metadata" / "00001.parquet"
@@ -177,7 +177,7 @@ def test_missing_tar_key_is_a_clear_error(pool_copy):
     keys = t.column("key").to_pylist()
     keys[3] = "000019999"
     pq.write_table(t.set_column(t.schema.get_field_index("key"), "key", pa.array(keys)), path)
-    with pytest.raises(EmbedError, match=r"shard 00001: .*00001\.tar has no image for key '000019999'"):
+    with pytest.raises(ShardImageError, match=r"shard 00001: .*00001\.tar has no image for key '000019999'"):
         _embed(pool, net)
 
 
@@ -201,7 +201,7 @@ def test_device_choice(monkeypatch):
 
 
 def test_spark_gives_the_same_npz_as_local(handmade, tmp_path, spark):
-    from filters.embed import embed_pool
+    from datacurate.embed import embed_pool
 
     pool, net = handmade
     local = shutil.copytree(pool, tmp_path / "local")
@@ -239,8 +239,8 @@ def test_a_run_killed_between_the_npz_and_parquet_swaps_is_redone(handmade, pool
     vectors. The marker makes the next run embed it again; the result is a clean run's."""
     import os
 
-    from filters.embed import shard_state
-    from filters.models import parse_model
+    from datacurate.embed import shard_state
+    from datacurate.clip import parse_model
 
     pool, net_a = pool_copy
     net_b = make_random_net(tmp_path / "b", seed=1)

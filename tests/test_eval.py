@@ -755,3 +755,21 @@ def test_winogavil_bad_rows_are_named(tmp_path):
     with pytest.raises(UserError, match=r"0\.parquet: row 0: expected a cue and one image per candidate \(2 "
                                         r"candidates, 1 images\)"):
         evaluate(None, folder)
+
+
+def test_per_image_outcomes_give_back_the_task_metrics(tmp_path):
+    """The noise analysis (scripts/bench/eval_noise.py) rebuilds scores from per-image outcomes."""
+    from eval.runner import evaluate_task
+    from eval.tasks import load_task_yaml
+
+    root, _ = _toy_tasks_and_run(tmp_path)
+    outcomes = {}
+    cls = evaluate_task(load_task_yaml(root / "toy_cls"), _stub(), data_root=root, outcomes=outcomes)
+    ret = evaluate_task(load_task_yaml(root / "toy_ret"), _stub(), data_root=root, outcomes=outcomes)
+    o = outcomes["toy_cls"]
+    assert len(o["keys"]) == len(set(o["keys"])) == 10
+    assert o["correct"].mean() == cls["acc1"] == 7 / 10
+    r = outcomes["toy_ret"]
+    assert len(r["keys"]) == 4 and r["captions"].sum() == ret["num_captions"] == 6
+    assert r["text_hit"].mean() == ret["text_retrieval_recall@1"]
+    assert r["caption_hits"].sum() / r["captions"].sum() == ret["image_retrieval_recall@1"]

@@ -61,7 +61,7 @@ def test_same_seed_same_weights(trained, tmp_path):
 
 
 def test_embed_with_the_net_and_auc_on_handmade_pool(trained, tmp_path):
-    from filters.embed import embed_pool
+    from datacurate.embed import embed_pool
     from training.filter_net import evaluate_auc, record_auc
 
     pool, net, _ = trained
@@ -107,7 +107,7 @@ def test_swapped_captions_score_lower_on_micro_pool(micro_pool, tmp_path):
     0.672 after these 120 steps; chance is 0.5 and its standard deviation here is ~0.024, so
     0.62 is far above chance while leaving room for numeric differences between machines.
     """
-    from filters.embed import embed_pool
+    from datacurate.embed import embed_pool
     from training.filter_net import evaluate_auc, record_auc, train_filter_net
 
     pool = shutil.copytree(micro_pool, tmp_path / "pool")

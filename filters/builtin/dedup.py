@@ -230,7 +230,7 @@ def _pixel_check(src: np.ndarray, dst: np.ndarray, where: list, min_alignment: f
     import cv2
     from tqdm import tqdm
 
-    from ..embed import read_tar_images
+    from datacurate.images import read_tar_images
     from ..image_align import Thumb, aligned
 
     rows = np.unique(np.concatenate([src, dst]))

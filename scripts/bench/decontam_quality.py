@@ -24,7 +24,7 @@ from datacurate.layout import PoolLayout
 
 def pool_images(pool: Path, uids: set[str]) -> dict[str, bytes]:
     """Image bytes of the given uids, read from the pool's shards (one pass over each tar)."""
-    from filters.embed import read_tar_images
+    from datacurate.images import read_tar_images
     from filters.pool_reader import list_shards
 
     out, lay = {}, PoolLayout.find(pool)

@@ -36,9 +36,9 @@ def main() -> int:
 
     from datacurate.env import apply_offline_env
     from embed_pool_maker import make_pool, make_random_net
-    from filters.embed import embed_pool, get_model
+    from datacurate.embed import embed_pool, get_model
     from datacurate.clip import pick_threads
-    from filters.models import parse_model
+    from datacurate.clip import parse_model
 
     apply_offline_env()
     torch.set_num_threads(pick_threads())  # the same thread count for the reference and for embed

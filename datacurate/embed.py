@@ -14,20 +14,16 @@ from __future__ import annotations
 import argparse
 import io
 import os
-import tarfile
 import time
 from pathlib import Path
 
 import numpy as np
 
-from datacurate.clip import pick_device, pick_threads
-from datacurate.errors import UserError
-from datacurate.layout import PoolLayout, as_pool
-from datacurate.images import to_rgb  # noqa: F401  (re-exported: tests and filters use embed.to_rgb)
+from .clip import ModelSpec, fingerprint, load_spec, parse_model, pick_device, pick_threads
+from .errors import UserError
+from .images import read_tar_images, to_rgb
+from .layout import PoolLayout, as_pool
 
-from .models import ModelSpec, fingerprint, load_spec, parse_model
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")
 HOLDOUT_SETS = ("eval", "trusted")
 META_PREFIX = "datacurate.embed."  # parquet key-value metadata: which weights made the column
 _MODEL_CACHE: dict = {}  # (spec, device) -> (model, preprocess, tokenizer): one model per process/executor
@@ -52,7 +48,7 @@ def _npz_keys(path: Path) -> dict[str, int]:
 
 def write_npz_atomic(path: Path, arrays: dict[str, np.ndarray]) -> None:
     """np.savez under a temporary name, then rename: never half-written."""
-    from datacurate.atomic import atomic_path
+    from .atomic import atomic_path
 
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
@@ -111,31 +107,6 @@ def encode(bundle, images, texts, device: str, batch_size: int, progress=None) -
     if not out_img:
         return np.zeros((0, 0), np.float16), np.zeros((0, 0), np.float16)
     return np.concatenate(out_img), np.concatenate(out_txt)
-
-
-def read_tar_images(tar_path: Path, keys: list[str], shard: str) -> dict[str, bytes]:
-    """{key: image bytes} for ``keys`` from a webdataset tar; clear error for a missing key."""
-    if not tar_path.is_file():
-        raise EmbedError(f"shard {shard}: no image tar {tar_path}")
-    wanted = set(keys)
-    found: dict[str, bytes] = {}
-    try:
-        with tarfile.open(tar_path) as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                base = os.path.basename(m.name)
-                key, _, ext = base.partition(".")
-                if ext.lower() in IMAGE_EXTS and key in wanted and key not in found:
-                    found[key] = tf.extractfile(m).read()
-    except tarfile.TarError as e:
-        raise EmbedError(f"shard {shard}: {tar_path} is not a readable tar ({e})") from None
-    missing = [k for k in keys if k not in found]
-    if missing:
-        more = f" (and {len(missing) - 1} more)" if len(missing) > 1 else ""
-        raise EmbedError(f"shard {shard}: {tar_path} has no image for key {missing[0]!r}{more} "
-                         f"listed in metadata/{shard}.parquet")
-    return found
 
 
 def _decode(blobs, where):
@@ -214,7 +185,7 @@ def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", ba
     if state == "score":
         with np.load(npz_path) as z:
             scores = similarity(z[spec.img_key], z[spec.txt_key])
-        from datacurate.schema import write_table_atomic
+        from .schema import write_table_atomic
 
         write_table_atomic(_with_scores(pq_path, spec.score_column, scores), pq_path)
         return {"shard": shard, "rows": rows, "status": "scored", "seconds": time.time() - t0}
@@ -242,7 +213,7 @@ def _swap_in(pool, shard: str, arrays: dict[str, np.ndarray], table) -> None:
     marker, so the next run embeds the shard again instead of pairing new scores with old vectors."""
     import pyarrow.parquet as pq
 
-    from datacurate.atomic import atomic_path
+    from .atomic import atomic_path
 
     pending = pool.embed_pending(shard)
     with atomic_path(pool.npz(shard)) as npz_tmp, atomic_path(pool.parquet(shard)) as pq_tmp:
@@ -474,7 +445,7 @@ def _run(args) -> int:
         raise UserError("--batch-size must be at least 1")
     spark = None
     if args.master:
-        from datacurate.spark import get_spark
+        from .spark import get_spark
 
         spark = get_spark(args.master, app_name="datacurate-embed")
     lay = PoolLayout.find(args.pool)
