@@ -29,7 +29,7 @@ from typing import Callable
 from .atomic import write_text_atomic
 from .errors import UserError
 from .layout import BenchLayout, DataLayout, NetLayout, RunLayout, subset_record
-from .scales import get_scale, offline_scales
+from .scales import Scale, as_scale, offline_scales
 
 DEFAULT_RECIPES = ["no_filter", "dedup_clip"]
 
@@ -108,7 +108,7 @@ def _write_json(path: Path, obj) -> None:
     write_text_atomic(path, json.dumps(obj, indent=2))
 
 
-def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> list[Stage]:
+def pool_stages(lay: BenchLayout, scale: Scale, seed: int, master: str | None) -> list[Stage]:
     pool = lay.pool
 
     def build():
@@ -119,13 +119,12 @@ def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> 
     def download():
         from .pool.download import download_pool
 
-        download_pool(pool, master=master)
+        download_pool(pool, master=master, samples_per_shard=scale.shard_size)
 
     def fnet():
         from training.filter_net import train_filter_net
 
-        s = get_scale(scale)
-        train_filter_net(pool, lay.fnet, seed=seed, steps=s.filter_net_steps, batch_size=s.filter_net_batch)
+        train_filter_net(pool, lay.fnet, seed=seed, steps=scale.filter_net_steps, batch_size=scale.filter_net_batch)
 
     def embed():
         from .embed import embed_pool
@@ -145,7 +144,7 @@ def pool_stages(lay: BenchLayout, scale: str, seed: int, master: str | None) -> 
     ]
 
 
-def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: str | None,
+def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master: str | None,
                   train_seed: int | None = None, subset_stages: bool = True,
                   run_stages: bool = True) -> list[Stage]:
     """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run.
@@ -164,7 +163,7 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: 
     def do_reshard():
         from .reshard import reshard
 
-        reshard(lay.pool, subset, data, shard_size=get_scale(scale).train_shard_size, master=master)
+        reshard(lay.pool, subset, data, shard_size=scale.train_shard_size, master=master)
 
     def do_train():
         from training import train
@@ -185,7 +184,7 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: str, seed: int, master: 
     ]
     training = [
         Stage(f"train [{tag}]", RunLayout(run).is_trained, do_train,
-              f"the fixed {scale} recipe with open_clip_train", chain=str(run)),
+              f"the fixed {scale.name} recipe with open_clip_train", chain=str(run)),
         Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
               "the offline zero-shot suite", chain=str(run)),
     ]
@@ -333,7 +332,7 @@ def write_run_report(lay: BenchLayout, recipes: list[str], scale: str) -> Path:
     return write_report(lay.out, lay.pool, rr, title=f"datacurate run: {scale} scale")
 
 
-def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = None, seed: int = 0,
+def run_benchmark(out: Path, scale: Scale | str = "tiny", recipes: list[str] | None = None, seed: int = 0,
                   master: str | None = None, jobs: int | None = None) -> int:
     """Run every stage not yet complete; print the comparison table and the report's path.
 
@@ -344,11 +343,13 @@ def run_benchmark(out: Path, scale: str = "tiny", recipes: list[str] | None = No
     names = [_recipe_name(r) for r in recipes]
     if len(set(names)) != len(names):
         raise UserError(f"--recipe names must differ: {names}")
-    stages = pool_stages(lay, scale, seed, master)
+    sc = as_scale(scale)
+    scale = sc.name
+    stages = pool_stages(lay, sc, seed, master)
     for r in recipes:
-        stages += recipe_stages(lay, r, scale, seed, master, run_stages=False)
+        stages += recipe_stages(lay, r, sc, seed, master, run_stages=False)
     for r in recipes:
-        stages += recipe_stages(lay, r, scale, seed, master, subset_stages=False)
+        stages += recipe_stages(lay, r, sc, seed, master, subset_stages=False)
     t0 = time.time()
     times = execute_stages(stages, jobs=default_jobs() if jobs is None else jobs)
     did = list(times)

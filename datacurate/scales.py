@@ -107,6 +107,11 @@ def get_scale(name: str) -> Scale:
         raise ValueError(f"unknown scale {name!r}; known scales: {', '.join(SCALES)}") from None
 
 
+def as_scale(scale: "Scale | str") -> Scale:
+    """A stage's ``scale`` argument as the Scale itself (a name is looked up once, here)."""
+    return scale if isinstance(scale, Scale) else get_scale(scale)
+
+
 def offline_scales() -> list[str]:
     """The scales whose pool is built here and which `datacurate run` runs end to end."""
     return [n for n, s in SCALES.items() if s.offline]

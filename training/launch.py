@@ -26,7 +26,7 @@ from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
 from datacurate.clip import pick_device
 from datacurate.layout import CHECKPOINT, RunLayout
-from datacurate.scales import get_scale
+from datacurate.scales import Scale, get_scale
 
 from .data_check import DataSummary, check_training_data
 from .recipe import Recipe, RecipeError, expected_samples_seen, open_clip_argv, per_device_batch, recipe_for
@@ -107,7 +107,7 @@ def cpu_days(recipe: Recipe, cores: int | None = None) -> float | None:
     return recipe.samples_seen * 3 * gflops / (cores * CPU_GFLOPS_PER_CORE) / 86_400
 
 
-def plan_training(scale: str, data: str | Path, out: str | Path, *, device: str | None = None,
+def plan_training(scale: "Scale | str", data: str | Path, out: str | Path, *, device: str | None = None,
                   gpus: int | None = None, nodes: int = 1, node_rank: int = 0, master_addr: str = "127.0.0.1",
                   master_port: int = 29500, workers: int | None = None, accum_freq: int = 1, seed: int = 0,
                   log_every_n_steps: int | None = None, recipe: Recipe | None = None,
@@ -317,7 +317,7 @@ def _run_child(plan: LaunchPlan, start_samples: int, progress: bool) -> tuple[in
     return rc, time.time() - t0
 
 
-def train(scale: str, data: str | Path, out: str | Path, *, dry_run: bool = False, progress: bool = True,
+def train(scale: "Scale | str", data: str | Path, out: str | Path, *, dry_run: bool = False, progress: bool = True,
           **options) -> dict:
     """Train the scale's fixed recipe on DATA into OUT; resume if killed; return info.json's content.
 

@@ -26,7 +26,7 @@ import math
 from dataclasses import asdict, dataclass
 
 from datacurate.errors import UserError
-from datacurate.scales import get_scale
+from datacurate.scales import Scale, as_scale
 
 
 class RecipeError(UserError):
@@ -57,10 +57,10 @@ class Recipe:
         return asdict(self)
 
 
-def recipe_for(scale: str) -> Recipe:
+def recipe_for(scale: "Scale | str") -> Recipe:
     """The fixed recipe of a scale (``datacurate scales`` lists them)."""
     try:
-        s = get_scale(scale)
+        s = as_scale(scale)
     except ValueError as e:
         raise RecipeError(str(e)) from None
     return Recipe(scale=s.name, model=s.model, samples_seen=s.samples_seen, batch_size=s.batch_size,

@@ -186,7 +186,7 @@ def _human(n: float) -> str:
 
 # ----------------------------------------------------------------------------- the build
 
-def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, workers: int = 1,
+def build_pool(out, scale: "Scale | str" = "micro", seed: int = 0, force: bool = False, workers: int = 1,
                cache=None, progress: bool = True, quiet: bool = False) -> dict:
     """Build POOL/ for an offline ``scale`` (micro | tiny | base) and ``seed``; returns the manifest.
 
@@ -194,16 +194,19 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
     """
     import pyarrow as pa
 
-    from ..scales import SCALES, offline_scales
+    from ..scales import Scale, as_scale, offline_scales
     from ..uids import make_uid
     from .defects import DEFAULT_RATES, DEFECTS, plan_counts, render_duplicate
     from .plan import SPLIT_FRACTIONS, plan_samples, split_concepts
     from .sources import SKIMAGE_SOURCE, load_catalog
 
     say = (lambda *a: None) if quiet else (lambda *a: print(*a, file=sys.stderr))
-    if scale not in offline_scales():
-        raise UserError(f"pool build makes the offline pool for scales {', '.join(offline_scales())}, not {scale!r}; "
+    name = scale.name if isinstance(scale, Scale) else scale
+    if name not in offline_scales():
+        raise UserError(f"pool build makes the offline pool for scales {', '.join(offline_scales())}, not {name!r}; "
                         "larger scales download a real crawl's url+text parquet with `datacurate pool download`")
+    sc = as_scale(scale)
+    scale = sc.name
     seed = int(seed)
     out = Path(out).absolute()
     done = _check_out(out, scale, seed, force)
@@ -216,8 +219,8 @@ def build_pool(out, scale: str = "micro", seed: int = 0, force: bool = False, wo
     _clear_stale(out)
 
     catalog = load_catalog(cache)
-    splits = split_concepts(catalog.concepts, seed, SCALES[scale].pool_concepts)
-    n = SCALES[scale].pool_size
+    splits = split_concepts(catalog.concepts, seed, sc.pool_concepts)
+    n = sc.pool_size
     counts = plan_counts(n, DEFAULT_RATES)
     specs = plan_samples(splits, catalog.translations, counts, seed)
 

@@ -59,7 +59,9 @@ SWEEP = re.compile(r"^clip_score_top(\d+)$")
 def study_stages(lay, recipes: list[str], scale: str, seeds: int, master: str | None = None) -> list:
     """Pool stages, every recipe's filter + reshard, then train + eval seed-major."""
     from datacurate.run import pool_stages, recipe_stages
+    from datacurate.scales import as_scale
 
+    scale = as_scale(scale)
     stages = pool_stages(lay, scale, 0, master)
     for r in recipes:
         stages += recipe_stages(lay, r, scale, 0, master, run_stages=False)
