@@ -271,14 +271,14 @@ def embed_holdout(pool: Path, spec: ModelSpec, device: str = "cpu", batch_size: 
 
 def _spark_embed(spark, pool: Path, spec: ModelSpec, shards: list[str], device: str, batch_size: int,
                  force: bool, fp: str) -> list[dict]:
-    """One Spark task per shard; each Python worker loads the model once and reuses it."""
-    import pandas as pd
+    """One Spark task per shard (datacurate.executor); each Python worker loads the model once and reuses it."""
+    from .executor import SparkExecutor
 
     parallelism = max(1, spark.sparkContext.defaultParallelism)
     threads = max(1, (os.cpu_count() or 1) // parallelism) if spark.sparkContext.master.startswith("local") else 0
     lay = as_pool(pool)
 
-    def run(batches):
+    def run(shard: str) -> dict:
         import torch
         from pyspark import TaskContext
 
@@ -289,55 +289,10 @@ def _spark_embed(spark, pool: Path, spec: ModelSpec, shards: list[str], device: 
             dev = f"cuda:{gpus.addresses[0]}" if gpus is not None and gpus.addresses else pick_device("auto")
         if threads:
             torch.set_num_threads(threads)
-        for pdf in batches:
-            for shard in pdf["shard"]:
-                r = embed_shard(lay, shard, spec, dev, batch_size, force, fp=fp)
-                yield pd.DataFrame([r])
+        return embed_shard(lay, shard, spec, dev, batch_size, force, fp=fp)
 
-    # one partition per shard, no shuffle: a single stage of len(shards) tasks
-    rdd = spark.sparkContext.parallelize([(s,) for s in shards], len(shards))
-    df = spark.createDataFrame(rdd, "shard string")
-    out = df.mapInPandas(run, schema="shard string, rows long, status string, seconds double")
-    rows = _collect_with_progress(spark, out, len(shards), f"embed {spec.name} (spark)")
-    return sorted((r.asDict() for r in rows), key=lambda r: r["shard"])
-
-
-def _collect_with_progress(spark, df, tasks: int, desc: str):
-    """collect() in a thread while a tqdm bar follows the finished tasks (all tasks run in parallel)."""
-    import threading
-    import uuid
-
-    from tqdm import tqdm
-
-    sc = spark.sparkContext
-    group = f"datacurate-embed-{uuid.uuid4().hex[:8]}"
-    box: dict = {}
-
-    def work():
-        sc.setJobGroup(group, desc)
-        try:
-            box["rows"] = df.collect()
-        except BaseException as e:  # re-raised in the caller's thread
-            box["error"] = e
-
-    th = threading.Thread(target=work, daemon=True)
-    th.start()
-    tracker = sc.statusTracker()
-    with tqdm(total=tasks, desc=desc, unit="shard") as bar:
-        while th.is_alive():
-            th.join(0.5)
-            done = 0
-            for job in tracker.getJobIdsForGroup(group):
-                info = tracker.getJobInfo(job)
-                for st in (info.stageIds if info else []):
-                    si = tracker.getStageInfo(st)
-                    if si is not None and si.numTasks == tasks:
-                        done = max(done, si.numCompletedTasks)
-            bar.update(max(0, done - bar.n))
-        bar.update(tasks - bar.n if "rows" in box else 0)
-    if "error" in box:
-        raise box["error"]
-    return box["rows"]
+    rows = SparkExecutor(spark).map(run, shards, f"embed {spec.name}")
+    return sorted(rows, key=lambda r: r["shard"])
 
 
 def embed_pool(pool, model: str | ModelSpec, name: str | None = None, device: str = "auto",

@@ -242,13 +242,12 @@ def _reshard(lay: PoolLayout, data: DataLayout, subset, arr, fp: str, plan: dict
     print(f"reshard: {found} of {len(subset_hex)} uids found ({missing} missing) -> {n_out} shard(s) "
           f"of <= {size}; {len(todo)} to write", flush=True)
     if todo:
-        from .pool.download import FileCountProgress
+        from .executor import SparkExecutor
 
         tasks = [(str(lay.shards), g) for g in group_outputs(todo)]
-        # one Spark task per run of output shards; the bar counts the renamed tars
-        with FileCountProgress(shards_out, "*.tar", n_out, "reshard", enabled=progress):
-            results = spark.sparkContext.parallelize(tasks, len(tasks)).flatMap(write_shards).collect()
-        for name, n in results:
+        # one Spark task per run of output shards (datacurate.executor, every stage's)
+        written = SparkExecutor(spark, progress=progress).map(write_shards, tasks, "reshard")
+        for name, n in (pair for pairs in written for pair in pairs):
             if sizes[name] != n:
                 raise RuntimeError(f"{shards_out / name}: wrote {n} samples, planned {sizes[name]}")
     for stale in sorted(shards_out.glob("*.tar")):

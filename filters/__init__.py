@@ -16,8 +16,7 @@ _EXPORTS = {
     "register": "registry", "filter_function": "registry", "get_filter": "registry",
     "list_filters": "registry", "make_filter": "registry", "ENTRY_POINT_GROUP": "registry",
     "load_recipe": "recipe", "parse_recipe": "recipe", "builtin_recipes": "recipe", "Recipe": "recipe",
-    "filter_pool": "runner_local", "LocalExecutor": "runner_local",
-    "SparkExecutor": "runner_spark",
+    "filter_pool": "runner_local", "LocalExecutor": "runner_local", "SparkExecutor": "runner_local",
     "run_recipe": "runner_local", "evaluate_recipe": "engine",
 }
 

@@ -32,9 +32,16 @@ from .recipe import Combine, Recipe, Step
 
 
 class Executor(Protocol):
+    """datacurate.executor's LocalExecutor or SparkExecutor: the one shard executor every stage uses."""
     name: str
 
-    def map_shards(self, fn: Callable[[ShardInfo], object], shards: list[ShardInfo], desc: str) -> list: ...
+    def map(self, fn: Callable, tasks: list, desc: str, weights: list[int] | None = None,
+            unit: str = "shard") -> list: ...
+
+
+def map_shards(executor: Executor, fn: Callable[[ShardInfo], object], shards: list[ShardInfo], desc: str) -> list:
+    """``fn`` over the pool's shards, the bar in rows."""
+    return executor.map(fn, shards, desc, weights=[sh.rows for sh in shards], unit="rows")
 
 
 # ----------------------------------------------------------------------------- per-shard work
@@ -169,7 +176,7 @@ def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, pro
     row_needs = Needs(["uid"])
     for _, f, _ in local:
         row_needs = row_needs.merge(f.needs())
-    results = executor.map_shards(lambda sh: rows_task(pool, sh, local, row_needs), shards, "filter: rows")
+    results = map_shards(executor, lambda sh: rows_task(pool, sh, local, row_needs), shards, "filter: rows")
     passes = 1
     uids = np.concatenate([r["uids"] for r in results]) if results else np.empty((0, 2), np.uint64)
     n = len(uids)
@@ -188,11 +195,11 @@ def evaluate_recipe(pool, recipe: Recipe, executor: Executor, seed: int = 0, pro
         f, needs = step.filter, step.filter.needs()
         f.population_size = int(pop.sum())
         pops = slices(pop)
-        parts = executor.map_shards(lambda sh: collect_task(pool, sh, f, needs, pops[sh.name]), shards,
-                                    f"filter: {step.label} (pass 1)")
+        parts = map_shards(executor, lambda sh: collect_task(pool, sh, f, needs, pops[sh.name]), shards,
+                           f"filter: {step.label} (pass 1)")
         f.fit([p for shard_parts in parts for p in shard_parts], ctx)
-        out = executor.map_shards(lambda sh: apply_task(pool, sh, f, needs, pops[sh.name], step.where), shards,
-                                  f"filter: {step.label} (pass 2)")
+        out = map_shards(executor, lambda sh: apply_task(pool, sh, f, needs, pops[sh.name], step.where), shards,
+                         f"filter: {step.label} (pass 2)")
         passes += 2
         return np.concatenate(out)
 

@@ -1,7 +1,5 @@
-"""The local runner: shards one after the other in this process, pyarrow batch by batch.
-
-``filter_pool`` is the entry point both runners share: it loads the recipe, runs it
-with the local executor or the Spark one, and writes ``SUBSET.npy`` (upstream's
+"""Running a recipe: ``filter_pool`` loads it, runs it shard by shard with the local executor or
+the Spark one (datacurate.executor, every stage's), and writes ``SUBSET.npy`` (upstream's
 format, via ``datacurate.uids.write_subset``) and ``SUBSET.json`` beside it, each
 under a temporary name first.
 """
@@ -9,33 +7,14 @@ from __future__ import annotations
 
 import json
 import platform
-import sys
 import time
 from pathlib import Path
 
 from datacurate.atomic import write_text_atomic
+from datacurate.executor import LocalExecutor, SparkExecutor
 
 from .engine import RunResult, evaluate_recipe, to_pairs
 from .recipe import Recipe, load_recipe
-
-
-class LocalExecutor:
-    name = "local"
-
-    def __init__(self, progress: bool = True):
-        self.progress = progress
-
-    def map_shards(self, fn, shards, desc: str) -> list:
-        from tqdm import tqdm
-
-        rows = sum(s.rows for s in shards)
-        out = []
-        with tqdm(total=rows, desc=desc, unit="rows", disable=not self.progress, file=sys.stderr,
-                  leave=False) as bar:
-            for sh in shards:
-                out.append(fn(sh))
-                bar.update(sh.rows)
-        return out
 
 
 def json_path_for(out: Path) -> Path:
@@ -88,8 +67,6 @@ def filter_pool(pool, recipe, out, master: str | None = None, seed: int = 0, run
     rec = recipe if isinstance(recipe, Recipe) else load_recipe(recipe, overrides={"seed": seed})
     runner = runner or ("spark" if (master or spark is not None) else "local")
     if runner == "spark":
-        from .runner_spark import SparkExecutor
-
         executor = SparkExecutor(spark=spark, master=master, progress=progress)
     elif runner == "local":
         executor = LocalExecutor(progress=progress)
