@@ -150,7 +150,8 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master
     """filter -> reshard -> train -> eval for one recipe; ``train_seed`` names an extra training run.
 
     ``subset_stages`` / ``run_stages`` keep only the subset's half (filter, reshard) or the
-    run's half (train, eval): a seed study makes each subset once and trains it per seed."""
+    run's half (train, eval): a seed study makes each subset once and trains it per seed. With
+    both, the four stages are one chain: one recipe's subset is made while another's trains."""
     name = _recipe_name(recipe)
     train_seed = seed if train_seed is None else train_seed
     subset, data, run = lay.subset(name), lay.data(name), lay.run(name, train_seed)
@@ -158,12 +159,13 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master
     def do_filter():
         from filters import run_recipe
 
-        run_recipe(lay.pool, recipe, subset, master=master, seed=seed)
+        run_recipe(lay.pool, recipe, subset, master=master, seed=seed, progress=not _side_by_side())
 
     def do_reshard():
         from .reshard import reshard
 
-        reshard(lay.pool, subset, data, shard_size=scale.train_shard_size, master=master)
+        reshard(lay.pool, subset, data, shard_size=scale.train_shard_size, master=master,
+                progress=not _side_by_side())
 
     def do_train():
         from training import train
@@ -176,11 +178,12 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master
         evaluate_run(run, suite="offline", pool=lay.pool, log=_quiet_log if _side_by_side() else print)
 
     tag = name if train_seed == seed else f"{name} seed {train_seed}"
+    chain = str(run) if run_stages else None    # a subset shared by several runs is made before any of them
     making = [
         Stage(f"filter [{name}]", lambda: subset_record(subset).exists() and subset.exists(), do_filter,
-              f"recipe {recipe} -> {subset.name}"),
+              f"recipe {recipe} -> {subset.name}", chain=chain),
         Stage(f"reshard [{name}]", DataLayout(data).is_complete, do_reshard,
-              "the subset copied into training shards"),
+              "the subset copied into training shards", chain=chain),
     ]
     training = [
         Stage(f"train [{tag}]", RunLayout(run).is_trained, do_train,
@@ -336,7 +339,7 @@ def run_benchmark(out: Path, scale: Scale | str = "tiny", recipes: list[str] | N
                   master: str | None = None, jobs: int | None = None) -> int:
     """Run every stage not yet complete; print the comparison table and the report's path.
 
-    Every recipe's subset is made first, then the trainings run, ``jobs`` side by side."""
+    After the pool stages, each recipe is one chain (filter, reshard, train, eval), ``jobs`` side by side."""
     lay = BenchLayout(Path(out))
     lay.out.mkdir(parents=True, exist_ok=True)
     recipes = recipes or list(DEFAULT_RECIPES)
@@ -347,9 +350,7 @@ def run_benchmark(out: Path, scale: Scale | str = "tiny", recipes: list[str] | N
     scale = sc.name
     stages = pool_stages(lay, sc, seed, master)
     for r in recipes:
-        stages += recipe_stages(lay, r, sc, seed, master, run_stages=False)
-    for r in recipes:
-        stages += recipe_stages(lay, r, sc, seed, master, subset_stages=False)
+        stages += recipe_stages(lay, r, sc, seed, master)
     t0 = time.time()
     times = execute_stages(stages, jobs=default_jobs() if jobs is None else jobs)
     did = list(times)
