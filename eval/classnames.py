@@ -70,19 +70,28 @@ def _open_clip_templates() -> list[str]:
     return [t("{c}") for t in OPENAI_IMAGENET_TEMPLATES]   # they are functions of the class name
 
 
+def _first_source(task: Task, folder: Optional[Path], declared, filename: str, packaged: str,
+                  extra_keys: tuple = ()) -> Optional[tuple[list[str], str]]:
+    """The first of: the task.yaml's own list, FOLDER/filename, clip_benchmark's packaged json
+    (``en_{packaged}.json`` under the task's keys); None when none has them."""
+    if declared:
+        return list(declared), f"{Path(task.path or '.') / 'task.yaml'}"
+    if folder is not None:
+        got = _read_lines(folder / filename)
+        if got:
+            return got, str(folder / filename)
+    cb = clip_benchmark_json(packaged)
+    for k in (_clip_benchmark_keys(task) + list(extra_keys)) if cb else []:
+        if k in cb:
+            return list(cb[k]), f"clip_benchmark en_{packaged}.json[{k!r}]"
+    return None
+
+
 def classnames_for(task: Task, folder: Optional[Path]) -> tuple[list[str], str]:
     """(class names, where they came from); UserError naming the folder if none is found."""
-    if task.classnames:
-        return list(task.classnames), f"{Path(task.path or '.') / 'task.yaml'}"
-    if folder is not None:
-        got = _read_lines(folder / CLASSNAMES_TXT)
-        if got:
-            return got, str(folder / CLASSNAMES_TXT)
-    cb = clip_benchmark_json("classnames")
-    if cb:
-        for k in _clip_benchmark_keys(task):
-            if k in cb:
-                return list(cb[k]), f"clip_benchmark en_classnames.json[{k!r}]"
+    found = _first_source(task, folder, task.classnames, CLASSNAMES_TXT, "classnames")
+    if found:
+        return found
     if task.key.split("/")[-1] in IMAGENET_1000:
         from open_clip.zero_shot_metadata import IMAGENET_CLASSNAMES
 
@@ -92,18 +101,9 @@ def classnames_for(task: Task, folder: Optional[Path]) -> tuple[list[str], str]:
 
 def templates_for(task: Task, folder: Optional[Path]) -> tuple[list[str], str]:
     """(prompt templates with ``{c}``, where they came from)."""
-    if task.templates:
-        return list(task.templates), f"{Path(task.path or '.') / 'task.yaml'}"
-    if folder is not None:
-        got = _read_lines(folder / TEMPLATES_TXT)
-        if got:
-            return got, str(folder / TEMPLATES_TXT)
-    cb = clip_benchmark_json("zeroshot_classification_templates")
-    if cb:
-        for k in _clip_benchmark_keys(task) + ["imagenet1k"]:
-            if k in cb:
-                return list(cb[k]), f"clip_benchmark en_zeroshot_classification_templates.json[{k!r}]"
-    return _open_clip_templates(), "open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES"
+    found = _first_source(task, folder, task.templates, TEMPLATES_TXT, "zeroshot_classification_templates",
+                          extra_keys=("imagenet1k",))
+    return found or (_open_clip_templates(), "open_clip.zero_shot_metadata.OPENAI_IMAGENET_TEMPLATES")
 
 
 def subclasses_for(folder: Optional[Path], n_classes: int) -> Optional[list[list[str]]]:
