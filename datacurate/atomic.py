@@ -9,6 +9,14 @@ from pathlib import Path
 from typing import Iterator
 
 
+def _writer() -> str:
+    """Who writes a temporary file: process and thread (`datacurate run` makes two recipes' subsets
+    at once in one process, and both probe the same folder)."""
+    import threading
+
+    return f"{os.getpid()}-{threading.get_ident()}"
+
+
 @contextmanager
 def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     """``with atomic_path(P) as tmp:`` write ``tmp``; it becomes ``P`` by one rename when the block ends.
@@ -17,7 +25,7 @@ def atomic_path(path: str | os.PathLike) -> Iterator[Path]:
     name; an OSError that names no file (a full disk met inside ``write()``, a short write that
     numpy reports without an errno) is raised again naming ``P``, for the one-line error."""
     path = Path(path)
-    tmp = path.with_name(f".{path.name}.{os.getpid()}.tmp")
+    tmp = path.with_name(f".{path.name}.{_writer()}.tmp")
     try:
         yield tmp
         os.replace(tmp, path)
@@ -122,7 +130,7 @@ def _probe_folder(folder: Path, target: Path, what: str) -> Path:
         up = up.parent
     if not up.is_dir():
         raise UserError(f"{up}: is a file, not a folder; choose another path for the {what} ({target})")
-    probe = up / f".datacurate.{os.getpid()}.probe"
+    probe = up / f".datacurate.{_writer()}.probe"
     probe.write_bytes(b"")
     probe.unlink()
     return up

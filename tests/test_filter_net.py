@@ -58,6 +58,12 @@ def test_same_seed_same_weights(trained, tmp_path):
     a, b, c = (torch.load(tmp_path / x / "checkpoint.pt", weights_only=True)["state_dict"] for x in "abc")
     assert all(torch.equal(a[k], b[k]) for k in a)
     assert not all(torch.equal(a[k], c[k]) for k in a)
+    # and the same bytes: the zip's entries are not named after the temporary file (process, thread)
+    import zipfile
+
+    files = [tmp_path / x / "checkpoint.pt" for x in "ab"]
+    assert files[0].read_bytes() == files[1].read_bytes()
+    assert all(n.startswith("archive/") for n in zipfile.ZipFile(files[0]).namelist())
 
 
 def test_embed_with_the_net_and_auc_on_handmade_pool(trained, tmp_path):

@@ -115,8 +115,10 @@ def train_filter_net(pool, out, steps: int = 300, batch_size: int = 128, lr: flo
     k = max(1, min(20, steps // 5))
     out.mkdir(parents=True, exist_ok=True)
     ckpt = NetLayout(out).checkpoint
-    with atomic_path(ckpt) as tmp:
-        torch.save({"state_dict": net.state_dict(), "step": steps}, tmp)
+    with atomic_path(ckpt) as tmp, open(tmp, "wb") as f:
+        # through a file object: saved to a path, torch names the zip's entries after the file (the
+        # temporary name, which holds the process id), so the same weights gave other bytes
+        torch.save({"state_dict": net.state_dict(), "step": steps}, f)
     info = {
         "model": model, "checkpoint": ckpt.name, "arch_name": FILTER_NET_NAME,
         "steps": steps, "batch_size": batch_size, "lr": lr, "weight_decay": weight_decay, "seed": seed,
