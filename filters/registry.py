@@ -16,6 +16,7 @@ mask|score`` (wrapped by ``function_filter``; declare what it reads with the
 from __future__ import annotations
 
 import importlib
+import threading
 from pathlib import Path
 from typing import Callable
 
@@ -24,6 +25,8 @@ from .api import Batch, Filter, Needs, Param, RecipeError
 ENTRY_POINT_GROUP = "datacurate.filters"
 _REGISTRY: dict[str, type[Filter]] = {}
 _LOADED = False
+_LOADING = False
+_LOAD_LOCK = threading.RLock()
 
 
 def register(cls: type[Filter]) -> type[Filter]:
@@ -86,10 +89,24 @@ def function_filter(fn: Callable, name: str, columns: list[str] | None = None,
 
 
 def _load_builtins() -> None:
-    global _LOADED
+    """Register the built-in filters and the entry points, once. Under a lock, and marked done only
+    when done: `datacurate run` loads two recipes at once in two threads, and the second must not
+    find a half-filled registry ("unknown filter 'no_filter'")."""
+    global _LOADED, _LOADING
     if _LOADED:
         return
-    _LOADED = True
+    with _LOAD_LOCK:                 # re-entrant: a built-in module that looks a filter up while it loads
+        if _LOADED or _LOADING:      # (same thread) gets what is registered so far, as before
+            return
+        _LOADING = True
+        try:
+            _register_builtins()
+            _LOADED = True
+        finally:
+            _LOADING = False
+
+
+def _register_builtins() -> None:
     from . import builtin  # noqa: F401  (modules register themselves)
 
     from importlib.metadata import entry_points

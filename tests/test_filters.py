@@ -464,3 +464,27 @@ def test_cli_list_and_run(tmp_path, capsys):
     assert main(["filter", "--pool", str(pool), "--recipe", str(bad), "--out", str(tmp_path / "x.npy")]) == 2
     assert "bad.yaml: steps[0]: unknown filter 'nope'" in capsys.readouterr().err
     assert not (tmp_path / "x.npy").exists()
+
+
+def test_the_registry_loads_once_when_threads_ask_at_the_same_time():
+    """`datacurate run` makes two recipes' subsets at once: both threads look filters up in a fresh
+    process, and neither may find the registry half-filled."""
+    import subprocess
+    import sys
+
+    code = ("import threading\n"
+            "from filters.registry import get_filter\n"
+            "errors = []\n"
+            "def go():\n"
+            "    try:\n"
+            "        get_filter('no_filter')\n"
+            "    except Exception as e:\n"
+            "        errors.append(e)\n"
+            "ts = [threading.Thread(target=go) for _ in range(8)]\n"
+            "[t.start() for t in ts]\n"
+            "[t.join() for t in ts]\n"
+            "print(len(errors), errors[:1])\n")
+    for _ in range(3):
+        r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+        assert r.returncode == 0, r.stderr
+        assert r.stdout.startswith("0 "), r.stdout
