@@ -103,9 +103,3 @@ class SparkExecutor:
             raise box["error"]
         return box["rows"]
 
-
-def executor_for(spark=None, master: str | None = None, local: bool = False, progress: bool = True):
-    """The stage's executor: local when asked (or no Spark is wanted), else Spark on ``spark`` or ``master``."""
-    if local:
-        return LocalExecutor(progress=progress)
-    return SparkExecutor(spark=spark, master=master, progress=progress)

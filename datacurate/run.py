@@ -46,7 +46,7 @@ class Stage:
 
 def default_jobs() -> int:
     """Trainings run side by side on a CPU: each trains on one thread (training.launch.CPU_TRAIN_THREADS),
-    and on 2 cores two at once take 140 s where one after the other take 172 s (tiny); one on a GPU."""
+    and on 2 cores two tiny trainings at once take 140 s where one after the other take 184 s; one on a GPU."""
     import os
 
     from .clip import pick_device
@@ -220,7 +220,7 @@ def execute_stages(stages: list[Stage], jobs: int = 1) -> dict[str, float]:
 
     Stages run in order, except that consecutive stages with a ``chain`` form chains (a training
     and its evaluation) of which up to ``jobs`` run side by side, each in order. The first error
-    stops new chains from starting; the chains already running finish, then it is raised."""
+    stops every chain before its next stage; the stages already running finish, then it is raised."""
     times: dict[str, float] = {}
     lock = threading.Lock()
     n = len(stages)
@@ -259,7 +259,7 @@ def _run_chains(chains: list[list[tuple[int, Stage]]], jobs: int, run_one) -> No
     stop = threading.Event()
 
     def chain(steps):
-        _local.side_by_side = jobs > 1
+        _local.side_by_side = True
         for i, st in steps:
             if stop.is_set():
                 return
@@ -271,15 +271,18 @@ def _run_chains(chains: list[list[tuple[int, Stage]]], jobs: int, run_one) -> No
 
     from .env import sigterm_raises
 
+    def halt() -> None:          # no queued chain starts, no running chain goes on to its next stage
+        stop.set()
+        for f in futures:
+            f.cancel()
+
     restore = sigterm_raises()
     pool = ThreadPoolExecutor(max_workers=jobs, thread_name_prefix="chain")
     futures = [pool.submit(chain, c) for c in chains]
     try:
         done, _ = wait(futures, return_when=FIRST_EXCEPTION)
     except BaseException:      # Ctrl-C or SIGTERM here: stop the trainers the chains started, then go
-        stop.set()
-        for f in futures:
-            f.cancel()
+        halt()
         from training.launch import stop_trainers
 
         stop_trainers()
@@ -289,9 +292,7 @@ def _run_chains(chains: list[list[tuple[int, Stage]]], jobs: int, run_one) -> No
         restore()
     failed = next((f for f in done if f.exception() is not None), None)
     if failed is not None:
-        stop.set()
-        for f in futures:
-            f.cancel()
+        halt()
     pool.shutdown(wait=True)
     if failed is not None:
         raise failed.exception()

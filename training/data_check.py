@@ -20,9 +20,8 @@ from pathlib import Path
 
 from datacurate.atomic import write_text_atomic
 from datacurate.errors import UserError
+from datacurate.images import IMAGE_EXTS   # what open_clip_train's loader renames to "image"
 from datacurate.layout import DataLayout
-
-IMAGE_EXTS = ("jpg", "jpeg", "png", "webp")   # what open_clip_train's loader renames to "image"
 
 
 class TrainingDataError(UserError):

@@ -15,6 +15,7 @@ from pathlib import Path
 import numpy as np
 
 from ..atomic import write_text_atomic
+from ..images import IMAGE_EXTS
 from ..layout import PoolLayout, RunLayout, report_dir, report_html
 from . import plots
 from .training_log import parse_training_log
@@ -165,7 +166,7 @@ def _read_images(pool: Path, shard: str, keys: set[str]) -> dict[str, bytes]:
     with tarfile.open(tar) as tf:
         for m in tf:
             stem, _, ext = m.name.rpartition(".")
-            if stem in keys and ext in ("jpg", "jpeg", "png", "webp"):
+            if stem in keys and ext in IMAGE_EXTS:
                 out[stem] = tf.extractfile(m).read()
     return out
 
