@@ -167,6 +167,11 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master
         reshard(lay.pool, subset, data, shard_size=scale.train_shard_size, master=master,
                 progress=not _side_by_side())
 
+    def is_trained() -> bool:
+        from training import trained_as_asked
+
+        return trained_as_asked(run, scale, data, train_seed)
+
     def do_train():
         from training import train
 
@@ -186,7 +191,7 @@ def recipe_stages(lay: BenchLayout, recipe: str, scale: Scale, seed: int, master
               "the subset copied into training shards", chain=chain),
     ]
     training = [
-        Stage(f"train [{tag}]", RunLayout(run).is_trained, do_train,
+        Stage(f"train [{tag}]", is_trained, do_train,
               f"the fixed {scale.name} recipe with open_clip_train", chain=str(run)),
         Stage(f"eval [{tag}]", lambda: _scored_on_current_suite(run, lay.pool), do_eval,
               "the offline zero-shot suite", chain=str(run)),

@@ -367,3 +367,23 @@ def test_skipped_samples_are_counted_and_too_many_refuse_the_run(tmp_path):
     assert line and re.search(r"out\.log: OpenCLIP skipped [\d,]+ of 4,096 samples seen \((2\d|3\d)\.\d%: "
                               r"UnidentifiedImageError [\d,]+\), more than 2%", line[0]), r.stderr[-2000:]
     assert not (tmp_path / "run" / "info.json").exists()
+
+
+def test_run_of_another_recipe_is_not_served_as_this_one(micro_run, micro_data, monkeypatch):
+    """A finished run whose recipe is not the scale's current one (datacurate changed the recipe)
+    is not done for `datacurate run`'s train stage, and `train` refuses it naming the fields."""
+    import dataclasses
+
+    import datacurate.scales as scales
+    from training.launch import train, trained_as_asked
+    from training.recipe import RecipeError
+
+    run = micro_run[0]
+    assert trained_as_asked(run, "micro", micro_data, seed=0)
+    assert not trained_as_asked(run, "micro", micro_data, seed=1)
+    assert not trained_as_asked(run, "micro", micro_data.parent, seed=0)
+    monkeypatch.setitem(scales.SCALES, "micro", dataclasses.replace(scales.SCALES["micro"], batch_size=32, warmup=16))
+    assert not trained_as_asked(run, "micro", micro_data, seed=0)
+    with pytest.raises(RecipeError, match=r"another batch_size, warmup .*remove that run"):
+        train("micro", micro_data, run, progress=False)
+    assert json.loads((run / "info.json").read_text())["recipe"]["batch_size"] == 64   # nothing rewritten

@@ -12,6 +12,7 @@ def __getattr__(name: str):
 
     api = {
         "train": launch.train, "plan_training": launch.plan_training, "read_info": launch.read_info,
+        "trained_as_asked": launch.trained_as_asked,
         "TrainingFailed": launch.TrainingFailed,
         "Recipe": recipe.Recipe, "recipe_for": recipe.recipe_for, "RecipeError": recipe.RecipeError,
         "check_training_data": data_check.check_training_data, "TrainingDataError": data_check.TrainingDataError,
@@ -21,6 +22,6 @@ def __getattr__(name: str):
     raise AttributeError(f"module 'training' has no attribute {name!r}")
 
 
-__all__ = ["train", "plan_training", "read_info",
+__all__ = ["train", "plan_training", "read_info", "trained_as_asked",
            "TrainingFailed", "Recipe", "recipe_for", "RecipeError",
            "check_training_data", "TrainingDataError"]

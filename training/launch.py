@@ -242,6 +242,26 @@ def read_info(run: str | Path) -> dict | None:
     return lay.read_info() if lay.is_trained() else None
 
 
+def finished_differs(info: dict, recipe: Recipe, data: str | Path, seed: int = 0) -> list[str]:
+    """What a finished run's info.json records differently from the training asked for: recipe
+    fields by name, ``data``, ``seed`` ([] when it is that training)."""
+    differ = sorted(k for k in {**info["recipe"], **recipe.as_dict()}
+                    if info["recipe"].get(k) != recipe.as_dict().get(k))
+    if info["data"] != str(Path(data).resolve()):
+        differ.append("data")
+    if info.get("seed", 0) != seed:
+        differ.append("seed")
+    return differ
+
+
+def trained_as_asked(run: str | Path, scale: "Scale | str", data: str | Path, seed: int = 0) -> bool:
+    """RUN holds a finished training of SCALE's recipe on DATA with SEED. A finished run of
+    another recipe (a datacurate that changed the scale's recipe) is not done: training it
+    again is refused by ``train`` with the fields that differ, never served as this recipe's."""
+    info = read_info(run)
+    return info is not None and not finished_differs(info, recipe_for(scale), data, seed)
+
+
 def _load_state(plan: LaunchPlan) -> dict:
     path = RunLayout(plan.run).train_state
     state = json.loads(path.read_text()) if path.is_file() else {}
@@ -328,10 +348,11 @@ def train(scale: "Scale | str", data: str | Path, out: str | Path, *, dry_run: b
     done = read_info(run)
     recipe = options.get("recipe") or recipe_for(scale)
     if done and not dry_run:
-        same_data = done["data"] == str(Path(data).resolve())
-        if done["recipe"] != recipe.as_dict() or done.get("seed", 0) != options.get("seed", 0) or not same_data:
-            raise RecipeError(f"{run} already holds a finished run of scale {done['scale']} "
-                              f"(data {done['data']}); use a new --out")
+        differ = finished_differs(done, recipe, data, options.get("seed", 0))
+        if differ:
+            raise RecipeError(f"{run} already holds a finished run with another {', '.join(differ)} "
+                              f"(scale {done['scale']}, data {done['data']}, seed {done.get('seed', 0)}); "
+                              "use a new --out, or remove that run to train it again")
         print(f"{run}: already finished ({done['samples_seen']:,} samples seen); nothing to do", file=sys.stderr)
         return done
     plan = plan_training(scale, data, run, progress=progress, **options)
