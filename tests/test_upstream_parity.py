@@ -170,3 +170,38 @@ def test_text_based_is_upstreams_wordnet_rule(tmp_path, monkeypatch):
     assert 3 <= len(want) < len(texts)
     got, _ = run(tmp_path / "pool", "steps:\n  - {filter: text_based}\n", tmp_path)
     assert got == want
+
+
+def _upstream_train_kmeans(embeddings: np.ndarray, k: int, seed: int = 0) -> np.ndarray:
+    """image_based_clustering.train_kmeans on one device, re-stated: faiss.Clustering with L2, niter 20,
+    the seed, max_points_per_centroid 10M, faiss's own start (a flat L2 index in place of the GPU one)."""
+    import faiss
+
+    cluster = faiss.Clustering(embeddings.shape[1], k)
+    cluster.niter = 20
+    cluster.seed = seed
+    cluster.max_points_per_centroid = 10000000
+    cluster.train(embeddings, faiss.IndexFlatL2(embeddings.shape[1]))
+    return faiss.vector_float_to_array(cluster.centroids).reshape(k, embeddings.shape[1])
+
+
+def test_image_based_fitted_kmeans_is_upstreams_clustering(upstream, tmp_path):
+    """Without given centroids, image_based fits upstream's k-means: the caption-filtered l14_img rows,
+    shards in name order (fs.ls of a bucket), as float32; then upstream's assignment and target clusters."""
+    import glob
+
+    pool_dir, pool, _, targets = upstream
+    cap = _upstream_caption_filter(pool["text"])
+    files = sorted(glob.glob(str(pool_dir / "metadata" / "*.npz")))
+    emb = np.vstack([np.load(f)["l14_img"] for f in files])[cap].astype(np.float32)   # load_embedding order
+    k = 20                                        # more clusters than centres: the start decides the optimum
+    centroids = _upstream_train_kmeans(emb, k)
+    target_ids = np.unique(_upstream_labels(targets, centroids))
+    want = set(pool["uid"][cap & np.isin(_upstream_labels(pool["emb"], centroids), target_ids)])
+    assert 0 < len(want) < cap.sum()
+    recipe = "steps:\n  - {filter: image_based, model: l14, target: in1k_l14, clusters: %d%s}\n"
+    got, _ = run(pool_dir / "metadata", recipe % (k, ""), tmp_path, "default")
+    assert got == want
+    # the k-means++ start the offline recipes use is another clustering: the check above can tell them apart
+    other, _ = run(pool_dir / "metadata", recipe % (k, ", init: kmeans++"), tmp_path, "pp")
+    assert other != want

@@ -6,7 +6,8 @@ Upstream DataComp (baselines/image_based_clustering.py, baselines/apply_filter.p
 no sub-sampling) on the ``l14_img`` embeddings of the pool rows that pass the caption
 filter; each ImageNet-1k training image is assigned to its nearest centroid (inner
 product) and the pool rows whose centroid is one of those are kept (after the caption
-filter). Here the target is a held-out split of the pool (``eval`` or ``trusted``,
+filter). With ``init: faiss`` (the default) a fitted k-means is upstream's to the bit: same
+parameters, faiss's own seeded start, rows in shard-name order. Here the target is a held-out split of the pool (``eval`` or ``trusted``,
 embedded by ``datacurate embed``) or an npz file, and the number of clusters a
 parameter (recipes for the offline pools set about 100).
 
@@ -28,6 +29,9 @@ from .clip import _check_model
 from .targets import load_target_embeddings
 
 
+INITS = {"faiss": "random", "kmeans++": "kmeans++"}   # the recipe's word -> faiss_ops.fit_kmeans' init
+
+
 @register
 class ImageBased(Filter):
     """k-means on image embeddings; keep the clusters nearest to a target set's images (upstream image-based)."""
@@ -41,6 +45,8 @@ class ImageBased(Filter):
         Param("clusters", int, 100_000, "number of k-means clusters (upstream: 100000)", min=1),
         Param("niter", int, 20, "k-means iterations (upstream: 20)", min=1),
         Param("seed", int, 0, "k-means seed (upstream: 0)"),
+        Param("init", str, "faiss", "k-means start: faiss (faiss's own seeded pick of k rows, upstream's) | "
+              "kmeans++ (seeded k-means++: on well-separated clusters random starts merge some)"),
         Param("caption_filter", bool, True, "apply upstream's caption filter first (English, > 1 word, > 5 chars)"),
         Param("sample", int, 0, "train k-means on at most this many rows (0: all, as upstream)", min=0),
         Param("centroids", str, "", "use these centroids instead of fitting k-means: small | medium | large | "
@@ -50,6 +56,8 @@ class ImageBased(Filter):
 
     def validate(self) -> None:
         _check_model(self)
+        if self.init not in INITS:
+            raise RecipeError(f"{self.where}: init must be {' or '.join(INITS)}, not {self.init!r}")
         self.caption = Caption(_where=self.where)
 
     def needs(self) -> Needs:
@@ -96,8 +104,11 @@ class ImageBased(Filter):
         if x.shape[1] != self.targets.shape[1]:
             raise RecipeError(f"{self.where}: pool embeddings have dim {x.shape[1]}, target embeddings "
                               f"{self.targets.shape[1]}: not the same model")
+        # upstream's train_kmeans: faiss.Clustering, L2, niter, seed, max_points_per_centroid 10M, its own start,
+        # on the caption-filtered rows in shard-name order (the order the pool's passes read them)
         self.centroid_matrix = fit_kmeans(x.astype(np.float32), self.clusters, niter=self.niter, seed=self.seed,
-                                          spherical=False, max_points_per_centroid=10_000_000)
+                                          spherical=False, max_points_per_centroid=10_000_000,
+                                          init=INITS[self.init])
         self._set_target_clusters(ctx, f"k-means, {self.clusters} clusters, fitted here")
 
     def __call__(self, batch: Batch) -> np.ndarray:
