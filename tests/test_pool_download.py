@@ -350,3 +350,67 @@ def test_verify_sha256_keeps_only_images_whose_bytes_match_the_url_list(tmp_path
     with pytest.raises(DownloadError, match="no 'sha256' column"):
         download_pool(plain, spark=spark, samples_per_shard=8, progress=False, verify_sha256=True)
     assert not (plain / "shards").exists() or not any((plain / "shards").iterdir())
+
+
+def _counting_server(png: bytes, hold: float):
+    """A loopback 'site' that records how many of its requests were in flight at once and when each began."""
+    import threading
+    from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+
+    seen = {"inflight": 0, "max": 0, "starts": []}
+    lock = threading.Lock()
+
+    class Handler(BaseHTTPRequestHandler):
+        def do_GET(self):
+            with lock:
+                seen["inflight"] += 1
+                seen["max"] = max(seen["max"], seen["inflight"])
+                seen["starts"].append(time.monotonic())
+            time.sleep(hold)
+            with lock:
+                seen["inflight"] -= 1
+            self.send_response(200)
+            self.send_header("Content-Type", "image/png")
+            self.send_header("Content-Length", str(len(png)))
+            self.end_headers()
+            self.wfile.write(png)
+
+        def log_message(self, *a):
+            pass
+
+    server = ThreadingHTTPServer(("127.0.0.1", 0), Handler)
+    threading.Thread(target=server.serve_forever, daemon=True).start()
+    return server, seen
+
+
+def test_per_host_limit_holds_a_sites_requests_in_flight(tmp_path, spark):
+    """img2dataset alone sends one host as many requests as it has threads; --per-host caps what is in
+    flight to one host per download process, --host-interval spaces their starts; all images still arrive."""
+    from PIL import Image
+
+    from datacurate.pool.download import download_pool
+
+    buf = io.BytesIO()
+    Image.new("RGB", (32, 32), (200, 30, 30)).save(buf, "PNG")
+    server, seen = _counting_server(buf.getvalue(), hold=0.15)
+    try:
+        base = f"http://127.0.0.1:{server.server_address[1]}"
+        crawl = _write(tmp_path / "crawl.parquet", {"url": [f"{base}/img{i}.png" for i in range(12)],
+                                                     "text": [f"red square {i}" for i in range(12)]})
+        runs = {}
+        for name, kw in (("free", {"per_host": 0}), ("one", {"per_host": 1}),
+                         ("spaced", {"per_host": 0, "host_interval": 0.1})):
+            seen.update(inflight=0, max=0, starts=[])
+            s = download_pool(tmp_path / name, spark=spark, input=crawl, samples_per_shard=12, threads=8,
+                              progress=False, **kw)
+            assert s["succeeded"] == 12 and s["per_host"] == kw["per_host"]
+            runs[name] = (seen["max"], sorted(seen["starts"]))
+    finally:
+        server.shutdown()
+        server.server_close()
+    assert runs["free"][0] >= 4                # img2dataset's 8 threads at once on one site
+    assert runs["one"][0] == 1                 # one shard, one process: one request at a time
+    starts = runs["spaced"][1]                 # 12 starts booked 0.1 s apart (the server's clock adds jitter)
+    assert starts[-1] - starts[0] >= 11 * 0.1 * 0.9 and runs["spaced"][0] <= 3, starts
+    free = runs["free"][1]
+    assert free[-1] - free[0] < 11 * 0.1 * 0.9   # without the interval the same 12 start far closer together

@@ -335,43 +335,46 @@ def _ensure_active_session(spark) -> None:
 
 def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: int, image_size: int,
                      threads: int, distributor: str, processes: int, timeout: int, bbox_col: str | None = None,
-                     verify_sha256: bool = False) -> None:
+                     verify_sha256: bool = False, politeness=None) -> None:
     import signal
 
     import img2dataset
 
+    from .politeness import Politeness, polite
+
     previous = signal.getsignal(signal.SIGINT)
     try:
-        img2dataset.download(
-            url_list=str(input_parquet),
-            input_format="parquet",
-            url_col="url",
-            caption_col="text",
-            save_additional_columns=["uid"],
-            output_folder=str(shards),
-            output_format="webdataset",
-            incremental_mode="incremental",
-            number_sample_per_shard=samples_per_shard,
-            oom_shard_count=SHARD_DIGITS,  # NNNNN.tar (docs/formats.md); upstream DataComp uses 8
-            image_size=image_size,
-            resize_mode=RESIZE_MODE,
-            resize_only_if_bigger=True,
-            encode_format="jpg",
-            compute_hash="sha256",
-            # the bytes fetched must hash to the url list's sha256 (else "hash mismatch", not kept)
-            verify_hash=[CHECKSUM, "sha256"] if verify_sha256 else None,
-            distributor=distributor,
-            processes_count=processes,
-            thread_count=threads,
-            timeout=timeout,
-            retries=0,
-            max_shard_retry=1,
-            enable_wandb=False,
-            # the User-Agent names the project ("(compatible; datacurate; ...)"), and a site's
-            # X-Robots-Tag noai/noimageai (img2dataset's default directives) for it or for all is obeyed
-            user_agent_token=USER_AGENT_TOKEN,
-            bbox_col=bbox_col,         # upstream: "face_bboxes" unless --skip_bbox_blurring
-        )
+        with polite(politeness or Politeness()):   # at most per_host requests in flight to one host per process
+            img2dataset.download(
+                url_list=str(input_parquet),
+                input_format="parquet",
+                url_col="url",
+                caption_col="text",
+                save_additional_columns=["uid"],
+                output_folder=str(shards),
+                output_format="webdataset",
+                incremental_mode="incremental",
+                number_sample_per_shard=samples_per_shard,
+                oom_shard_count=SHARD_DIGITS,  # NNNNN.tar (docs/formats.md); upstream DataComp uses 8
+                image_size=image_size,
+                resize_mode=RESIZE_MODE,
+                resize_only_if_bigger=True,
+                encode_format="jpg",
+                compute_hash="sha256",
+                # the bytes fetched must hash to the url list's sha256 (else "hash mismatch", not kept)
+                verify_hash=[CHECKSUM, "sha256"] if verify_sha256 else None,
+                distributor=distributor,
+                processes_count=processes,
+                thread_count=threads,
+                timeout=timeout,
+                retries=0,
+                max_shard_retry=1,
+                enable_wandb=False,
+                # the User-Agent names the project ("(compatible; datacurate; ...)"), and a site's
+                # X-Robots-Tag noai/noimageai (img2dataset's default directives) for it or for all is obeyed
+                user_agent_token=USER_AGENT_TOKEN,
+                bbox_col=bbox_col,         # upstream: "face_bboxes" unless --skip_bbox_blurring
+            )
     except SystemExit:  # img2dataset's SIGINT handler exits with status 0
         raise KeyboardInterrupt from None
     finally:
@@ -435,7 +438,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
                   input: str | os.PathLike | None = None, samples_per_shard: int | None = None,
                   image_size: int = IMAGE_SIZE, threads: int = 32, delay: float = 0.0,
                   distributor: str = "pyspark", processes: int | None = None, timeout: int = 10,
-                  progress: bool = True, blur_faces: bool = True, verify_sha256: bool = False) -> dict:
+                  progress: bool = True, blur_faces: bool = True, verify_sha256: bool = False,
+                  per_host: int | None = None, host_interval: float = 0.0) -> dict:
     """Download POOL's url list into POOL/shards and POOL/metadata; return the summary.
 
     ``spark``: an existing SparkSession (else one from ``datacurate.spark.get_spark(master)``).
@@ -446,6 +450,9 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     upstream's download does (False: its ``--skip_bbox_blurring``). ``verify_sha256``: each image's
     bytes must hash to the url list's ``sha256`` column (upstream's metadata has it); one that does
     not is a failure, reason ``hash_mismatch`` (the page changed since it was crawled).
+    ``per_host`` / ``host_interval``: at most that many requests in flight to one host, started at
+    least that many seconds apart, per download process (``datacurate.pool.politeness``; default
+    8 and 0; ``per_host=0``: no limit); the offline pool's own loopback server is not limited.
     """
     from ..env import apply_offline_env
     from ..schema import write_table_atomic
@@ -453,6 +460,11 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     apply_offline_env()
     t_start = time.time()
     pool = Path(pool)
+    from .politeness import DEFAULT_PER_HOST
+
+    per_host = DEFAULT_PER_HOST if per_host is None else int(per_host)
+    if per_host < 0 or host_interval < 0:
+        raise DownloadError(f"--per-host ({per_host}) and --host-interval ({host_interval}) must be >= 0")
     if distributor not in ("pyspark", "multiprocessing"):
         raise DownloadError(f"unknown distributor {distributor!r}; use pyspark or multiprocessing")
     urls_path = PoolLayout.at(pool).urls
@@ -526,7 +538,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         _download(pool, table, url_base if served else None, delay, bind, shards, n_shards, set(names) - set(todo),
                   progress, samples_per_shard=sps, image_size=image_size,
                   threads=threads, distributor=distributor, processes=processes, timeout=timeout, bbox_col=bbox_col,
-                  verify_sha256=verify_sha256)
+                  verify_sha256=verify_sha256, per_host=per_host, host_interval=host_interval)
         download_s = time.time() - t
         still = [n for n in names if not _shard_complete(shards, n)]
         if still:
@@ -563,6 +575,8 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         "master": master_used,
         "processes": processes,
         "threads": threads,
+        "per_host": per_host,
+        "host_interval_s": host_interval,
         "image_size": image_size,
         "resize_mode": RESIZE_MODE,
         "bbox_blurring": bbox_col,
@@ -585,11 +599,16 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
     """Write the input img2dataset reads (urls rewritten to the server) and run it; ``done``: the
     shards already complete in ``shards``."""
     import contextlib
+    from urllib.parse import urlsplit
 
     import pyarrow as pa
 
     from ..schema import write_table_atomic
+    from .politeness import Politeness
     from .serve import serve_directory
+
+    per_host, host_interval = kw.pop("per_host"), kw.pop("host_interval")
+    exempt: tuple[str, ...] = ()
 
     state = pool / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -607,6 +626,8 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
             urls = [base + u[len(url_base):] if u.startswith(url_base) else u
                     for u in table.column("url").to_pylist()]
             table = table.set_column(table.column_names.index("url"), "url", pa.array(urls, pa.string()))
+            exempt = (urlsplit(base).netloc.lower(),)     # our own server, not a site to be polite to
+        kw["politeness"] = Politeness(per_host=per_host, interval=host_interval, exempt=exempt)
         write_table_atomic(table, input_parquet)
         with FileCountProgress(shards, "*_stats.json", n_shards, "pool download", enabled=progress), \
                 ShardCollector(run, shards, skip=done):
@@ -644,6 +665,10 @@ def add_parser(psub) -> None:
     p.add_argument("--image-size", type=int, default=IMAGE_SIZE,
                    help=f"longest side kept, images are only shrunk (default {IMAGE_SIZE})")
     p.add_argument("--threads", type=int, default=32, help="download threads per shard (default 32)")
+    p.add_argument("--per-host", type=int, default=None,
+                   help="requests in flight to one host at most, per download process (default 8; 0: no limit)")
+    p.add_argument("--host-interval", type=float, default=0.0,
+                   help="seconds between two request starts to one host, per download process (default 0)")
     p.add_argument("--delay", type=float, default=0.0,
                    help="per-request latency of the loopback server in seconds (imitates the web)")
     p.add_argument("--distributor", choices=["pyspark", "multiprocessing"], default="pyspark",
@@ -664,6 +689,7 @@ def _cmd(args) -> int:
     download_pool(args.pool, master=args.master, input=args.input, samples_per_shard=args.samples_per_shard,
                   image_size=args.image_size, threads=args.threads, delay=args.delay,
                   distributor=args.distributor, progress=not args.no_progress,
-                  blur_faces=not args.skip_bbox_blurring, verify_sha256=args.verify_sha256)
+                  blur_faces=not args.skip_bbox_blurring, verify_sha256=args.verify_sha256,
+                  per_host=args.per_host, host_interval=args.host_interval)
     print_summary(pool_summary(args.pool))
     return 0
