@@ -414,3 +414,55 @@ def test_per_host_limit_holds_a_sites_requests_in_flight(tmp_path, spark):
     assert starts[-1] - starts[0] >= 11 * 0.1 * 0.9 and runs["spaced"][0] <= 3, starts
     free = runs["free"][1]
     assert free[-1] - free[0] < 11 * 0.1 * 0.9   # without the interval the same 12 start far closer together
+
+
+def test_upstream_metadata_folder_downloads_end_to_end(tmp_path, spark):
+    """Upstream's url lists as they ship, 2,000 rows in four NNNNNNNN.parquet files with all of upstream's
+    columns, fetched from a loopback site with --verify-sha256: every row tried once, dead links and changed
+    images failed by reason, the rest in the metadata under their own uid with upstream's columns kept."""
+    import numpy as np
+    from PIL import Image
+
+    from datacurate.pool.download import download_pool
+    from datacurate.pool.serve import serve_directory
+    from datacurate.uids import make_uid
+
+    www = tmp_path / "www"
+    www.mkdir()
+    rng = np.random.default_rng(0)
+    digests = []
+    for k in range(10):
+        buf = io.BytesIO()
+        Image.fromarray((rng.random((48, 64, 3)) * 255).astype(np.uint8)).save(buf, "PNG")
+        (www / f"img{k}.png").write_bytes(buf.getvalue())
+        digests.append(hashlib.sha256(buf.getvalue()).hexdigest())
+    n, dead, changed = 2000, set(range(7, 2000, 97)), set(range(11, 2000, 131))
+    meta = tmp_path / "metadata"
+    meta.mkdir()
+    uids = [make_uid("upstream-download", i) for i in range(n)]
+    with serve_directory(www) as base:
+        for f, start in enumerate(range(0, n, 500)):
+            rows = range(start, start + 500)
+            pq.write_table(pa.table({
+                "uid": [uids[i] for i in rows],
+                "url": [base + (f"gone{i}.png" if i in dead else f"img{i % 10}.png") for i in rows],
+                "text": [f"a noisy picture number {i}" for i in rows],
+                "original_width": pa.array([64] * 500, pa.int64()),
+                "original_height": pa.array([48] * 500, pa.int64()),
+                "clip_b32_similarity_score": pa.array(rng.random(500), pa.float32()),
+                "clip_l14_similarity_score": pa.array(rng.random(500), pa.float32()),
+                "face_bboxes": pa.array([[] for _ in rows], pa.list_(pa.list_(pa.float64()))),
+                "sha256": ["0" * 64 if i in changed else digests[i % 10] for i in rows],
+            }), meta / f"{f:08d}.parquet")
+        s = download_pool(tmp_path / "pool", spark=spark, input=meta, samples_per_shard=500, verify_sha256=True,
+                          threads=16, progress=False)
+    bad = dead | changed
+    assert s["tried"] == n and s["succeeded"] == n - len(bad) and s["per_host"] == 8
+    assert s["failed_by_reason"] == {"http_404": len(dead), "hash_mismatch": len(changed - dead)}
+    got = read_all_metadata(tmp_path / "pool")
+    assert sorted(got.column("uid").to_pylist()) == sorted(uids[i] for i in range(n) if i not in bad)
+    assert {"face_bboxes", "sha256", "original_width", "original_height"} <= set(got.column_names)
+    by_uid = dict(zip(got.column("uid").to_pylist(), got.column("sha256").to_pylist()))
+    assert all(by_uid[uids[i]] == digests[i % 10] for i in range(0, n, 50) if i not in bad)
+    samples = tar_samples(tmp_path / "pool")
+    assert sorted(json.loads(v["json"])["uid"] for v in samples.values()) == sorted(by_uid)
