@@ -4,6 +4,7 @@ from __future__ import annotations
 import errno
 import os
 import shutil
+import threading
 from contextlib import contextmanager
 from pathlib import Path
 from typing import Iterator
@@ -12,8 +13,6 @@ from typing import Iterator
 def _writer() -> str:
     """Who writes a temporary file: process and thread (`datacurate run` makes two recipes' subsets
     at once in one process, and both probe the same folder)."""
-    import threading
-
     return f"{os.getpid()}-{threading.get_ident()}"
 
 

@@ -245,8 +245,8 @@ def read_info(run: str | Path) -> dict | None:
 def finished_differs(info: dict, recipe: Recipe, data: str | Path, seed: int = 0) -> list[str]:
     """What a finished run's info.json records differently from the training asked for: recipe
     fields by name, ``data``, ``seed`` ([] when it is that training)."""
-    differ = sorted(k for k in {**info["recipe"], **recipe.as_dict()}
-                    if info["recipe"].get(k) != recipe.as_dict().get(k))
+    asked = recipe.as_dict()
+    differ = sorted(k for k in {**info["recipe"], **asked} if info["recipe"].get(k) != asked.get(k))
     if info["data"] != str(Path(data).resolve()):
         differ.append("data")
     if info.get("seed", 0) != seed:

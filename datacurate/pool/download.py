@@ -335,16 +335,16 @@ def _ensure_active_session(spark) -> None:
 
 def _run_img2dataset(input_parquet: Path, shards: Path, *, samples_per_shard: int, image_size: int,
                      threads: int, distributor: str, processes: int, timeout: int, bbox_col: str | None = None,
-                     verify_sha256: bool = False, politeness=None) -> None:
+                     politeness, verify_sha256: bool = False) -> None:
     import signal
 
     import img2dataset
 
-    from .politeness import Politeness, polite
+    from .politeness import polite
 
     previous = signal.getsignal(signal.SIGINT)
     try:
-        with polite(politeness or Politeness()):   # at most per_host requests in flight to one host per process
+        with polite(politeness):   # at most per_host requests in flight to one host per process
             img2dataset.download(
                 url_list=str(input_parquet),
                 input_format="parquet",
@@ -456,12 +456,11 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
     """
     from ..env import apply_offline_env
     from ..schema import write_table_atomic
+    from .politeness import DEFAULT_PER_HOST, Politeness
 
     apply_offline_env()
     t_start = time.time()
     pool = Path(pool)
-    from .politeness import DEFAULT_PER_HOST
-
     per_host = DEFAULT_PER_HOST if per_host is None else int(per_host)
     if per_host < 0 or host_interval < 0:
         raise DownloadError(f"--per-host ({per_host}) and --host-interval ({host_interval}) must be >= 0")
@@ -538,7 +537,7 @@ def download_pool(pool: str | os.PathLike, master: str | None = None, spark=None
         _download(pool, table, url_base if served else None, delay, bind, shards, n_shards, set(names) - set(todo),
                   progress, samples_per_shard=sps, image_size=image_size,
                   threads=threads, distributor=distributor, processes=processes, timeout=timeout, bbox_col=bbox_col,
-                  verify_sha256=verify_sha256, per_host=per_host, host_interval=host_interval)
+                  verify_sha256=verify_sha256, politeness=Politeness(per_host=per_host, interval=host_interval))
         download_s = time.time() - t
         still = [n for n in names if not _shard_complete(shards, n)]
         if still:
@@ -599,16 +598,13 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
     """Write the input img2dataset reads (urls rewritten to the server) and run it; ``done``: the
     shards already complete in ``shards``."""
     import contextlib
+    import dataclasses
     from urllib.parse import urlsplit
 
     import pyarrow as pa
 
     from ..schema import write_table_atomic
-    from .politeness import Politeness
     from .serve import serve_directory
-
-    per_host, host_interval = kw.pop("per_host"), kw.pop("host_interval")
-    exempt: tuple[str, ...] = ()
 
     state = pool / STATE_DIR
     state.mkdir(parents=True, exist_ok=True)
@@ -626,8 +622,8 @@ def _download(pool: Path, table, url_base: str | None, delay: float, bind: tuple
             urls = [base + u[len(url_base):] if u.startswith(url_base) else u
                     for u in table.column("url").to_pylist()]
             table = table.set_column(table.column_names.index("url"), "url", pa.array(urls, pa.string()))
-            exempt = (urlsplit(base).netloc.lower(),)     # our own server, not a site to be polite to
-        kw["politeness"] = Politeness(per_host=per_host, interval=host_interval, exempt=exempt)
+            # our own server, not a site to be polite to
+            kw["politeness"] = dataclasses.replace(kw["politeness"], exempt=(urlsplit(base).netloc.lower(),))
         write_table_atomic(table, input_parquet)
         with FileCountProgress(shards, "*_stats.json", n_shards, "pool download", enabled=progress), \
                 ShardCollector(run, shards, skip=done):

@@ -75,7 +75,7 @@ class HostGate:
 
 
 _ORIGINAL = _img2dataset_downloader.download_image
-_installed: tuple[Politeness, HostGate] | None = None
+_installed: Politeness | None = None     # the rules download_image is gated with in this process
 _install_lock = threading.Lock()
 
 
@@ -83,7 +83,7 @@ def install(rules: Politeness) -> None:
     """Route img2dataset's ``download_image`` in this process through a gate with these rules."""
     global _installed
     with _install_lock:
-        if _installed is not None and _installed[0] == rules:
+        if _installed == rules:
             return
         gate = HostGate(rules)
 
@@ -92,7 +92,7 @@ def install(rules: Politeness) -> None:
                 return _ORIGINAL(row, *args, **kwargs)
 
         _img2dataset_downloader.download_image = download_image if rules.limits else _ORIGINAL
-        _installed = (rules, gate)
+        _installed = rules
 
 
 class PoliteDownloader(_img2dataset_downloader.Downloader):

@@ -6,10 +6,10 @@ Upstream DataComp (baselines/image_based_clustering.py, baselines/apply_filter.p
 no sub-sampling) on the ``l14_img`` embeddings of the pool rows that pass the caption
 filter; each ImageNet-1k training image is assigned to its nearest centroid (inner
 product) and the pool rows whose centroid is one of those are kept (after the caption
-filter). With ``init: faiss`` (the default) a fitted k-means is upstream's to the bit: same
-parameters, faiss's own seeded start, rows in shard-name order. Here the target is a held-out split of the pool (``eval`` or ``trusted``,
-embedded by ``datacurate embed``) or an npz file, and the number of clusters a
-parameter (recipes for the offline pools set about 100).
+filter). With ``init: random`` (the default) a fitted k-means is upstream's to the bit: same
+parameters, faiss's own seeded start, rows in shard-name order. Here the target is a held-out
+split of the pool (``eval`` or ``trusted``, embedded by ``datacurate embed``) or an npz file,
+and the number of clusters a parameter (recipes for the offline pools set about 100).
 
 Two passes: pass 1 collects the (caption-filtered) embeddings, at most ``sample`` of
 them, picked by a hash of the uid so every runner picks the same; ``fit`` trains the
@@ -29,9 +29,6 @@ from .clip import _check_model
 from .targets import load_target_embeddings
 
 
-INITS = {"faiss": "random", "kmeans++": "kmeans++"}   # the recipe's word -> faiss_ops.fit_kmeans' init
-
-
 @register
 class ImageBased(Filter):
     """k-means on image embeddings; keep the clusters nearest to a target set's images (upstream image-based)."""
@@ -45,7 +42,7 @@ class ImageBased(Filter):
         Param("clusters", int, 100_000, "number of k-means clusters (upstream: 100000)", min=1),
         Param("niter", int, 20, "k-means iterations (upstream: 20)", min=1),
         Param("seed", int, 0, "k-means seed (upstream: 0)"),
-        Param("init", str, "faiss", "k-means start: faiss (faiss's own seeded pick of k rows, upstream's) | "
+        Param("init", str, "random", "k-means start: random (faiss's own seeded pick of k rows, upstream's) | "
               "kmeans++ (seeded k-means++: on well-separated clusters random starts merge some)"),
         Param("caption_filter", bool, True, "apply upstream's caption filter first (English, > 1 word, > 5 chars)"),
         Param("sample", int, 0, "train k-means on at most this many rows (0: all, as upstream)", min=0),
@@ -56,8 +53,8 @@ class ImageBased(Filter):
 
     def validate(self) -> None:
         _check_model(self)
-        if self.init not in INITS:
-            raise RecipeError(f"{self.where}: init must be {' or '.join(INITS)}, not {self.init!r}")
+        if self.init not in ("random", "kmeans++"):
+            raise RecipeError(f"{self.where}: init must be random or kmeans++, not {self.init!r}")
         self.caption = Caption(_where=self.where)
 
     def needs(self) -> Needs:
@@ -108,7 +105,7 @@ class ImageBased(Filter):
         # on the caption-filtered rows in shard-name order (the order the pool's passes read them)
         self.centroid_matrix = fit_kmeans(x.astype(np.float32), self.clusters, niter=self.niter, seed=self.seed,
                                           spherical=False, max_points_per_centroid=10_000_000,
-                                          init=INITS[self.init])
+                                          init=self.init)
         self._set_target_clusters(ctx, f"k-means, {self.clusters} clusters, fitted here")
 
     def __call__(self, batch: Batch) -> np.ndarray:
