@@ -69,8 +69,22 @@ def mean_per_class_recall(target, pred) -> float:
     return float(np.mean(recalls))
 
 
+def rank_percentiles(scores, right) -> np.ndarray:
+    """Per query (row of ``scores``): the share of the wrong answers scored below the right one.
+
+    1 = the right answer ranked first, 0.5 = chance, whatever the number of answers; ties count
+    half. Where top-1 accuracy is a few percent it keeps what a ranking knows beyond its first
+    place (the offline suite's main metric, docs/eval.md)."""
+    s = np.asarray(scores, dtype=np.float64)
+    right = np.asarray(right, dtype=np.int64)
+    own = s[np.arange(len(right)), right][:, None]
+    below = (s < own).sum(axis=1)
+    ties = (s == own).sum(axis=1) - 1
+    return (below + 0.5 * ties) / max(1, s.shape[1] - 1)
+
+
 def classification_metrics(logits, target) -> dict:
-    """acc1, acc5 (None under 5 classes, as upstream), mean_per_class_recall."""
+    """acc1, acc5 (None under 5 classes, as upstream), mean_per_class_recall, mean_rank_percentile."""
     import torch
 
     target = torch.as_tensor(target)
@@ -79,6 +93,7 @@ def classification_metrics(logits, target) -> dict:
         "acc1": topk_accuracy(logits, target, 1),
         "acc5": topk_accuracy(logits, target, 5) if logits.shape[1] >= 5 else None,
         "mean_per_class_recall": mean_per_class_recall(target.numpy(), pred.numpy()),
+        "mean_rank_percentile": float(rank_percentiles(logits.numpy(), target.numpy()).mean()),
     }
 
 
@@ -94,7 +109,8 @@ def retrieval_hits(image_emb, text_emb, text_image_index: Sequence[int],
     scores = text_emb.float() @ image_emb.float().T                  # (texts, images)
     idx = torch.as_tensor(list(text_image_index), dtype=torch.long)
     n_txt, n_img = scores.shape
-    out = {}
+    out = {"image_retrieval_rank_percentile": rank_percentiles(scores.numpy(), idx.numpy()),
+           "text_retrieval_rank_percentile": _text_rank_percentiles(scores.numpy(), idx.numpy())}
     for k in ks:
         ki = min(k, n_img)
         top_img = scores.topk(ki, dim=1).indices                       # per caption
@@ -105,12 +121,29 @@ def retrieval_hits(image_emb, text_emb, text_image_index: Sequence[int],
     return out
 
 
+def _text_rank_percentiles(scores: np.ndarray, owner: np.ndarray, chunk: int = 1024) -> np.ndarray:
+    """Per image: the share of other images' captions scored below its best own caption."""
+    n_txt, n_img = scores.shape
+    out = np.empty(n_img)
+    for a in range(0, n_img, chunk):
+        block = scores[:, a:a + chunk].T.astype(np.float64)                 # (images, texts)
+        mine = owner[None, :] == np.arange(a, a + block.shape[0])[:, None]
+        best = np.where(mine, block, -np.inf).max(axis=1, keepdims=True)
+        wrong = ~mine
+        below = ((block < best) & wrong).sum(axis=1)
+        ties = ((block == best) & wrong).sum(axis=1)
+        out[a:a + block.shape[0]] = (below + 0.5 * ties) / np.maximum(1, wrong.sum(axis=1))
+    return out
+
+
 def retrieval_recalls(hits: dict) -> dict:
     """Recall@k from :func:`retrieval_hits`; mean_recall@1 is the mean of both ways (upstream
-    retr_eval.py's main metric)."""
-    out = {name: _fraction(h) for name, h in hits.items()}
-    if "text_retrieval_recall@1" in out and "image_retrieval_recall@1" in out:
-        out["mean_recall@1"] = 0.5 * (out["text_retrieval_recall@1"] + out["image_retrieval_recall@1"])
+    retr_eval.py's main metric), mean_rank_percentile the same of the rank percentiles."""
+    out = {name: (float(np.mean(h)) if name.endswith("rank_percentile") else _fraction(h)) for name, h in hits.items()}
+    for metric, a, b in (("mean_recall@1", "text_retrieval_recall@1", "image_retrieval_recall@1"),
+                         ("mean_rank_percentile", "text_retrieval_rank_percentile", "image_retrieval_rank_percentile")):
+        if a in out and b in out:
+            out[metric] = 0.5 * (out[a] + out[b])
     return out
 
 
@@ -161,13 +194,15 @@ def _per_class_recall_stat(target, correct) -> Callable[[np.ndarray], np.ndarray
 
 def classification_se(logits, target, metric: Optional[str], resamples: int = BOOTSTRAP_RESAMPLES,
                       seed: int = BOOTSTRAP_SEED) -> Optional[float]:
-    """Bootstrap se over images of acc1, acc5 or mean_per_class_recall; None for any other metric
+    """Bootstrap se over images of acc1, acc5, mean_per_class_recall or mean_rank_percentile; None for any other metric
     (worst-group, F1: no per-item outcome to resample here) and for acc5 under 5 classes."""
     import torch
 
     target = torch.as_tensor(target)
     if metric == "acc1":
         correct = (logits.argmax(dim=1) == target).numpy()
+    elif metric == "mean_rank_percentile":
+        correct = rank_percentiles(logits.numpy(), target.numpy())
     elif metric == "acc5" and logits.shape[1] >= 5:
         correct = (logits.topk(5, dim=1).indices == target.view(-1, 1)).any(dim=1).numpy()
     elif metric == "mean_per_class_recall":
@@ -187,7 +222,9 @@ def retrieval_se(hits: dict, text_image_index: Sequence[int], metric: Optional[s
     directions of mean_recall@1 move together in a resample, as they do between eval sets.
     """
     owner = np.asarray(list(text_image_index), dtype=np.int64)
-    parts = ["text_retrieval_recall@1", "image_retrieval_recall@1"] if metric == "mean_recall@1" else [metric]
+    parts = {"mean_recall@1": ["text_retrieval_recall@1", "image_retrieval_recall@1"],
+             "mean_rank_percentile": ["text_retrieval_rank_percentile", "image_retrieval_rank_percentile"]
+             }.get(metric, [metric])
     if not all(p in hits for p in parts):
         return None
     n_img = len(hits[next(k for k in hits if k.startswith("text_retrieval"))])

@@ -102,8 +102,9 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
              outcomes: Optional[dict] = None) -> dict:
     """Zero-shot classification: prompt-ensembled class embeddings, logits = 100 * cos.
 
-    ``outcomes``: a dict that receives ``{task.key: {"keys": image hashes, "correct": top-1
-    per image}}`` (the noise analysis, scripts/bench/eval_noise.py, splits the items)."""
+    ``outcomes``: a dict that receives ``{task.key: {"keys": image hashes, "metric": the main
+    metric, "correct": top-1 per image, "rank": rank percentile per image}}`` (the noise analysis,
+    scripts/bench/eval_noise.py, splits the items)."""
     import numpy as np
     import torch
 
@@ -139,7 +140,8 @@ def classify(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
     out[M.SE_KEY] = M.classification_se(logits, target, task.main_metric)
     pred = logits.argmax(dim=1).numpy()
     if outcomes is not None:
-        outcomes[task.key] = {"keys": keys, "correct": pred == target.numpy()}
+        outcomes[task.key] = {"keys": keys, "metric": task.main_metric, "correct": pred == target.numpy(),
+                              "rank": M.rank_percentiles(logits.numpy(), target.numpy())}
     if "f1_macro" in task.extra_metrics:                     # iWildCam (WILDS metric names)
         out["acc_avg"] = out["acc1"]
         out["recall-macro_all"] = M.macro_recall(target.numpy(), pred)
@@ -165,8 +167,9 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
              outcomes: Optional[dict] = None) -> dict:
     """Image-text retrieval, recall@1/5/10 both ways.
 
-    ``outcomes`` receives ``{task.key: {"keys", "text_hit", "caption_hits", "captions"}}`` per
-    image: its text-retrieval R@1 hit, and how many of its captions found it at R@1."""
+    ``outcomes`` receives ``{task.key: {"keys", "metric", "text_hit", "caption_hits", "text_rank",
+    "caption_ranks", "captions"}}`` per image: its text-retrieval R@1 hit and rank percentile, and
+    how many of its captions found it at R@1 and the sum of their rank percentiles."""
     import torch
     import torch.nn.functional as F
 
@@ -191,9 +194,11 @@ def retrieve(task: Task, lm, folder: Path, batch_size: int = DEFAULT_BATCH, cach
 
         owner = np.asarray(txt_img, dtype=np.int64)
         outcomes[task.key] = {
-            "keys": keys, "text_hit": hits["text_retrieval_recall@1"].numpy(),
+            "keys": keys, "metric": task.main_metric, "text_hit": hits["text_retrieval_recall@1"].numpy(),
             "caption_hits": np.bincount(owner, weights=hits["image_retrieval_recall@1"].numpy().astype(float),
                                         minlength=n),
+            "text_rank": hits["text_retrieval_rank_percentile"],
+            "caption_ranks": np.bincount(owner, weights=hits["image_retrieval_rank_percentile"], minlength=n),
             "captions": np.bincount(owner, minlength=n)}
     out = M.retrieval_recalls(hits)
     out[M.SE_KEY] = M.retrieval_se(hits, txt_img, task.main_metric)
@@ -256,7 +261,10 @@ def evaluate_task(task: Task, lm, data_root=None, batch_size: int = DEFAULT_BATC
 
 
 def chance_level(task: Task, metrics: Optional[dict] = None) -> Optional[float]:
-    """Upstream's random_score when it has one, else 1/classes (classification) or 1/images (retrieval)."""
+    """Upstream's random_score when it has one, else 1/classes (classification) or 1/images (retrieval);
+    0.5 for a rank percentile, whatever the task."""
+    if task.main_metric == "mean_rank_percentile":
+        return 0.5
     if task.random_score is not None:
         return float(task.random_score)
     classes = task.num_classes or (metrics or {}).get("num_classes")

@@ -201,8 +201,8 @@ def load_task_yaml(folder: str | os.PathLike) -> Task:
                 random_score=spec.get("random_score"), tags=tuple(spec.get("tags", ())))
 
 
-CLASSIFICATION_METRICS = ("acc1", "acc5", "mean_per_class_recall")
-RETRIEVAL_METRICS = ("mean_recall@1", "image_retrieval_recall@1", "text_retrieval_recall@1",
+CLASSIFICATION_METRICS = ("acc1", "acc5", "mean_per_class_recall", "mean_rank_percentile")
+RETRIEVAL_METRICS = ("mean_recall@1", "mean_rank_percentile", "image_retrieval_recall@1", "text_retrieval_recall@1",
                      "image_retrieval_recall@5", "text_retrieval_recall@5",
                      "image_retrieval_recall@10", "text_retrieval_recall@10")
 

@@ -773,3 +773,48 @@ def test_per_image_outcomes_give_back_the_task_metrics(tmp_path):
     assert len(r["keys"]) == 4 and r["captions"].sum() == ret["num_captions"] == 6
     assert r["text_hit"].mean() == ret["text_retrieval_recall@1"]
     assert r["caption_hits"].sum() / r["captions"].sum() == ret["image_retrieval_recall@1"]
+
+
+def test_rank_percentile_known_answers():
+    """The offline suite's main metric: the share of wrong answers scored below the right one."""
+    from eval.metrics import BOOTSTRAP_SEED, classification_metrics, classification_se, rank_percentiles
+
+    logits = torch.tensor([[3.0, 2.0, 1.0, 0.0],      # right answer first: 1
+                           [3.0, 2.0, 1.0, 0.0],      # right answer last: 0
+                           [1.0, 1.0, 0.0, 2.0],      # class 1 ties class 0, beats class 2: (1 + 0.5) / 3
+                           [0.0, 3.0, 2.0, 1.0]])     # class 2 beats 0 and 3: 2 / 3
+    target = [0, 3, 1, 2]
+    r = rank_percentiles(logits.numpy(), target)
+    assert r.tolist() == pytest.approx([1.0, 0.0, 0.5, 2 / 3], abs=1e-15)
+    m = classification_metrics(logits, target)
+    assert m["mean_rank_percentile"] == pytest.approx((1 + 0 + 0.5 + 2 / 3) / 4, abs=1e-15)
+    assert m["acc1"] == 1 / 4                        # top-1 sees one hit where the ranking sees more
+    rng = np.random.default_rng(0)                   # random scores: chance is 0.5 whatever the classes
+    for classes in (9, 382):
+        noise = rng.standard_normal((4000, classes))
+        assert rank_percentiles(noise, rng.integers(0, classes, 4000)).mean() == pytest.approx(0.5, abs=0.01)
+    se = classification_se(logits, target, "mean_rank_percentile")
+    draws = np.random.default_rng(BOOTSTRAP_SEED).integers(0, 4, size=(1000, 4))
+    assert se == pytest.approx(np.std([r[i].mean() for i in draws], ddof=1), abs=1e-12)
+
+
+def test_retrieval_rank_percentile_both_ways():
+    from eval.metrics import retrieval_hits, retrieval_recalls, retrieval_se
+
+    hits = retrieval_hits(torch.eye(4), torch.tensor(S), OWNER)
+    scores = np.asarray(S, dtype=float)                    # (captions, images): caption c's score for image i
+    owner = np.array(OWNER)
+    per_cap = [((scores[c] < scores[c, owner[c]]).sum() + 0.5 * ((scores[c] == scores[c, owner[c]]).sum() - 1)) / 3
+               for c in range(len(owner))]
+    per_img = []
+    for i in range(4):
+        best = scores[owner == i, i].max()
+        other = scores[owner != i, i]
+        per_img.append(((other < best).sum() + 0.5 * (other == best).sum()) / len(other))
+    assert hits["image_retrieval_rank_percentile"].tolist() == pytest.approx(per_cap, abs=1e-15)
+    assert hits["text_retrieval_rank_percentile"].tolist() == pytest.approx(per_img, abs=1e-15)
+    m = retrieval_recalls(hits)
+    assert m["mean_rank_percentile"] == pytest.approx(0.5 * (np.mean(per_img) + np.mean(per_cap)), abs=1e-15)
+    assert m["mean_recall@1"] == 0.5 * (3 / 4 + 3 / 6)    # upstream's metric is still there, unchanged
+    se = retrieval_se(hits, OWNER, "mean_rank_percentile")
+    assert isinstance(se, float) and se > 0

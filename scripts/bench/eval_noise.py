@@ -53,11 +53,13 @@ def run_outcomes(run: Path, tasks) -> dict:
 
 
 def task_score(o: dict, take: np.ndarray) -> float:
-    """The task's main metric over the images where ``take`` is True (acc1, or mean_recall@1)."""
+    """The task's main metric over the images where ``take`` is True: acc1 or mean_recall@1, or
+    the rank percentile of either kind (the offline suite's)."""
+    rank = o.get("metric") == "mean_rank_percentile"
     if "correct" in o:
-        return float(np.asarray(o["correct"], dtype=float)[take].mean())
-    text = float(np.asarray(o["text_hit"], dtype=float)[take].mean())
-    image = float(o["caption_hits"][take].sum() / o["captions"][take].sum())
+        return float(np.asarray(o["rank" if rank else "correct"], dtype=float)[take].mean())
+    text = float(np.asarray(o["text_rank" if rank else "text_hit"], dtype=float)[take].mean())
+    image = float(o["caption_ranks" if rank else "caption_hits"][take].sum() / o["captions"][take].sum())
     return 0.5 * (text + image)
 
 
