@@ -84,11 +84,15 @@ class folder_lock:
     """``with folder_lock(DIR / ".lock"):`` one writer per output folder at a time.
 
     An OS lock (``fcntl.flock``), so a killed holder never leaves a stale lock behind; the
-    holder's pid is written in the file for the message the second writer gets.
+    holder's pid is written in the file for the message the second writer gets. ``wait=True``:
+    the second writer waits for the first instead (for shared inputs that whoever comes first
+    builds, such as the offline eval sets two side-by-side chains both need). Threads of one
+    process exclude each other too: each ``with`` opens the file anew.
     """
 
-    def __init__(self, path: str | os.PathLike):
+    def __init__(self, path: str | os.PathLike, wait: bool = False):
         self.path = Path(path)
+        self.wait = wait
         self._fd = None
 
     def __enter__(self) -> "folder_lock":
@@ -97,7 +101,7 @@ class folder_lock:
         self.path.parent.mkdir(parents=True, exist_ok=True)
         fd = os.open(self.path, os.O_RDWR | os.O_CREAT, 0o644)
         try:
-            fcntl.flock(fd, fcntl.LOCK_EX | fcntl.LOCK_NB)
+            fcntl.flock(fd, fcntl.LOCK_EX if self.wait else fcntl.LOCK_EX | fcntl.LOCK_NB)
         except BlockingIOError:
             held_by = os.pread(fd, 32, 0).decode(errors="replace").strip()
             os.close(fd)

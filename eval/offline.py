@@ -28,7 +28,7 @@ import shutil
 import sys
 from pathlib import Path
 
-from datacurate.atomic import replace_dir
+from datacurate.atomic import folder_lock, replace_dir
 from datacurate.errors import UserError
 from datacurate.images import to_rgb
 from datacurate.layout import PoolLayout
@@ -218,9 +218,16 @@ def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path
         raise UserError(f"{parquet}: missing (the pool builder writes the held-out items; run `datacurate pool build`)")
     fp = _fingerprint(parquet)
     root = lay.evalsets
-    todo = [k for k in OFFLINE_TASKS if force or not _is_current(root / k, fp)]
-    if not todo:
+    if not force and all(_is_current(root / k, fp) for k in OFFLINE_TASKS):
         return root
+    with folder_lock(root / ".lock", wait=True):     # two chains evaluating side by side: one builds
+        _build(root, parquet, fp, [k for k in OFFLINE_TASKS if force or not _is_current(root / k, fp)])
+    return root
+
+
+def _build(root: Path, parquet: Path, fp: str, todo: list[str]) -> None:
+    if not todo:
+        return
     rows = _read_holdout(parquet)
     root.mkdir(parents=True, exist_ok=True)
     pngs = [_white_png(r["image"], f"{parquet}: row {i} (item_id {r['item_id']!r})") for i, r in enumerate(rows)]
@@ -255,7 +262,6 @@ def build_offline_evalsets(pool: str | os.PathLike, force: bool = False) -> Path
             else:
                 reason = None
             _write_task(root / key, key, spec, samples, names, fp, reason, subclasses)
-    return root
 
 
 def ensure_offline_evalsets(pool: str | os.PathLike) -> Path:

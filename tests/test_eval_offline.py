@@ -50,6 +50,42 @@ def test_offline_evalsets_layout_and_rebuild(tmp_path):
     assert len(list(wds.WebDataset(str(g / "test" / "0.tar"), shardshuffle=False))) == 6
 
 
+def test_two_chains_that_need_the_eval_sets_at_once_build_them_once(tmp_path):
+    """Side-by-side chains (datacurate run --jobs 2) both find the suite stale after a change:
+    the second waits for the first's build instead of tripping over its temporary folders."""
+    import threading
+
+    import eval.offline as O
+
+    pool = tmp_path / "pool"
+    write_eval_parquet(pool)
+    writes, errors = [], []
+    real = O._write_task
+
+    def slow_write(dst, *a, **k):                 # widen the window the race needs
+        writes.append(dst.name)
+        threading.Event().wait(0.05)
+        return real(dst, *a, **k)
+
+    O._write_task = slow_write
+    try:
+        def build():
+            try:
+                O.build_offline_evalsets(pool)
+            except Exception as e:                # noqa: BLE001 - the test reports what a thread raised
+                errors.append(e)
+        threads = [threading.Thread(target=build) for _ in range(2)]
+        for t in threads:
+            t.start()
+        for t in threads:
+            t.join()
+    finally:
+        O._write_task = real
+    assert errors == []
+    assert sorted(writes) == sorted(O.OFFLINE_TASKS)          # each task written once, by one of them
+    assert not list((pool / "evalsets").glob(".*.tmp"))
+
+
 def test_offline_task_with_one_class_is_reported_missing_with_reason(tmp_path):
     import pyarrow.compute as pc
     import pyarrow.parquet as pq
