@@ -270,7 +270,8 @@ def suite_groups(suite_name: str, tasks: list[Task]) -> tuple[Optional[str], dic
 
 
 def leaderboard_suite(suite: str) -> dict:
-    """What the leaderboard scores for ``suite``: tasks {key: name}, groups, imagenet, unscored."""
+    """What the leaderboard scores for ``suite``: tasks {key: name}, groups, imagenet, unscored, and for
+    the offline suite, whose metrics are ours, each task's main metric (a line must carry it)."""
     if suite == DATACOMP38:
         return {"tasks": {t.key: t.name for t in _UPSTREAM}, "groups": {k: list(v) for k, v in UPSTREAM_GROUPS.items()},
                 "imagenet": UPSTREAM_IMAGENET, "unscored": {t.key: t.name for t in UNSCORED.values()}}
@@ -280,7 +281,8 @@ def leaderboard_suite(suite: str) -> dict:
         tasks = [Task(key=k, name=v["name"], type=v["type"], main_metric=v["main_metric"])
                  for k, v in OFFLINE_TASKS.items()]
         imagenet, groups = suite_groups(OFFLINE, tasks)
-        return {"tasks": {t.key: t.name for t in tasks}, "groups": groups, "imagenet": imagenet, "unscored": {}}
+        return {"tasks": {t.key: t.name for t in tasks}, "groups": groups, "imagenet": imagenet, "unscored": {},
+                "metrics": {t.key: t.main_metric for t in tasks}}
     raise KeyError(f"unknown suite {suite!r}; known: {DATACOMP38}, {OFFLINE}")
 
 

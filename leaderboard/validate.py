@@ -51,6 +51,7 @@ class Suite:
     groups: dict[str, list[str]]
     imagenet: str | None = None          # dataset name reported as the "ImageNet" aggregate
     unscored: dict[str, str] = field(default_factory=dict)  # listed, main_metric None
+    metrics: dict[str, str] = field(default_factory=dict)   # task key -> the main metric a line must carry
 
     def aggregate_names(self) -> list[str]:
         return (["ImageNet"] if self.imagenet else []) + list(self.groups) + ["Average"]
@@ -65,7 +66,8 @@ def suite_tasks(suite: str) -> Suite:
     except (KeyError, ValueError) as e:
         raise SubmissionError(f"suite: unknown suite {suite!r} ({e})") from None
     return Suite(name=suite, tasks=dict(spec["tasks"]), groups={k: list(v) for k, v in spec["groups"].items()},
-                 imagenet=spec.get("imagenet"), unscored=dict(spec.get("unscored", {})))
+                 imagenet=spec.get("imagenet"), unscored=dict(spec.get("unscored", {})),
+                 metrics=dict(spec.get("metrics", {})))
 
 
 def known_scale(scale: object):
@@ -100,6 +102,11 @@ def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -
         if isinstance(value, bool) or not isinstance(value, (int, float)) or not math.isfinite(value) \
                 or not 0.0 <= value <= 1.0:
             raise SubmissionError(f"{source}: line {i}: task {key!r}: main_metric {value!r} is not a number in [0, 1]")
+        want = suite.metrics.get(key)
+        if want is not None and row["metrics"].get(want) != value:
+            raise SubmissionError(f"{source}: line {i}: task {key!r}: main_metric is not its {want} "
+                                  f"({row['metrics'].get(want)!r}): scored by an older {suite.name} suite; "
+                                  "score the run again (datacurate eval --run RUN --redo) and resubmit")
         by_key[key] = float(value)
     missing = [k for k in suite.tasks if k not in by_key]
     if missing:

@@ -269,3 +269,24 @@ def test_a_database_from_before_standard_errors_is_upgraded_and_its_rows_have_no
     with Session() as s:
         row = store.as_dict(store.ranked(s, "tiny")[0], full=True)
     assert row["name"] == "old" and row["aggregates_se"] is None and row["results_se"] is None
+
+
+def test_offline_results_scored_by_an_older_suite_are_refused():
+    """The offline suite's main metric is the rank percentile: a line whose main_metric is its top-1
+    (the suite before 2026-12-03) would rank beside today's entries on another scale."""
+    off = suite_tasks("offline")
+    assert set(off.metrics.values()) == {"mean_rank_percentile"}
+
+    def lines(main: str) -> str:
+        out = []
+        for key, name in off.tasks.items():
+            m = {"acc1": 0.05, "mean_recall@1": 0.01, "mean_rank_percentile": 0.6}
+            out.append(json.dumps({"key": key, "dataset": name, "metrics": {**m, "main_metric": m[main]}}))
+        return "\n".join(out)
+
+    assert parse_results(lines("mean_rank_percentile"), off) == {n: 0.6 for n in off.tasks.values()}
+    with pytest.raises(SubmissionError, match=r"main_metric is not its mean_rank_percentile .*older offline suite"):
+        parse_results(lines("acc1"), off)
+    older = lines("acc1").replace(', "mean_rank_percentile": 0.6', "")
+    with pytest.raises(SubmissionError, match=r"\(None\): scored by an older offline suite"):
+        parse_results(older, off)
