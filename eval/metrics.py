@@ -75,7 +75,7 @@ def rank_percentiles(scores, right) -> np.ndarray:
     1 = the right answer ranked first, 0.5 = chance, whatever the number of answers; ties count
     half. Where top-1 accuracy is a few percent it keeps what a ranking knows beyond its first
     place (the offline suite's main metric, docs/eval.md)."""
-    s = np.asarray(scores, dtype=np.float64)
+    s = np.asarray(scores)                      # compared, never summed: no float64 copy (COCO: 25k x 5k)
     right = np.asarray(right, dtype=np.int64)
     own = s[np.arange(len(right)), right][:, None]
     below = (s < own).sum(axis=1)
@@ -126,7 +126,7 @@ def _text_rank_percentiles(scores: np.ndarray, owner: np.ndarray, chunk: int = 1
     n_txt, n_img = scores.shape
     out = np.empty(n_img)
     for a in range(0, n_img, chunk):
-        block = scores[:, a:a + chunk].T.astype(np.float64)                 # (images, texts)
+        block = scores[:, a:a + chunk].T                                    # (images, texts)
         mine = owner[None, :] == np.arange(a, a + block.shape[0])[:, None]
         best = np.where(mine, block, -np.inf).max(axis=1, keepdims=True)
         wrong = ~mine
