@@ -169,7 +169,7 @@ def _write_task(dst: Path, key: str, spec: dict, samples: list[tuple], classname
     else:
         (tmp / "classnames.txt").write_text("\n".join(classnames) + "\n", encoding="utf-8")
         (tmp / "zeroshot_classification_templates.txt").write_text("\n".join(TEMPLATES) + "\n", encoding="utf-8")
-        meta["random_score"] = 0.5 if spec["main_metric"] == "mean_rank_percentile" else round(1.0 / len(classnames), 6)
+        meta["random_score"] = 0.5           # MAIN_METRIC's chance, whatever the number of classes
         if subclasses:
             (tmp / "subclasses.json").write_text(json.dumps(
                 {"source": f"pool taxonomy ({TAXONOMY}), eval split excluded", "subclasses": subclasses},
