@@ -92,6 +92,28 @@ def test_near_duplicates_planted(nlist):
     assert keep.sum() == len(x) - len(dup_of)
 
 
+def _exact_pairs(x, threshold):
+    xf = x.astype(np.float32)
+    i, j = np.nonzero(np.triu(xf @ xf.T, 1) >= threshold)
+    return set(zip(i.tolist(), j.tolist()))
+
+
+def test_cell_join_finds_each_pair_once_and_all_of_them_when_every_cell_is_probed():
+    """The CPU join of cells is IVF semantics: probing every cell is the exact search; fewer
+    probes find a subset of the exact pairs, never a pair twice nor one below the threshold."""
+    rng = np.random.default_rng(4)
+    centres = unit(rng, 12, 32)
+    x = F.normalize_rows(centres[rng.integers(0, 12, 1500)] + 0.08 * rng.normal(size=(1500, 32)))
+    exact = _exact_pairs(x, 0.9)
+    assert len(exact) > 1000                       # dense blobs: many pairs, many across cells
+    src, dst = F.similar_pairs(x, 0.9, nlist=24, nprobe=24)
+    assert (src < dst).all() and len(set(zip(src.tolist(), dst.tolist()))) == len(src)
+    assert set(zip(src.tolist(), dst.tolist())) == exact
+    src, dst = F.similar_pairs(x, 0.9, nlist=24, nprobe=2)
+    found = set(zip(src.tolist(), dst.tolist()))
+    assert len(found) == len(src) and found < exact and len(found) > 0.5 * len(exact)
+
+
 def test_near_duplicates_chain_goes_to_lowest_index():
     rng = np.random.default_rng(0)
     x = unit(rng, 50, 16)

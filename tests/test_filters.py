@@ -488,3 +488,27 @@ def test_the_registry_loads_once_when_threads_ask_at_the_same_time():
         r = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
         assert r.returncode == 0, r.stderr
         assert r.stdout.startswith("0 "), r.stdout
+
+
+def test_hash_pairs_in_blocks_are_the_brute_force_pairs():
+    """phash_dedup's candidates are searched a block of rows and a chunk of pairs at a time (the whole
+    base pool at once took 45 GB); the blocks must not change which pairs come out."""
+    from filters.builtin.dedup import hash_pairs
+
+    rng = np.random.default_rng(7)
+    base = rng.integers(0, 2**63, 6, dtype=np.uint64)          # 6 families of hashes: many close pairs
+    flips = rng.random((60, 64)) < 0.08
+    bits = (np.uint64(1) << np.arange(64, dtype=np.uint64))
+    hashes = base[rng.integers(0, 6, 60)] ^ (flips * bits).sum(axis=1).astype(np.uint64)
+    x = rng.normal(size=(60, 8)).astype(np.float32)
+    x[::2] = x[0]                                              # half the rows share one embedding
+    x /= np.linalg.norm(x, axis=1, keepdims=True)
+    ham = np.array([[bin(int(a) ^ int(b)).count("1") for b in hashes] for a in hashes])
+    want_h = {(i, j) for i in range(60) for j in range(i + 1, 60) if ham[i, j] <= 12}
+    want_hx = {(i, j) for i, j in want_h if x[i] @ x[j] >= 0.9}
+    assert 50 < len(want_hx) < len(want_h)                     # both tests bite
+    for block_rows, chunk in ((4096, 1 << 18), (7, 5), (1, 1)):
+        s, d = hash_pairs(hashes, None, 12, 0.9, block_rows, chunk)
+        assert sorted(zip(s.tolist(), d.tolist())) == sorted(want_h)
+        s, d = hash_pairs(hashes, x, 12, 0.9, block_rows, chunk)
+        assert sorted(zip(s.tolist(), d.tolist())) == sorted(want_hx)
