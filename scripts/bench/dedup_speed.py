@@ -6,7 +6,7 @@ child process so that its peak RSS is its own:
 
   reference      one streaming pass float16 -> float32 + row norms (the cost of touching the data)
   kmeans         fit on a sample (256 x k rows), assign every row in batches (k clusters)
-  near_dup       near_duplicates(threshold 0.95): IVF range search above 100k rows
+  near_dup       near_duplicates(threshold 0.95): IVF cells joined with BLAS above 20k rows
   semdedup       semantic_dedup within the k-means clusters (eps 0.05)
   decontam       nearest_eval against 10,000 eval rows (flat, exact)
 
