@@ -5,6 +5,8 @@ the other in this one run (order alternates over repeats); each is timed end to 
 start to exit, checkpoints included), and the steady training rate is read from OpenCLIP's
 log. The ratio (ours / direct) shows what the wrapper costs (aim >= 0.95).
 
+Three runs per repeat: ours, OpenCLIP directly on ours' thread count (the ratio: what the wrapper
+costs) and OpenCLIP directly on torch's default thread count (what the fixed thread count costs).
 The wrapper side goes through ``training.launch.train`` (what `datacurate train` calls,
 minus argument parsing), because the budget here is shortened with ``--samples`` and the
 CLI, by design, cannot change the recipe.
@@ -53,15 +55,19 @@ def cpu_seconds() -> float:
     return me.ru_utime + me.ru_stime + kids.ru_utime + kids.ru_stime
 
 
-def run_direct(argv: list[str]) -> float:
-    """`open_clip_train.main.main(argv)` in a fresh process (our model config registered first)."""
+def run_direct(argv: list[str], threads: int | None = None) -> float:
+    """`open_clip_train.main.main(argv)` in a fresh process (our model config registered first), on
+    `threads` intra-op threads as ours runs (None: torch's own default, all cores)."""
     from datacurate.env import child_env
 
     code = ("import sys, open_clip; open_clip.add_model_config(sys.argv[1]); "
             "from open_clip_train.main import main; sys.exit(1 if main(sys.argv[2:]) == -1 else 0)")
     t = time.time()
+    env = child_env()
+    if threads:
+        env.update(OMP_NUM_THREADS=str(threads), MKL_NUM_THREADS=str(threads))
     subprocess.run([sys.executable, "-c", code, str(ROOT / "training" / "model_configs"), *argv],
-                   check=True, env=child_env(), stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                   check=True, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
     return time.time() - t
 
 
@@ -96,38 +102,42 @@ def main() -> int:
     with tempfile.TemporaryDirectory(prefix="train_speed_") as tmp:
         tmp = Path(tmp)
         data = make_training_data(tmp / "data", n_samples=args.data_samples, shard_size=256)
-        times = {"ours": [], "direct": []}
-        rates = {"ours": [], "direct": []}
-        per_cpu = {"ours": [], "direct": []}
+        sides = ("direct", "ours", "direct_default")
+        times = {s: [] for s in sides}
+        rates = {s: [] for s in sides}
+        per_cpu = {s: [] for s in sides}
         for i in range(args.repeats):
-            order = ["direct", "ours"] if i % 2 == 0 else ["ours", "direct"]
+            order = list(sides) if i % 2 == 0 else list(reversed(sides))
             for side in order:
                 out = tmp / f"{side}_{i}"
-                if side == "direct":   # same arguments as ours (planning is not timed for it)
-                    argv = plan_training(recipe.scale, data, out, recipe=recipe, device="cpu", workers=args.workers,
-                                         progress=False).argv
+                if side != "ours":   # same arguments as ours (planning is not timed for it)
+                    plan = plan_training(recipe.scale, data, out, recipe=recipe, device="cpu", workers=args.workers,
+                                         progress=False)
                 cpu0 = cpu_seconds()
                 if side == "ours":
                     wall = run_ours(recipe, data, out, args.workers)
-                else:
-                    wall = run_direct(argv)
+                else:   # "direct": ours' thread count (CPU_TRAIN_THREADS); "direct_default": torch's own
+                    wall = run_direct(plan.argv, plan.threads if side == "direct" else None)
                 cpu = cpu_seconds() - cpu0
                 seen = samples_seen_from_log(RunLayout(out).log)
                 times[side].append(seen / wall)
                 per_cpu[side].append(seen / cpu)
                 rates[side].append(steady_rate(RunLayout(out).log))
-                print(f"  {side:6s} run {i}: {seen:,} samples in {wall:.1f}s end to end = {seen / wall:.1f} samples/s; "
+                print(f"  {side:14s} run {i}: {seen:,} samples in {wall:.1f}s end to end = {seen / wall:.1f} samples/s; "
                       f"steady {rates[side][-1] or float('nan'):.1f} samples/s; "
                       f"{cpu:.0f} CPU-s = {seen / cpu:.1f} samples per CPU-second", flush=True)
                 for ck in RunLayout(out).checkpoints.glob("*.pt"):
                     ck.unlink()
-    ours, direct = max(times["ours"]), max(times["direct"])
+    ours, direct, default = max(times["ours"]), max(times["direct"]), max(times["direct_default"])
     steady_ours = max(r for r in rates["ours"] if r) if any(rates["ours"]) else float("nan")
     print(f"\nscale {args.scale} ({full.model}, global batch {full.batch_size}, fp32, CPU, workers {args.workers}, "
-          f"torch threads {os.cpu_count()} cores), {samples:,} samples per run")
+          f"{plan.threads} torch thread(s) on {os.cpu_count()} cores), {samples:,} samples per run")
     print(f"datacurate train      : {ours:8.1f} samples/s (end to end)")
-    print(f"open_clip_train.main  : {direct:8.1f} samples/s (end to end)")
-    print(f"ratio ours/direct     : {ours / direct:8.3f}   (aim >= 0.95)")
+    print(f"open_clip_train.main  : {direct:8.1f} samples/s (end to end, the same thread count)")
+    print(f"ratio ours/direct     : {ours / direct:8.3f}   (aim >= 0.95: what the wrapper costs)")
+    print(f"open_clip_train.main on torch's default threads: {default:.1f} samples/s; ours / that "
+          f"{ours / default:.3f} (what the fixed thread count costs or gains on this machine; it buys "
+          "checkpoints that are byte-identical across machines)")
     cpu_ours, cpu_direct = max(per_cpu["ours"]), max(per_cpu["direct"])
     print(f"samples per CPU-second: ours {cpu_ours:.1f}, direct {cpu_direct:.1f}, ratio {cpu_ours / cpu_direct:.3f} "
           "(less sensitive to other processes sharing the cores, not immune: threads spin when starved)")
