@@ -88,22 +88,69 @@ def get_model(spec: ModelSpec, device: str):
     return _MODEL_CACHE[key]
 
 
+def split_preprocess(preprocess):
+    """(per-image steps, batch steps) of a ``Compose([...PIL steps..., ToTensor(), Normalize(...)])``.
+
+    ToTensor and Normalize are elementwise, so applied to a stacked batch they give the same
+    numbers as per image, at a fraction of the Python cost (a third of `embed`'s time went into
+    them at 64 px). None when the transform is not of that shape (then it runs per image)."""
+    import torchvision.transforms as T
+
+    steps = list(getattr(preprocess, "transforms", []))
+    at = next((i for i, t in enumerate(steps) if isinstance(t, T.ToTensor)), None)   # open_clip: MaybeToTensor
+    if at is None or not all(type(t) is T.Normalize for t in steps[at + 1:]):
+        return None
+    return T.Compose(steps[:at]), steps[at + 1:]
+
+
+def _pixel_batch(images, n: int, preprocess, split) -> "torch.Tensor":  # noqa: F821
+    """The next ``n`` images as one normalised float tensor (N, C, H, W)."""
+    import torch
+
+    if split is None:
+        return torch.stack([preprocess(next(images)) for _ in range(n)])
+    per_image, batch_steps = split
+    pics = [per_image(next(images)) for _ in range(n)]
+    if not all(getattr(p, "mode", None) == "RGB" for p in pics):   # ToTensor's other modes: per image
+        import torchvision.transforms as T
+
+        pix = torch.stack([T.ToTensor()(p) for p in pics])
+    else:
+        pix = torch.from_numpy(np.stack([np.asarray(p, dtype=np.uint8) for p in pics]))
+        pix = pix.permute(0, 3, 1, 2).float().div(255)   # ToTensor, batched
+    for t in batch_steps:
+        pix = t(pix)
+    return pix.contiguous()
+
+
 def encode(bundle, images, texts, device: str, batch_size: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched image + text embeddings (L2-normalised, float16). ``images`` yields PIL images."""
+    """Batched image + text embeddings (L2-normalised, float16). ``images`` yields PIL images.
+
+    The next batch is decoded, preprocessed and tokenised on a thread while the model encodes
+    this one (PIL and torch release the GIL), so the I/O overlaps the compute."""
+    from concurrent.futures import ThreadPoolExecutor
+
     import torch
 
     model, preprocess, tokenizer = bundle
     images, texts = iter(images), list(texts)
+    split = split_preprocess(preprocess)
+
+    def prepare(start: int):
+        batch_txt = texts[start:start + batch_size]
+        return _pixel_batch(images, len(batch_txt), preprocess, split), tokenizer(batch_txt), len(batch_txt)
+
     out_img, out_txt = [], []
-    with torch.inference_mode():
-        for start in range(0, len(texts), batch_size):
-            batch_txt = texts[start:start + batch_size]
-            pix = torch.stack([preprocess(next(images)) for _ in batch_txt]).to(device)
-            tok = tokenizer(batch_txt).to(device)
-            out_img.append(normalise(model.encode_image(pix)).cpu().numpy().astype(np.float16))
-            out_txt.append(normalise(model.encode_text(tok)).cpu().numpy().astype(np.float16))
+    starts = list(range(0, len(texts), batch_size))
+    with torch.inference_mode(), ThreadPoolExecutor(1) as pool:
+        nxt = pool.submit(prepare, starts[0]) if starts else None
+        for i in range(len(starts)):
+            pix, tok, n = nxt.result()
+            nxt = pool.submit(prepare, starts[i + 1]) if i + 1 < len(starts) else None
+            out_img.append(normalise(model.encode_image(pix.to(device))).cpu().numpy().astype(np.float16))
+            out_txt.append(normalise(model.encode_text(tok.to(device))).cpu().numpy().astype(np.float16))
             if progress is not None:
-                progress.update(len(batch_txt))
+                progress.update(n)
     if not out_img:
         return np.zeros((0, 0), np.float16), np.zeros((0, 0), np.float16)
     return np.concatenate(out_img), np.concatenate(out_txt)

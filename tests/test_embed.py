@@ -75,6 +75,35 @@ def test_npz_layout_alignment_and_scores(pool_copy):
             assert z["img"].shape == z["txt"].shape == (src.num_rows, 128) and z["img"].dtype == np.float16
 
 
+def test_batched_preprocess_gives_the_per_image_numbers(handmade):
+    """embed applies ToTensor + Normalize to a stacked batch: the same floats as open_clip's transform
+    image by image, for every size and mode the pool holds (palette, grey and RGBA fall back cleanly)."""
+    import torch
+    from PIL import Image
+
+    from datacurate.clip import parse_model
+    from datacurate.embed import _pixel_batch, get_model, split_preprocess, to_rgb
+
+    _, net = handmade
+    _, preprocess, _ = get_model(parse_model(str(net)), "cpu")
+    split = split_preprocess(preprocess)
+    assert split is not None and len(split[1]) == 1            # open_clip's Compose: batched Normalize
+    rng = np.random.default_rng(0)
+    ims = [Image.fromarray(rng.integers(0, 256, (h, w, 3), dtype=np.uint8)) for h, w in
+           ((72, 72), (40, 130), (300, 90), (64, 64))]
+    ims += [to_rgb(ims[1].convert("P")), to_rgb(ims[2].convert("L")), to_rgb(ims[0].convert("RGBA"))]
+    want = torch.stack([preprocess(im) for im in ims])
+    got = _pixel_batch(iter(ims), len(ims), preprocess, split)
+    assert got.shape == want.shape and torch.equal(got, want)
+    import torchvision.transforms as T                          # no mode conversion: grey stays one channel
+
+    plain = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize((0.5,), (0.25,))])
+    grey = [im.convert("L") for im in ims[:3]]
+    got = _pixel_batch(iter(grey), 3, plain, split_preprocess(plain))
+    assert got.shape == (3, 1, 64, 64) and torch.equal(got, torch.stack([plain(im) for im in grey]))
+    assert split_preprocess(T.Compose([T.ToTensor(), T.RandomErasing()])) is None   # not elementwise: per image
+
+
 def test_resume_skips_finished_shards_and_notices_new_weights(pool_copy, tmp_path):
     pool, net = pool_copy
     _embed(pool, net)

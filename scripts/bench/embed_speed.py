@@ -6,6 +6,7 @@ local pipeline (tar read, JPEG decode, preprocess, encode, npz + parquet write);
 Spark job on local[2]. Ratios to the reference show the pipeline's overhead.
 
     .venv/bin/python scripts/bench/embed_speed.py [--shards 4 --per-shard 500 --batch-size 256] [--quick]
+    .venv/bin/python scripts/bench/embed_speed.py --model ViT-B-32 --no-spark     # upstream's model
 """
 from __future__ import annotations
 
@@ -27,6 +28,9 @@ def main() -> int:
     ap.add_argument("--per-shard", type=int, default=500)
     ap.add_argument("--batch-size", type=int, default=256)
     ap.add_argument("--no-spark", action="store_true")
+    ap.add_argument("--model", default="TinyCLIP-ViT-64",
+                    help="open_clip architecture, random weights (default the offline filtering network's; "
+                         "ViT-B-32 is upstream's embedding model, nothing is downloaded)")
     ap.add_argument("--quick", action="store_true", help="2 shards x 100 samples, batch 64")
     args = ap.parse_args()
     if args.quick:
@@ -45,7 +49,7 @@ def main() -> int:
     tmp = Path(tempfile.mkdtemp(prefix="embed_speed_"))
     try:
         pool = make_pool(tmp / "pool", shards=args.shards, per_shard=args.per_shard)
-        net = make_random_net(tmp / "net")
+        net = make_random_net(tmp / "net", model=args.model)
         n = args.shards * args.per_shard
         model, _, tok = get_model(parse_model(str(net)), "cpu")
         size = model.visual.image_size[0]
@@ -74,12 +78,12 @@ def main() -> int:
             rows.append(("embed, Spark local[2] (incl. worker model load)", n / (time.time() - t0)))
             spark.stop()
 
-        print(f"\nTinyCLIP-ViT-64, {n} samples in {args.shards} shards, batch {args.batch_size}, "
+        print(f"\n{args.model} (random weights), {n} samples in {args.shards} shards, batch {args.batch_size}, "
               f"{torch.get_num_threads()} torch threads, load average {os.getloadavg()[0]:.1f} "
               f"on {os.cpu_count()} cores")
         print(f"{'path':50s} {'samples/s':>10s} {'x reference':>12s}")
         for name, rate in rows:
-            print(f"{name:50s} {rate:10.0f} {rate / ref:12.2f}")
+            print(f"{name:50s} {rate:10.1f} {rate / ref:12.3f}")
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return 0
