@@ -89,6 +89,17 @@ def test_split_half_tau_identical_and_reversed(bl):
     assert bl.split_half_tau(rev, [0, 1, 2, 3])["tau"] == pytest.approx(-1.0)
 
 
+def test_split_half_tau_over_every_split(bl):
+    """d swaps from top to bottom between seeds {0,1} and {2,3} (tau 0 there: 3 of 6 pairs discordant)
+    but ties a in the other two splits (tau 1): the mean over the 3 splits is 2/3."""
+    runs = _runs({"a": [0, 0, 0, 0], "b": [1, 1, 1, 1], "c": [2, 2, 2, 2], "d": [3, 3, -3, -3]})
+    t = bl.split_half_tau(runs, [0, 1, 2, 3])
+    assert t["tau"] == pytest.approx(0.0)
+    al = t["all_splits"]
+    assert al["splits"] == 3 and al["mean"] == pytest.approx(2 / 3)
+    assert al["min"] == pytest.approx(0.0) and al["max"] == pytest.approx(1.0)
+
+
 def test_split_half_tau_odd_seeds_drop_the_middle(bl):
     # the middle seed (1) would reverse the ranking if it were counted in either half
     runs = _runs({"a": [1, 100, 1], "b": [2, -100, 2], "c": [3, 0, 3]})
