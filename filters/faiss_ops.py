@@ -308,13 +308,11 @@ def keep_clusters(assign: np.ndarray, cluster_ids: Iterable[int]) -> np.ndarray:
 # --------------------------------------------------------------------------- near duplicates
 
 
-def _search_index(x: np.ndarray, batch_size: int, nlist: int | None, nprobe: int):
-    """An inner-product index over all rows of `x`: flat for small n, IVF-flat for large."""
+def _search_index(x: np.ndarray, batch_size: int, nlist: int, nprobe: int):
+    """An inner-product index over all rows of `x`: flat for `nlist` <= 1, IVF-flat otherwise."""
     import faiss
 
     n, d = x.shape
-    if nlist is None:
-        nlist = 0 if n <= FLAT_MAX_ROWS else int(4 * np.sqrt(n))
     if nlist <= 1:
         index = faiss.IndexFlatIP(d)
     else:
@@ -355,7 +353,6 @@ def _cell_join_pairs(x: np.ndarray, threshold: float, nlist: int, nprobe: int, b
     at a time: no float32 copy of the whole matrix). Each pair comes out once, as (i, j)
     with i < j, because j has one home cell (scripts/bench/dedup_speed.py times it)."""
     probe = _probe_cells(x, nlist, nprobe, batch_size)
-    n = len(x)
     home = probe[:, 0]
     residents = np.argsort(home, kind="stable")
     res_at = np.searchsorted(home[residents], np.arange(nlist + 1))
@@ -378,7 +375,7 @@ def _cell_join_pairs(x: np.ndarray, threshold: float, nlist: int, nprobe: int, b
         dst.append(r[hit])
     if not src:
         return np.empty(0, np.int64), np.empty(0, np.int64)
-    return np.concatenate(src).astype(np.int64), np.concatenate(dst).astype(np.int64)
+    return np.concatenate(src), np.concatenate(dst)
 
 
 def similar_pairs(
