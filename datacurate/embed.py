@@ -103,14 +103,17 @@ def split_preprocess(preprocess):
     return T.Compose(steps[:at]), steps[at + 1:]
 
 
-def _pixel_batch(images, n: int, preprocess, split) -> "torch.Tensor":  # noqa: F821
-    """The next ``n`` images as one normalised float tensor (N, C, H, W)."""
+def _pixel_batch(pics: list, preprocess, split) -> "torch.Tensor":  # noqa: F821
+    """PIL images as one normalised float tensor (N, C, H, W), ``preprocess`` applied to each."""
+    return _stack(pics if split is None else [split[0](p) for p in pics], preprocess, split)
+
+
+def _stack(pics: list, preprocess, split) -> "torch.Tensor":  # noqa: F821
+    """Images through the per-image steps (all of ``preprocess`` when it does not split) as one tensor."""
     import torch
 
     if split is None:
-        return torch.stack([preprocess(next(images)) for _ in range(n)])
-    per_image, batch_steps = split
-    pics = [per_image(next(images)) for _ in range(n)]
+        return torch.stack([preprocess(p) for p in pics])
     if not all(getattr(p, "mode", None) == "RGB" for p in pics):   # ToTensor's other modes: per image
         import torchvision.transforms as T
 
@@ -118,35 +121,68 @@ def _pixel_batch(images, n: int, preprocess, split) -> "torch.Tensor":  # noqa: 
     else:
         pix = torch.from_numpy(np.stack([np.asarray(p, dtype=np.uint8) for p in pics]))
         pix = pix.permute(0, 3, 1, 2).float().div(255)   # ToTensor, batched
-    for t in batch_steps:
+    for t in split[1]:
         pix = t(pix)
     return pix.contiguous()
 
 
-def encode(bundle, images, texts, device: str, batch_size: int, progress=None) -> tuple[np.ndarray, np.ndarray]:
-    """Batched image + text embeddings (L2-normalised, float16). ``images`` yields PIL images.
+def _decode_one(label, blob: bytes, where: str):
+    from PIL import Image
 
-    The next batch is decoded, preprocessed and tokenised on a thread while the model encodes
-    this one (PIL and torch release the GIL), so the I/O overlaps the compute."""
+    try:
+        im = Image.open(io.BytesIO(blob))   # in memory: load() reads it all, nothing is left to close
+        im.load()
+    except Exception as e:
+        raise EmbedError(f"{where}: cannot decode image {label!r} ({e})") from None
+    return to_rgb(im)
+
+
+def prepare_batch(items: list, preprocess, split, where: str, workers=None, slices: int = 1) -> "torch.Tensor":  # noqa: F821
+    """Decode ``items`` ((label, image bytes) pairs) and preprocess them into one tensor.
+
+    With ``workers`` (a thread pool) the images are decoded and resized in ``slices`` slices at
+    once: PIL releases the GIL there, and one thread alone could not keep up with a 64 px
+    model's forward pass on two cores."""
+    per_image = (lambda im: im) if split is None else split[0]
+
+    def work(part):
+        return [per_image(_decode_one(label, blob, where)) for label, blob in part]
+
+    if workers is None or slices < 2 or len(items) < 2:
+        pics = work(items)
+    else:
+        step = -(-len(items) // slices)
+        pics = [p for part in workers.map(work, [items[i:i + step] for i in range(0, len(items), step)]) for p in part]
+    return _stack(pics, preprocess, split)
+
+
+def encode(bundle, items: list, texts, device: str, batch_size: int, progress=None,
+           where: str = "embed") -> tuple[np.ndarray, np.ndarray]:
+    """Batched image + text embeddings (L2-normalised, float16) of ``items`` ((label, image bytes)).
+
+    The next batch is decoded, preprocessed and tokenised on other threads while the model
+    encodes this one (PIL and torch release the GIL), so the I/O overlaps the compute."""
     from concurrent.futures import ThreadPoolExecutor
 
     import torch
 
     model, preprocess, tokenizer = bundle
-    images, texts = iter(images), list(texts)
+    texts = list(texts)
     split = split_preprocess(preprocess)
+    decoders = 1 if str(device).startswith("cuda") else max(1, torch.get_num_threads())
 
     def prepare(start: int):
         batch_txt = texts[start:start + batch_size]
-        return _pixel_batch(images, len(batch_txt), preprocess, split), tokenizer(batch_txt), len(batch_txt)
+        pix = prepare_batch(items[start:start + batch_size], preprocess, split, where, workers, decoders)
+        return pix, tokenizer(batch_txt), len(batch_txt)
 
     out_img, out_txt = [], []
     starts = list(range(0, len(texts), batch_size))
-    with torch.inference_mode(), ThreadPoolExecutor(1) as pool:
-        nxt = pool.submit(prepare, starts[0]) if starts else None
+    with torch.inference_mode(), ThreadPoolExecutor(1) as ahead, ThreadPoolExecutor(decoders) as workers:
+        nxt = ahead.submit(prepare, starts[0]) if starts else None
         for i in range(len(starts)):
             pix, tok, n = nxt.result()
-            nxt = pool.submit(prepare, starts[i + 1]) if i + 1 < len(starts) else None
+            nxt = ahead.submit(prepare, starts[i + 1]) if i + 1 < len(starts) else None
             out_img.append(normalise(model.encode_image(pix.to(device))).cpu().numpy().astype(np.float16))
             out_txt.append(normalise(model.encode_text(tok.to(device))).cpu().numpy().astype(np.float16))
             if progress is not None:
@@ -154,18 +190,6 @@ def encode(bundle, images, texts, device: str, batch_size: int, progress=None) -
     if not out_img:
         return np.zeros((0, 0), np.float16), np.zeros((0, 0), np.float16)
     return np.concatenate(out_img), np.concatenate(out_txt)
-
-
-def _decode(blobs, where):
-    from PIL import Image
-
-    for label, b in blobs:
-        try:
-            with Image.open(io.BytesIO(b)) as im:
-                im.load()
-                yield to_rgb(im)
-        except Exception as e:
-            raise EmbedError(f"{where}: cannot decode image {label!r} ({e})") from None
 
 
 # ----------------------------------------------------------------------------- one shard
@@ -244,8 +268,8 @@ def embed_shard(pool: Path, shard: str, spec: ModelSpec, device: str = "cpu", ba
     keys = [str(k) for k in table.column("key").to_pylist()]
     texts = ["" if t is None else str(t) for t in table.column("text").to_pylist()]
     blobs = read_tar_images(tar_path, keys, shard)
-    images = _decode(((k, blobs[k]) for k in keys), f"shard {shard}")
-    img, txt = encode(get_model(spec, device), images, texts, device, batch_size, progress)
+    img, txt = encode(get_model(spec, device), [(k, blobs[k]) for k in keys], texts, device, batch_size, progress,
+                      f"shard {shard}")
     if rows == 0:
         img = txt = np.zeros((0, 0), np.float16)
     _swap_in(pool, shard, _merged_npz(npz_path, {spec.img_key: img, spec.txt_key: txt}),
@@ -303,12 +327,12 @@ def embed_holdout(pool: Path, spec: ModelSpec, device: str = "cpu", batch_size: 
         if not force and _holdout_done(dst, item_ids, fp):
             done[which] = "skipped"
             continue
-        images = _decode(zip(item_ids, table.column("image").to_pylist()), str(src))
+        items = list(zip(item_ids, table.column("image").to_pylist()))
         texts = ["" if t is None else str(t) for t in table.column("text").to_pylist()]
         from tqdm import tqdm
 
         with tqdm(total=len(texts), desc=f"embed {spec.name} holdout/{which}", unit="sample") as bar:
-            img, txt = encode(get_model(spec, device), images, texts, device, batch_size, bar)
+            img, txt = encode(get_model(spec, device), items, texts, device, batch_size, bar, str(src))
         write_npz_atomic(dst, {"img": img, "txt": txt, "item_id": item_ids, "model": np.array(fp)})
         done[which] = "embedded"
     return done

@@ -33,6 +33,72 @@ def to_rgb(img, background=(255, 255, 255)):
     return img.convert("RGB")
 
 
+def _pax_records(payload: bytes) -> dict[bytes, bytes] | None:
+    """The ``length key=value\\n`` records of a pax header, or None when they do not parse."""
+    out, at = {}, 0
+    while at < len(payload) and payload[at:at + 1] not in (b"\0", b""):
+        space = payload.find(b" ", at)
+        try:
+            length = int(payload[at:space])
+        except ValueError:
+            return None
+        key, eq, value = payload[space + 1:at + length - 1].partition(b"=")
+        if not eq or length <= 0:
+            return None
+        out[key], at = value, at + length
+    return out
+
+
+def _ustar_files(data: bytes):
+    """(name, bytes) of every regular file in a ustar/pax archive, or None to let ``tarfile`` read it.
+
+    webdataset and img2dataset write ustar headers (each file's pax header carries only its
+    float mtime): 512-byte headers, each followed by its file. Walking them over the bytes in
+    memory is 3-4 times faster than ``tarfile`` (a third of `embed`'s time at 64 px went into
+    reading the tar). Anything else (GNU long names, sparse files, a global pax header, a bad
+    checksum) returns None, and ``tarfile`` reads it or says what is wrong with it."""
+    out, off, end, pax = [], 0, len(data), {}
+    while off + 512 <= end:
+        h = data[off:off + 512]
+        if not h.strip(b"\0"):
+            return out                                   # the end-of-archive blocks
+        try:
+            size = int(h[124:136].rstrip(b"\0 ").lstrip(b" ") or b"0", 8)
+            check = int(h[148:156].rstrip(b"\0 ").lstrip(b" "), 8)
+        except ValueError:
+            return None
+        if check != sum(h[:148]) + 256 + sum(h[156:]):  # the checksum field counts as eight spaces
+            return None
+        kind = h[156:157]
+        off += 512
+        if kind == b"x":                                 # a pax header for the next file
+            pax = _pax_records(data[off:off + size])
+            if pax is None:
+                return None
+        elif kind in (b"0", b"\0"):
+            if b"size" in pax:
+                size = int(pax[b"size"])
+            if off + size > end:
+                return None
+            name = h[:100].split(b"\0", 1)[0]
+            if h[257:262] == b"ustar" and h[345:500].strip(b"\0"):
+                name = h[345:500].split(b"\0", 1)[0] + b"/" + name
+            out.append((pax.get(b"path", name).decode("utf-8", "replace"), data[off:off + size]))
+            pax = {}
+        elif kind != b"5":                               # directories carry nothing; anything else: tarfile
+            return None
+        off += (size + 511) // 512 * 512
+    return out if off == end else None
+
+
+def _tar_files(tar_path: Path):
+    files = _ustar_files(tar_path.read_bytes())
+    if files is not None:
+        return files
+    with tarfile.open(tar_path) as tf:
+        return [(m.name, tf.extractfile(m).read()) for m in tf if m.isfile()]
+
+
 def read_tar_images(tar_path: Path, keys: list[str], shard: str) -> dict[str, bytes]:
     """{key: image bytes} for ``keys`` from a webdataset tar; clear error for a missing key."""
     if not tar_path.is_file():
@@ -40,14 +106,10 @@ def read_tar_images(tar_path: Path, keys: list[str], shard: str) -> dict[str, by
     wanted = set(keys)
     found: dict[str, bytes] = {}
     try:
-        with tarfile.open(tar_path) as tf:
-            for m in tf:
-                if not m.isfile():
-                    continue
-                base = os.path.basename(m.name)
-                key, _, ext = base.partition(".")
-                if ext.lower() in IMAGE_EXTS and key in wanted and key not in found:
-                    found[key] = tf.extractfile(m).read()
+        for name, blob in _tar_files(tar_path):
+            key, _, ext = os.path.basename(name).partition(".")
+            if ext.lower() in IMAGE_EXTS and key in wanted and key not in found:
+                found[key] = blob
     except tarfile.TarError as e:
         raise ShardImageError(f"shard {shard}: {tar_path} is not a readable tar ({e})") from None
     missing = [k for k in keys if k not in found]

@@ -93,13 +93,13 @@ def test_batched_preprocess_gives_the_per_image_numbers(handmade):
            ((72, 72), (40, 130), (300, 90), (64, 64))]
     ims += [to_rgb(ims[1].convert("P")), to_rgb(ims[2].convert("L")), to_rgb(ims[0].convert("RGBA"))]
     want = torch.stack([preprocess(im) for im in ims])
-    got = _pixel_batch(iter(ims), len(ims), preprocess, split)
+    got = _pixel_batch(ims, preprocess, split)
     assert got.shape == want.shape and torch.equal(got, want)
     import torchvision.transforms as T                          # no mode conversion: grey stays one channel
 
     plain = T.Compose([T.Resize(64), T.CenterCrop(64), T.ToTensor(), T.Normalize((0.5,), (0.25,))])
     grey = [im.convert("L") for im in ims[:3]]
-    got = _pixel_batch(iter(grey), 3, plain, split_preprocess(plain))
+    got = _pixel_batch(grey, plain, split_preprocess(plain))
     assert got.shape == (3, 1, 64, 64) and torch.equal(got, torch.stack([plain(im) for im in grey]))
     assert split_preprocess(T.Compose([T.ToTensor(), T.RandomErasing()])) is None   # not elementwise: per image
 
