@@ -49,6 +49,33 @@ def test_stages_are_subsets_first_then_seed_major(bl, tmp_path):
                      "train [a seed 1]", "eval [a seed 1]", "train [b seed 1]", "eval [b seed 1]"]
 
 
+def test_recipe_variant_changes_only_training_fields(bl, tmp_path):
+    from datacurate.layout import BenchLayout
+    from datacurate.scales import get_scale
+    from training.launch import recipe_for
+
+    tiny = get_scale("tiny")
+    v = bl.recipe_variant("tiny", ["learning_rate=5e-4", "batch_size=256"])
+    assert (v.learning_rate, v.batch_size, v.pool_size, v.warmup) == (5e-4, 256, tiny.pool_size, tiny.warmup)
+    assert type(v.batch_size) is int and recipe_for(v) != recipe_for(tiny)   # a run of tiny is not one of v
+    assert bl.recipe_variant("tiny", []) == tiny
+    for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"]):
+        with pytest.raises(SystemExit, match="--set"):
+            bl.recipe_variant("tiny", bad)
+    src = tmp_path / "src"
+    for name in ("pool", "fnet", "subsets", "data"):
+        (src / name).mkdir(parents=True)
+    (src / "embed.json").write_text("{}")
+    lay = BenchLayout(tmp_path / "variant")
+    assert sorted(bl.share_inputs(lay, src)) == ["data", "embed.json", "fnet", "pool", "subsets"]
+    assert (lay.pool).resolve() == (src / "pool").resolve() and bl.share_inputs(lay, src) == []
+    names = [s.name for s in bl.study_stages(lay, ["a"], v, 1)]
+    assert names[-2:] == ["train [a]", "eval [a]"]
+    (src / "data").rmdir()
+    with pytest.raises(SystemExit, match="no data there"):
+        bl.share_inputs(BenchLayout(tmp_path / "other"), src)
+
+
 def test_mean_std_is_the_sample_std_with_a_t_interval(bl):
     m = bl.mean_std([1.0, 2.0, 3.0, 4.0])
     assert m["mean"] == 2.5

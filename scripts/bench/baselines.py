@@ -56,7 +56,45 @@ SWEEP = re.compile(r"^clip_score_top(\d+)$")
 
 # --------------------------------------------------------------------------- stages
 
-def study_stages(lay, recipes: list[str], scale: str, seeds: int, master: str | None = None) -> list:
+TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay")
+
+
+def recipe_variant(scale: str, settings: list[str]):
+    """The scale with some of its training recipe changed (``learning_rate=5e-4``): a study of the
+    instrument itself. The pool, the filtering network and the subsets do not depend on these."""
+    import dataclasses
+
+    from datacurate.scales import as_scale
+
+    changes = {}
+    for item in settings:
+        key, eq, value = item.partition("=")
+        if not eq or key not in TRAINING_FIELDS:
+            raise SystemExit(f"baselines.py: error: --set {item!r}: give FIELD=VALUE, FIELD one of "
+                             f"{', '.join(TRAINING_FIELDS)}; the pool's own fields would make another pool")
+        try:
+            changes[key] = type(getattr(as_scale(scale), key) or 0.0)(float(value))
+        except ValueError:
+            raise SystemExit(f"baselines.py: error: --set {item!r}: {value!r} is not a number") from None
+    return dataclasses.replace(as_scale(scale), **changes)
+
+
+def share_inputs(lay, source: Path) -> list[str]:
+    """Link SOURCE's pool, filtering network, subsets and training shards into a new study folder,
+    so a recipe variant trains on exactly the data the source study trained on."""
+    linked = []
+    lay.out.mkdir(parents=True, exist_ok=True)
+    for name in ("pool", "fnet", "embed.json", "subsets", "data"):
+        src, dst = (source / name).resolve(), lay.out / name
+        if not src.exists():
+            raise SystemExit(f"baselines.py: error: --share {source}: no {name} there; give a finished study folder")
+        if not dst.exists():
+            dst.symlink_to(src)
+            linked.append(name)
+    return linked
+
+
+def study_stages(lay, recipes: list[str], scale, seeds: int, master: str | None = None) -> list:
     """Pool stages, every recipe's filter + reshard, then train + eval seed-major."""
     from datacurate.run import pool_stages, recipe_stages
     from datacurate.scales import as_scale
@@ -470,6 +508,12 @@ def main(argv=None) -> int:
                     help="trainings run side by side (default: datacurate run's, the CPU cores up to 4)")
     ap.add_argument("--report-only", action="store_true",
                     help="run no stage; tabulate the complete runs there are and name the missing ones")
+    ap.add_argument("--set", nargs="+", default=[], metavar="FIELD=VALUE",
+                    help=f"train a variant of the scale's recipe ({', '.join(TRAINING_FIELDS)}) to study the "
+                         "instrument itself; use a new --out with --share")
+    ap.add_argument("--share", type=Path, default=None,
+                    help="a finished study folder whose pool, filtering network, subsets and training shards "
+                         "this one links to instead of building its own")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
@@ -478,12 +522,17 @@ def main(argv=None) -> int:
     if len(set(names)) != len(names):
         ap.error(f"recipe names must differ: {names}")
     compare = [d for d in args.compare if d.resolve() != lay.out.resolve()]
+    scale = recipe_variant(args.scale, args.set)
+    if args.share is not None:
+        print(f"linked from {args.share}: {', '.join(share_inputs(lay, args.share)) or 'nothing new'}")
     if not args.report_only:
-        execute_stages(study_stages(lay, args.recipes, args.scale, args.seeds),
+        execute_stages(study_stages(lay, args.recipes, scale, args.seeds),
                        jobs=default_jobs() if args.jobs is None else max(1, args.jobs))
     from eval.offline import suite_fingerprint
 
     study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, suite_fingerprint(lay.pool))
+    if args.set:
+        study["summary"]["recipe_changes"] = {k: getattr(scale, k) for k in (i.partition("=")[0] for i in args.set)}
     print()
     print_study(study)
     section = write_study(lay, study)
