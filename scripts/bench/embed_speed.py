@@ -27,15 +27,18 @@ def copy_shards(src: Path, dst: Path, shards: int) -> tuple[Path, int]:
     """The first ``shards`` shards (tar + metadata parquet) of an existing pool, and their row count."""
     import pyarrow.parquet as pq
 
-    metas = sorted((src / "metadata").glob("*.parquet"))[:shards]
-    if not metas:
-        raise SystemExit(f"embed_speed: {src}/metadata has no parquet files; give a pool folder")
-    for sub in ("shards", "metadata"):
-        (dst / sub).mkdir(parents=True)
-    for m in metas:
-        shutil.copy(m, dst / "metadata" / m.name)
-        shutil.copy(src / "shards" / (m.stem + ".tar"), dst / "shards" / (m.stem + ".tar"))
-    return dst, sum(pq.ParquetFile(m).metadata.num_rows for m in metas)
+    from datacurate.layout import PoolLayout
+
+    have, want = PoolLayout.at(src), PoolLayout.at(dst)
+    ids = have.shard_ids()[:shards]
+    if not ids:
+        raise SystemExit(f"embed_speed: {have.describe()} has no shards; give a pool folder")
+    for s in ids:
+        for path in (want.parquet(s), want.tar(s)):
+            path.parent.mkdir(parents=True, exist_ok=True)
+        shutil.copy(have.parquet(s), want.parquet(s))
+        shutil.copy(have.tar(s), want.tar(s))
+    return dst, sum(pq.ParquetFile(want.parquet(s)).metadata.num_rows for s in ids)
 
 
 def prepare_only(pool, preprocess, batch_size: int) -> int:
@@ -44,14 +47,15 @@ def prepare_only(pool, preprocess, batch_size: int) -> int:
 
     from datacurate.embed import prepare_batch, split_preprocess
     from datacurate.images import read_tar_images
+    from datacurate.layout import PoolLayout
 
-    split, done = split_preprocess(preprocess), 0
-    for pq_path in sorted((pool / "metadata").glob("*.parquet")):
-        keys = [str(k) for k in pq.read_table(pq_path, columns=["key"]).column("key").to_pylist()]
-        blobs = read_tar_images(pool / "shards" / (pq_path.stem + ".tar"), keys, pq_path.stem)
+    lay, split, done = PoolLayout.at(pool), split_preprocess(preprocess), 0
+    for s in lay.shard_ids():
+        keys = [str(k) for k in pq.read_table(lay.parquet(s), columns=["key"]).column("key").to_pylist()]
+        blobs = read_tar_images(lay.tar(s), keys, s)
         items = [(k, blobs[k]) for k in keys]
         for start in range(0, len(keys), batch_size):
-            prepare_batch(items[start:start + batch_size], preprocess, split, pq_path.stem)
+            prepare_batch(items[start:start + batch_size], preprocess, split, s)
         done += len(keys)
     return done
 
