@@ -54,8 +54,8 @@ def _ustar_files(data: bytes):
 
     webdataset and img2dataset write ustar headers (each file's pax header carries only its
     float mtime): 512-byte headers, each followed by its file. Walking them over the bytes in
-    memory is 3-4 times faster than ``tarfile`` (a third of `embed`'s time at 64 px went into
-    reading the tar). Anything else (GNU long names, sparse files, a global pax header, a bad
+    memory, checksums checked, is about 1.8 times faster than ``tarfile`` (reading the tar was
+    some 14 % of `embed`'s time at 64 px). Anything else (GNU long names, sparse files, a global pax header, a bad
     checksum) returns None, and ``tarfile`` reads it or says what is wrong with it."""
     out, off, end, pax = [], 0, len(data), {}
     while off + 512 <= end:

@@ -346,11 +346,24 @@ class BenchLayout:
     def embed_summary(self) -> Path:
         return self.out / "embed.json"
 
+    @property
+    def subsets(self) -> Path:
+        return self.out / "subsets"
+
     def subset(self, recipe: str) -> Path:
-        return self.out / "subsets" / f"{recipe}.npy"
+        return self.subsets / f"{recipe}.npy"
+
+    @property
+    def training_data(self) -> Path:
+        return self.out / "data"
 
     def data(self, recipe: str) -> Path:
-        return self.out / "data" / recipe
+        return self.training_data / recipe
+
+    @property
+    def training_inputs(self) -> list[Path]:
+        """What the trainings read and no training setting changes: pool, filtering network, subsets, shards."""
+        return [self.pool, self.fnet, self.embed_summary, self.subsets, self.training_data]
 
     def run(self, recipe: str, seed: int = 0) -> Path:
         return self.out / "runs" / (recipe if seed == 0 else f"{recipe}-seed{seed}")

@@ -82,15 +82,16 @@ def recipe_variant(scale: str, settings: list[str]):
 def share_inputs(lay, source: Path) -> list[str]:
     """Link SOURCE's pool, filtering network, subsets and training shards into a new study folder,
     so a recipe variant trains on exactly the data the source study trained on."""
+    from datacurate.layout import BenchLayout
+
     linked = []
     lay.out.mkdir(parents=True, exist_ok=True)
-    for name in ("pool", "fnet", "embed.json", "subsets", "data"):
-        src, dst = (source / name).resolve(), lay.out / name
+    for src, dst in zip(BenchLayout(source).training_inputs, lay.training_inputs):
         if not src.exists():
-            raise SystemExit(f"baselines.py: error: --share {source}: no {name} there; give a finished study folder")
+            raise SystemExit(f"baselines.py: error: --share {source}: no {src.name} there; give a finished study folder")
         if not dst.exists():
-            dst.symlink_to(src)
-            linked.append(name)
+            dst.symlink_to(src.resolve())
+            linked.append(dst.name)
     return linked
 
 
