@@ -293,6 +293,11 @@ class RunLayout:
         """The per-task cache of eval (task data hash -> result line)."""
         return self.root / EVAL_STATE
 
+    def averaged(self, key: str) -> "RunLayout":
+        """The run scored with a weight average in place of its weights (``training.weight_averaging``):
+        RUN/averages/KEY, a run folder of its own (info.json naming KEY's checkpoint.pt, scores.json)."""
+        return RunLayout(self.root / "averages" / key)
+
     def is_trained(self) -> bool:
         """info.json is written last, with finished: true, once the samples-seen budget is spent."""
         try:

@@ -132,6 +132,9 @@ def test_split_half_tau_odd_seeds_drop_the_middle(bl):
     runs = _runs({"a": [1, 100, 1], "b": [2, -100, 2], "c": [3, 0, 3]})
     t = bl.split_half_tau(runs, [0, 1, 2])
     assert t["first"] == [0] and t["second"] == [2] and t["tau"] == pytest.approx(1.0)
+    # every seed counts in the mean over splits: 0 vs 2 agree (1), 0 vs 1 and 1 vs 2 disagree (-1/3 each)
+    al = t["all_splits"]
+    assert al["splits"] == 3 and al["mean"] == pytest.approx((1 - 1 / 3 - 1 / 3) / 3)
     one = bl.split_half_tau(runs, [0])
     assert one["tau"] is None and "at least 2" in one["message"]
 

@@ -38,19 +38,13 @@ def micro_data(tmp_path_factory) -> Path:
     return make_training_data(tmp_path_factory.mktemp("train") / "data", n_samples=512, shard_size=128)
 
 
-@pytest.fixture(scope="module")
-def micro_run(micro_data, tmp_path_factory) -> tuple[Path, str]:
-    """One real micro run, killed right after its first checkpoint and resumed by the same command.
-
-    Returns (RUN, the resumed command's stderr). Killing it costs only a start-up, so the
-    suite trains micro about once.
-    """
-    run = tmp_path_factory.mktemp("train_run") / "run"
-    proc = subprocess.Popen(_cmd(micro_data, run), env=_env(), cwd=ROOT, stdout=subprocess.DEVNULL,
+def _killed_and_resumed(data: Path, run: Path, env: dict, first: str = "epoch_latest.pt") -> str:
+    """Train RUN, kill it once checkpoints/FIRST exists, resume it with the same command; its stderr."""
+    proc = subprocess.Popen(_cmd(data, run), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 600
-        while not (run / "checkpoints" / "epoch_latest.pt").exists():
+        while not (run / "checkpoints" / first).exists():
             assert proc.poll() is None, "training ended before its first checkpoint"
             assert time.time() < deadline, "no checkpoint after 600 s"
             time.sleep(0.05)
@@ -59,9 +53,20 @@ def micro_run(micro_data, tmp_path_factory) -> tuple[Path, str]:
             os.killpg(proc.pid, signal.SIGKILL)   # the launcher and the trainer it started
         proc.wait()
     assert not (run / "info.json").exists()
-    res = subprocess.run(_cmd(micro_data, run), env=_env(), cwd=ROOT, capture_output=True, text=True, timeout=900)
+    res = subprocess.run(_cmd(data, run), env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
-    return run, res.stderr
+    return res.stderr
+
+
+@pytest.fixture(scope="module")
+def micro_run(micro_data, tmp_path_factory) -> tuple[Path, str]:
+    """One real micro run, killed right after its first checkpoint and resumed by the same command.
+
+    Returns (RUN, the resumed command's stderr). Killing it costs only a start-up, so the
+    suite trains micro about once.
+    """
+    run = tmp_path_factory.mktemp("train_run") / "run"
+    return run, _killed_and_resumed(micro_data, run, _env())
 
 
 # --- the recipe -------------------------------------------------------------------------------
@@ -328,6 +333,39 @@ def test_same_seed_same_data_trains_the_same_bytes_and_scores(micro_run, micro_d
     scores = [evaluate_run(r, suite="shapes", data_root=tmp_path / "tasks", log=lambda *_: None)
               for r in (micro_run[0], again)]
     assert scores[0]["tasks"]["Shapes"] == scores[1]["tasks"]["Shapes"]
+
+
+def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, micro_data, tmp_path):
+    """With DATACURATE_WEIGHT_AVERAGES the trainer keeps moving averages of the weights beside its
+    checkpoints without touching the training: killed after its first checkpoint and resumed, it
+    writes the plain run's checkpoints byte for byte, and the averages an uninterrupted run keeps."""
+    import hashlib
+
+    import torch
+
+    from training.weight_averaging import ENV, averaged_state_dict, side_file
+
+    env = {**_env(), ENV: "0.9,0.98"}
+    killed, whole = tmp_path / "killed" / "run", tmp_path / "whole" / "run"   # the plain run's folder name
+    stderr = _killed_and_resumed(micro_data, killed, env, first="epoch_latest.averages")
+    assert "checkpoint 1 of 2" in stderr
+    res = subprocess.run(_cmd(micro_data, whole), env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
+    assert res.returncode == 0, res.stderr[-3000:]
+    digest = lambda run, name: hashlib.sha256((run / "checkpoints" / name).read_bytes()).hexdigest()
+    for name in ("epoch_2.pt", "epoch_latest.pt"):
+        assert digest(killed, name) == digest(micro_run[0], name) == digest(whole, name), name
+    ckpt = killed / "checkpoints" / "epoch_latest.pt"
+    a, b = (torch.load(side_file(r / "checkpoints" / "epoch_latest.pt"), weights_only=True) for r in (killed, whole))
+    assert a["steps"] == b["steps"] == 64 and a["epoch"] == 2 and a["names"] == b["names"]
+    for d in (0.9, 0.98):
+        for x, y in zip(a["shadows"][d], b["shadows"][d]):
+            assert torch.equal(x, y)
+    raw = torch.load(ckpt, weights_only=False)["state_dict"]
+    slow, fast = averaged_state_dict(ckpt, 0.98), averaged_state_dict(ckpt, 0.9)
+    name = next(n for n in a["names"] if "visual" in n and n.endswith("weight"))
+    # the slower the decay, the further the average lags behind the weights it ends at
+    assert 0 < (fast[name] - raw[name]).norm() < (slow[name] - raw[name]).norm()
+    assert not side_file(micro_run[0] / "checkpoints" / "epoch_latest.pt").exists()   # off unless asked
 
 
 def test_checkpoints_are_written_under_a_temporary_name(tmp_path, monkeypatch):

@@ -100,6 +100,9 @@ def main(argv: list[str] | None = None) -> int:
     register_model_configs()
     seed_sample_shuffle()
     atomic_checkpoints()
+    from training.weight_averaging import install_from_env
+
+    install_from_env()      # a side output for instrument studies; off unless its variable is set
     from open_clip_train.main import main as open_clip_main
 
     rc = open_clip_main(list(sys.argv[1:] if argv is None else argv))

@@ -34,6 +34,7 @@ from __future__ import annotations
 import argparse
 import json
 import math
+import os
 import re
 import sys
 import time
@@ -262,29 +263,32 @@ def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
     a = [float(np.mean([runs[r][s]["value"] for s in out["first"]])) for r in recipes]
     b = [float(np.mean([runs[r][s]["value"] for s in out["second"]])) for r in recipes]
     res = stats.kendalltau(a, b)
-    out["all_splits"] = _all_splits_tau(runs, recipes, out["first"] + out["second"])
+    out["all_splits"] = _all_splits_tau(runs, recipes, seeds)
     if not math.isfinite(res.statistic):
         return {**out, "message": "split-half tau undefined (one half ranks every recipe equal)"}
     return {**out, "tau": float(res.statistic), "p": float(res.pvalue), "message": ""}
 
 
 def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: list[int]) -> dict:
-    """The split-half tau over every way to halve ``seeds`` (each split once): the issue's one split is
-    a single draw of it (the 6-seed tiny study: 0.744 on seeds 0-2 vs 3-5, 0.59-0.90 over the 10 splits)."""
+    """The split-half tau over every way to draw two disjoint halves of ``len(seeds) // 2`` seeds
+    (each pair of halves once): the issue's one split is a single draw of it (the 6-seed tiny study:
+    0.744 on seeds 0-2 vs 3-5, 0.59-0.90 over the 10 splits). With an odd number of seeds every seed
+    takes part (3 seeds: 0 vs 1, 0 vs 2, 1 vs 2), where the one split leaves the middle seed out."""
     import itertools
 
     from scipy import stats
 
+    h = len(seeds) // 2
+    mean = lambda r, ss: float(np.mean([runs[r][s]["value"] for s in ss]))  # noqa: E731
     taus = []
-    for first in itertools.combinations(seeds, len(seeds) // 2):
-        if seeds[0] not in first:
-            continue
-        second = [s for s in seeds if s not in first]
-        a = [float(np.mean([runs[r][s]["value"] for s in first])) for r in recipes]
-        b = [float(np.mean([runs[r][s]["value"] for s in second])) for r in recipes]
-        t = stats.kendalltau(a, b).statistic
-        if math.isfinite(t):
-            taus.append(float(t))
+    for first in itertools.combinations(seeds, h):
+        rest = [s for s in seeds if s not in first]
+        for second in itertools.combinations(rest, h):
+            if second < first:
+                continue
+            t = stats.kendalltau([mean(r, first) for r in recipes], [mean(r, second) for r in recipes]).statistic
+            if math.isfinite(t):
+                taus.append(float(t))
     if not taus:
         return {"splits": 0, "mean": None, "min": None, "max": None}
     return {"splits": len(taus), "mean": float(np.mean(taus)), "min": min(taus), "max": max(taus)}
@@ -387,13 +391,16 @@ def verdict_lines(summary: dict, metric: str) -> list[str]:
             lines.append(f"held out: best on seeds {hb['first']} is {hb['best']} (rank {hb['rank_on_second']} of "
                          f"{hb['candidates']} on seeds {hb['second']}); there it leads {ref} by {g['diff']:+.4f}"
                          + (f" ({k:+.1f} x the larger sample std)" if k is not None else " (one seed: no std)"))
+    if summary.get("pooled_std") is not None:
+        lines.append(f"per-run sample std pooled over the recipes {summary['pooled_std']:.4f}; the recipes' means "
+                     f"spread {summary['spread_of_means']:.4f} (sample std)")
     t = summary["split_half_tau"]
     lines.append(f"split-half Kendall tau of the ranking ({len(t['first'])} seeds {t['first']} vs {t['second']}, "
                  f"{t['recipes']} recipes): " + (f"{t['tau']:+.3f} (p = {t['p']:.3g})" if t["tau"] is not None
                                                  else t["message"]))
     al = t.get("all_splits") or {}
     if al.get("splits", 0) > 1:
-        lines.append(f"  over all {al['splits']} ways to halve those seeds: mean {al['mean']:+.3f} "
+        lines.append(f"  over all {al['splits']} ways to draw two halves of {len(t['first'])} from the seeds: mean {al['mean']:+.3f} "
                      f"(min {al['min']:+.3f}, max {al['max']:+.3f})")
     for c in summary["cross_scale"]:
         lines.append(f"cross-scale Spearman rho vs {c['other']} (scale {c['scale']}, {c['common']} common recipes): "
@@ -447,6 +454,7 @@ def build_study(lay, recipes: list[str], seeds: int, metric: str, scale: str, co
                "missing": [{"recipe": r, "seed": s, "why": w} for r, s, w in missing],
                "best": best_gaps(rows, metric), "held_out_best": held_out_best(runs, used),
                "split_half_tau": split_half_tau(runs, used),
+               "pooled_std": pooled_std(rows, metric), "spread_of_means": _spread(rows, metric),
                "cross_scale": [cross_scale_rho(rows, metric, load_study(d), str(d)) for d in compare]}
     return {"rows": rows, "summary": summary, "missing": missing, "absent": absent, "runs": runs}
 
@@ -465,6 +473,8 @@ def write_study(lay, study: dict) -> str:
     header, body = table(rows, metric)
     lines = verdict_lines(summary, metric) + task_verdicts(rows) + missing_lines(
         study["missing"], study["absent"])
+    if summary.get("averages"):
+        lines += averages_lines(summary["averages"], metric)
     parts = [f"<h2>Baseline study ({_esc(summary['scale'])}, {len(summary['seeds'])} seeds, same samples seen)</h2>",
              _table(header, body), "<p>" + "<br>".join(_esc(x) for x in lines) + "</p>"]
     if any(r.get("size") is not None for r in rows):
@@ -485,6 +495,100 @@ def print_study(study: dict) -> None:
     print()
     print("\n".join(verdict_lines(study["summary"], metric) + task_verdicts(study["rows"])
                     + missing_lines(study["missing"], study["absent"])))
+
+
+# --------------------------------------------------------------------------- weight averages
+
+def score_averages(lay, recipes: list[str], seeds: int, decays: list[float], log=print) -> None:
+    """Score each trained run's weight averages (``training.weight_averaging``) on the offline suite.
+
+    Each average is scored as a run of its own, RUN/averages/emaD (info.json, scores.json); its
+    checkpoint is written from the run's ``.averages`` file, scored, and removed again (it can be
+    written again from there: a study keeps 78 runs' checkpoints already). Averages scored on the
+    current suite are skipped."""
+    from datacurate.atomic import write_json_atomic
+    from datacurate.run import _scored_on_current_suite
+    from eval import evaluate_run
+    from training.weight_averaging import decay_key, write_averaged_checkpoint
+
+    todo = [(r, s, d) for s in range(seeds) for r in recipes for d in decays
+            if RunLayout(lay.run(r, s)).is_trained()
+            and not _scored_on_current_suite(RunLayout(lay.run(r, s)).averaged(decay_key(d)).root, lay.pool)]
+    for i, (r, s, d) in enumerate(todo, 1):
+        run = RunLayout(lay.run(r, s))
+        var = run.averaged(decay_key(d))
+        info = run.read_info()
+        ckpt = write_averaged_checkpoint(run.root / info["checkpoint"], d, var.root / "checkpoint.pt")
+        write_json_atomic(var.info, {**info, "checkpoint": ckpt.name,
+                                     "weight_average": {"decay": d, "of": str(run.root / info["checkpoint"])}})
+        try:
+            evaluate_run(var.root, suite="offline", pool=lay.pool, log=lambda *_: None)
+        finally:
+            ckpt.unlink(missing_ok=True)
+        log(f"averages: {i}/{len(todo)} scored ({r} seed {s}, {decay_key(d)})")
+
+
+def pooled_std(rows: list[dict], metric: str) -> float | None:
+    """The per-run sample std pooled over recipes (root of the mean of their variances)."""
+    v = [r[metric + "_std"] ** 2 for r in rows if r.get(metric + "_std") is not None]
+    return math.sqrt(sum(v) / len(v)) if v else None
+
+
+def averages_summary(lay, recipes: list[str], seeds: int, decays: list[float], metric: str,
+                     fingerprint: str | None, raw: dict) -> dict:
+    """The study's verdicts for each weight average, over the seeds complete for it and for the raw weights."""
+    from training.weight_averaging import decay_key
+
+    out = {"raw": {"pooled_std": pooled_std(raw["rows"], metric),
+                   "spread_of_means": _spread(raw["rows"], metric)}}
+    for d in decays:
+        key = decay_key(d)
+        runs, missing = {}, []
+        for r in recipes:
+            runs[r] = {}
+            for s in range(seeds):
+                res, why = read_run(RunLayout(lay.run(r, s)).averaged(key).root, metric, fingerprint)
+                if res is None:
+                    missing.append({"recipe": r, "seed": s, "why": why})
+                else:
+                    runs[r][s] = res
+        used, _ = common_seeds(runs)
+        rows = recipe_rows(runs, used, metric)
+        out[key] = {"decay": d, "seeds": used, "missing": missing, "pooled_std": pooled_std(rows, metric),
+                    "spread_of_means": _spread(rows, metric),
+                    "means": {r["recipe"]: [r[metric], r[metric + "_std"]] for r in rows},
+                    "best": best_gaps(rows, metric), "held_out_best": held_out_best(runs, used),
+                    "split_half_tau": split_half_tau(runs, used)}
+    return out
+
+
+def _spread(rows: list[dict], metric: str) -> float | None:
+    """The sample std of the recipes' means: the signal the per-run std is measured against."""
+    m = [r[metric] for r in rows]
+    return float(np.std(m, ddof=1)) if len(m) > 1 else None
+
+
+def averages_lines(summary: dict, metric: str) -> list[str]:
+    raw = summary["raw"]
+    lines = [f"weight averages (each scored as its own run; raw weights: pooled per-run std "
+             f"{_fmt(raw['pooled_std'])}, spread of the recipe means {_fmt(raw['spread_of_means'])})"]
+    for key, a in summary.items():
+        if key == "raw":
+            continue
+        t = a["split_half_tau"]
+        gaps = ", ".join(f"vs {ref} {g['in_std']:+.1f} std" for ref, g in a["best"]["gaps"].items()
+                         if g["in_std"] is not None)
+        al = t.get("all_splits") or {}
+        lines.append(f"  {key}: {len(a['seeds'])} seeds, pooled std {_fmt(a['pooled_std'])}, spread "
+                     f"{_fmt(a['spread_of_means'])}, best {a['best']['best']} ({gaps or 'no std'}), split-half tau "
+                     + (f"{t['tau']:+.3f}" if t["tau"] is not None else t["message"])
+                     + (f" (mean over {al['splits']} splits {al['mean']:+.3f})" if al.get("splits") else "")
+                     + (f"; {len(a['missing'])} runs not scored" if a["missing"] else ""))
+    return lines
+
+
+def _fmt(x) -> str:
+    return "-" if x is None else f"{x:.4f}"
 
 
 # --------------------------------------------------------------------------- main
@@ -515,6 +619,10 @@ def main(argv=None) -> int:
     ap.add_argument("--share", type=Path, default=None,
                     help="a finished study folder whose pool, filtering network, subsets and training shards "
                          "this one links to instead of building its own")
+    ap.add_argument("--averages", default=None, metavar="D1,D2",
+                    help="also keep exponential moving averages of the weights with these decays beside every "
+                         "training (training.weight_averaging) and score each as a run of its own: does a weight "
+                         "average rank the recipes more reliably? Use a new --out with --share")
     args = ap.parse_args(argv)
     if args.seeds < 1:
         ap.error("--seeds must be at least 1")
@@ -526,16 +634,32 @@ def main(argv=None) -> int:
     scale = recipe_variant(args.scale, args.set)
     if args.share is not None:
         print(f"linked from {args.share}: {', '.join(share_inputs(lay, args.share)) or 'nothing new'}")
+    decays = []
+    if args.averages is not None:
+        from training.weight_averaging import ENV, AveragesError, parse_decays
+
+        try:
+            decays = parse_decays(args.averages)
+        except AveragesError as e:
+            ap.error(f"--averages: {e}")
+        os.environ[ENV] = ",".join(f"{d:g}" for d in decays)    # the trainers it starts keep them
     if not args.report_only:
         execute_stages(study_stages(lay, args.recipes, scale, args.seeds),
                        jobs=default_jobs() if args.jobs is None else max(1, args.jobs))
     from eval.offline import suite_fingerprint
 
     study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, suite_fingerprint(lay.pool))
+    if decays:
+        if not args.report_only:
+            score_averages(lay, names, args.seeds, decays)
+        study["summary"]["averages"] = averages_summary(lay, names, args.seeds, decays, args.metric,
+                                                        suite_fingerprint(lay.pool), study)
     if args.set:
         study["summary"]["recipe_changes"] = {k: getattr(scale, k) for k in (i.partition("=")[0] for i in args.set)}
     print()
     print_study(study)
+    if decays:
+        print("\n".join(averages_lines(study["summary"]["averages"], args.metric)))
     section = write_study(lay, study)
     best = study["summary"]["best"]["best"]
     order = sorted((r["recipe"] for r in study["rows"]), key=lambda r: (r != "no_filter", r != best))
