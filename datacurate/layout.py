@@ -295,7 +295,7 @@ class RunLayout:
 
     def averaged(self, key: str) -> "RunLayout":
         """The run scored with a weight average in place of its weights (``training.weight_averaging``):
-        RUN/averages/KEY, a run folder of its own (info.json naming KEY's checkpoint.pt, scores.json)."""
+        RUN/averages/KEY, a run folder of its own (its info.json names the average's checkpoint)."""
         return RunLayout(self.root / "averages" / key)
 
     def is_trained(self) -> bool:

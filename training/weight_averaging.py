@@ -169,7 +169,7 @@ def install(decays: list[float]) -> WeightAverages | None:
         # renames it to epoch_latest.pt): the final epoch_N.pt is the same weights, and disk is short
         if (isinstance(f, (str, os.PathLike)) and Path(f).name == "tmp.pt" and isinstance(obj, dict)
                 and "state_dict" in obj and avg.params):
-            target = Path(f).with_name("epoch_latest.pt")
+            target = Path(f).with_name(ocm.LATEST_CHECKPOINT_NAME)
             save(avg.state(obj["state_dict"], obj.get("epoch")), side_file(target), *args, **kwargs)
 
     torch.save = save_with_averages

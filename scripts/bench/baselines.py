@@ -502,7 +502,7 @@ def print_study(study: dict) -> None:
 def score_averages(lay, recipes: list[str], seeds: int, decays: list[float], log=print) -> None:
     """Score each trained run's weight averages (``training.weight_averaging``) on the offline suite.
 
-    Each average is scored as a run of its own, RUN/averages/emaD (info.json, scores.json); its
+    Each average is scored as a run of its own, RUN/averages/emaD (``RunLayout.averaged``); its
     checkpoint is written from the run's ``.averages`` file, scored, and removed again (it can be
     written again from there: a study keeps 78 runs' checkpoints already). Averages scored on the
     current suite are skipped."""
@@ -518,8 +518,8 @@ def score_averages(lay, recipes: list[str], seeds: int, decays: list[float], log
         run = RunLayout(lay.run(r, s))
         var = run.averaged(decay_key(d))
         info = run.read_info()
-        ckpt = write_averaged_checkpoint(run.root / info["checkpoint"], d, var.root / "checkpoint.pt")
-        write_json_atomic(var.info, {**info, "checkpoint": ckpt.name,
+        ckpt = write_averaged_checkpoint(run.root / info["checkpoint"], d, var.checkpoint)
+        write_json_atomic(var.info, {**info, "checkpoint": str(ckpt.relative_to(var.root)),
                                      "weight_average": {"decay": d, "of": str(run.root / info["checkpoint"])}})
         try:
             evaluate_run(var.root, suite="offline", pool=lay.pool, log=lambda *_: None)
