@@ -270,3 +270,27 @@ def test_sweep_points_order_by_fraction(bl):
             {"recipe": "dedup_clip", "Average": 0.3, "Average_std": 0.01}]
     assert bl.sweep_points(rows, "Average") == [(0.1, 0.2, None, "clip_score_top10"),
                                                 (0.5, 0.1, 0.01, "clip_score_top50")]
+
+
+def test_weight_averages_are_read_from_their_own_run_folders(bl, tmp_path):
+    """Each average's scores come from RUN/averages/emaD, not from the run's own; a missing one is named."""
+    from datacurate.layout import RunLayout
+
+    values = {"no_filter": [0.10, 0.12, 0.11], "random_30": [0.09, 0.10, 0.11], "clip_score_top30": [0.20, 0.22, 0.21]}
+    lay = _fake_folder(tmp_path, values, {"no_filter": 1000, "random_30": 300, "clip_score_top30": 300})
+    averaged = {"no_filter": [0.10, 0.11, 0.10], "random_30": [0.10, 0.10, 0.10], "clip_score_top30": [0.30, 0.31, None]}
+    for r, vals in averaged.items():
+        for s, v in enumerate(vals):
+            if v is not None:
+                var = RunLayout(lay.run(r, s)).averaged("ema0.9")
+                var.root.mkdir(parents=True)
+                var.scores.write_text(json.dumps({"aggregates": {"Average": v}, "tasks": {}, "complete": True,
+                                                  "offline_fingerprint": "fp"}))
+    study = bl.build_study(lay, list(values), 3, "Average", "tiny", fingerprint="fp")
+    av = bl.averages_summary(lay, list(values), 3, [0.9], "Average", "fp")["ema0.9"]
+    assert av["seeds"] == [0, 1] and av["missing"] == [{"recipe": "clip_score_top30", "seed": 2, "why": "no scores.json"}]
+    assert av["means"]["clip_score_top30"][0] == pytest.approx(0.305) and av["best"]["best"] == "clip_score_top30"
+    study["summary"]["averages"] = {"ema0.9": av}
+    lines = bl.averages_lines(study["summary"])
+    assert f"pooled per-run std {study['summary']['pooled_std']:.4f}" in lines[0]
+    assert lines[1].startswith("  ema0.9: 2 seeds") and "1 runs not scored" in lines[1]

@@ -343,7 +343,7 @@ def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, mic
 
     import torch
 
-    from training.weight_averaging import ENV, averaged_state_dict, side_file
+    from training.weight_averaging import ENV, averaged_checkpoint, side_file
 
     env = {**_env(), ENV: "0.9,0.98"}
     killed, whole = tmp_path / "killed" / "run", tmp_path / "whole" / "run"   # the plain run's folder name
@@ -361,7 +361,7 @@ def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, mic
         for x, y in zip(a["shadows"][d], b["shadows"][d]):
             assert torch.equal(x, y)
     raw = torch.load(ckpt, weights_only=False)["state_dict"]
-    slow, fast = averaged_state_dict(ckpt, 0.98), averaged_state_dict(ckpt, 0.9)
+    slow, fast = (averaged_checkpoint(ckpt, d)["state_dict"] for d in (0.98, 0.9))
     name = next(n for n in a["names"] if "visual" in n and n.endswith("weight"))
     # the slower the decay, the further the average lags behind the weights it ends at
     assert 0 < (fast[name] - raw[name]).norm() < (slow[name] - raw[name]).norm()

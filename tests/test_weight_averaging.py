@@ -4,7 +4,7 @@ from __future__ import annotations
 import pytest
 import torch
 
-from training.weight_averaging import (AveragesError, WeightAverages, averaged_state_dict, decay_key,
+from training.weight_averaging import (AveragesError, WeightAverages, averaged_checkpoint, decay_key,
                                        parse_decays, side_file, write_averaged_checkpoint)
 
 
@@ -58,13 +58,13 @@ def test_state_names_the_parameters_and_a_checkpoint_takes_the_average(tmp_path)
     twin = torch.nn.Sequential(torch.nn.Linear(3, 4), torch.nn.LayerNorm(4), torch.nn.Linear(4, 1))
     twin.load_state_dict(loaded["state_dict"])          # loads like any checkpoint
     with pytest.raises(AveragesError, match="no average with decay 0.5"):
-        averaged_state_dict(ckpt, 0.5)
+        averaged_checkpoint(ckpt, 0.5)
     torch.save({"epoch": 2, "state_dict": model.state_dict()}, ckpt)
     with pytest.raises(AveragesError, match="averages of epoch 1 beside a checkpoint of epoch 2"):
-        averaged_state_dict(ckpt, 0.9)
+        averaged_checkpoint(ckpt, 0.9)
     side_file(ckpt).unlink()
     with pytest.raises(AveragesError, match="epoch_latest.averages: missing"):
-        averaged_state_dict(ckpt, 0.9)
+        averaged_checkpoint(ckpt, 0.9)
 
 
 def test_resumed_average_continues_where_it_stopped():

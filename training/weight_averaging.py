@@ -26,8 +26,9 @@ class AveragesError(ValueError):
     """The averages asked for, or found beside a checkpoint, cannot be used."""
 
 
-def parse_decays(text: str | None) -> list[float]:
-    """``"0.9,0.95"`` -> [0.9, 0.95]; an empty or missing text gives no averages."""
+def parse_decays(text: str | None, where: str = ENV) -> list[float]:
+    """``"0.9,0.95"`` -> [0.9, 0.95]; an empty or missing text gives no averages. WHERE names the
+    text's source in errors."""
     decays = []
     for item in (text or "").split(","):
         if not item.strip():
@@ -35,9 +36,9 @@ def parse_decays(text: str | None) -> list[float]:
         try:
             d = float(item)
         except ValueError:
-            raise AveragesError(f"{ENV}: {item.strip()!r} is not a number; give decays like 0.9,0.95") from None
+            raise AveragesError(f"{where}: {item.strip()!r} is not a number; give decays like 0.9,0.95") from None
         if not 0.0 < d < 1.0:
-            raise AveragesError(f"{ENV}: decay {d:g} is outside (0, 1)")
+            raise AveragesError(f"{where}: decay {d:g} is outside (0, 1)")
         decays.append(d)
     return sorted(set(decays))
 
@@ -74,24 +75,24 @@ class WeightAverages:
                 self.shadows = {d: [p.detach().clone() for p in self.params] for d in self.decays}
             else:
                 if self.shadows is None:                          # the first step after a resume
-                    saved = self._resumed["shadows"]
-                    if [len(saved[d]) for d in self.decays] != [len(self.params)] * len(self.decays):
-                        raise AveragesError("the averages saved beside the checkpoint do not match the model's "
-                                            "parameters; train the run again from scratch")
-                    self.shadows = {d: [t.to(p.device, p.dtype).clone() for t, p in zip(saved[d], self.params)]
-                                    for d in self.decays}
+                    self.shadows = self._restored()
                 current = [p.detach() for p in self.params]
                 for d, avg in self.shadows.items():
                     torch._foreach_lerp_(avg, current, 1.0 - d)
             self.steps += 1
 
+    def _restored(self) -> dict[float, list]:
+        saved = self._resumed["shadows"]
+        if [len(saved[d]) for d in self.decays] != [len(self.params)] * len(self.decays):
+            raise AveragesError("the averages saved beside the checkpoint do not match the model's "
+                                "parameters; train the run again from scratch")
+        return {d: [t.to(p.device, p.dtype).clone() for t, p in zip(saved[d], self.params)] for d in self.decays}
+
     def resume_from(self, saved: dict, epoch: int | None, where: str) -> None:
         if [float(d) for d in saved.get("decays", [])] != self.decays:
             raise AveragesError(f"{where}: holds averages for decays {saved.get('decays')}, this run asks for "
                                 f"{self.decays}; train the run again from scratch or ask for the same decays")
-        if saved.get("epoch") != epoch:
-            raise AveragesError(f"{where}: averages of epoch {saved.get('epoch')} beside a checkpoint of epoch "
-                                f"{epoch} (the run was stopped between the two writes); train the run again")
+        _same_epoch(saved, epoch, where)
         self._resumed, self.steps = saved, int(saved["steps"])
 
     def state(self, state_dict: dict, epoch: int) -> dict:
@@ -106,8 +107,15 @@ class WeightAverages:
                 "shadows": {d: [t.detach().cpu().clone() for t in ts] for d, ts in shadows.items()}}
 
 
-def averaged_state_dict(checkpoint: str | os.PathLike, decay: float) -> dict:
-    """The checkpoint's model state dict with every averaged parameter replaced by its average."""
+def _same_epoch(saved: dict, epoch: int | None, where: str) -> None:
+    if saved.get("epoch") != epoch:
+        raise AveragesError(f"{where}: averages of epoch {saved.get('epoch')} beside a checkpoint of epoch "
+                            f"{epoch} (the run was stopped between the two writes); train the run again")
+
+
+def averaged_checkpoint(checkpoint: str | os.PathLike, decay: float) -> dict:
+    """The checkpoint (epoch, name, model state dict; no optimizer) with every averaged parameter
+    replaced by its average: what OpenCLIP and ``datacurate eval`` load like any other checkpoint."""
     import torch
 
     side = side_file(checkpoint)
@@ -117,27 +125,23 @@ def averaged_state_dict(checkpoint: str | os.PathLike, decay: float) -> dict:
     if decay not in [float(d) for d in saved["decays"]]:
         raise AveragesError(f"{side}: no average with decay {decay:g} (it has {saved['decays']})")
     state = torch.load(checkpoint, map_location="cpu", weights_only=False)
-    if saved["epoch"] != state.get("epoch"):
-        raise AveragesError(f"{side}: averages of epoch {saved['epoch']} beside a checkpoint of epoch "
-                            f"{state.get('epoch')}")
+    _same_epoch(saved, state.get("epoch"), str(side))
     sd = dict(state["state_dict"])
     for name, t in zip(saved["names"], saved["shadows"][decay]):
         sd[name] = t
-    return sd
+    return {"epoch": state.get("epoch"), "name": state.get("name"), "state_dict": sd}
 
 
 def write_averaged_checkpoint(checkpoint: str | os.PathLike, decay: float, out: str | os.PathLike) -> Path:
-    """A checkpoint OpenCLIP and ``datacurate eval`` load like any other, holding the average's weights."""
+    """``averaged_checkpoint`` written to OUT (under a temporary name, then renamed)."""
     import torch
 
     from datacurate.atomic import atomic_path
 
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     with atomic_path(out) as tmp:
-        torch.save({"epoch": state.get("epoch"), "name": state.get("name"),
-                    "state_dict": averaged_state_dict(checkpoint, decay)}, tmp)
+        torch.save(averaged_checkpoint(checkpoint, decay), tmp)
     return out
 
 

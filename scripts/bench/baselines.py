@@ -134,14 +134,17 @@ def read_run(run: Path, metric: str, fingerprint: str | None = None) -> tuple[di
     return {"value": float(value), "tasks": tasks}, None
 
 
-def read_study(lay, recipes: list[str], seeds: int, metric: str,
-               fingerprint: str | None = None) -> tuple[dict, list[tuple[str, int, str]]]:
-    """``{recipe: {seed: {"value", "tasks"}}}`` of the complete runs, and the missing ones (recipe, seed, why)."""
+def read_study(lay, recipes: list[str], seeds: int, metric: str, fingerprint: str | None = None,
+               run_of=None) -> tuple[dict, list[tuple[str, int, str]]]:
+    """``{recipe: {seed: {"value", "tasks"}}}`` of the complete runs, and the missing ones (recipe, seed, why).
+
+    ``run_of(recipe, seed)`` gives the folder whose scores count (default: the study's run)."""
+    run_of = run_of or lay.run
     got, missing = {}, []
     for r in recipes:
         got[r] = {}
         for s in range(seeds):
-            res, why = read_run(lay.run(r, s), metric, fingerprint)
+            res, why = read_run(run_of(r, s), metric, fingerprint)
             if res is None:
                 missing.append((r, s, why))
             else:
@@ -474,7 +477,7 @@ def write_study(lay, study: dict) -> str:
     lines = verdict_lines(summary, metric) + task_verdicts(rows) + missing_lines(
         study["missing"], study["absent"])
     if summary.get("averages"):
-        lines += averages_lines(summary["averages"], metric)
+        lines += averages_lines(summary)
     parts = [f"<h2>Baseline study ({_esc(summary['scale'])}, {len(summary['seeds'])} seeds, same samples seen)</h2>",
              _table(header, body), "<p>" + "<br>".join(_esc(x) for x in lines) + "</p>"]
     if any(r.get("size") is not None for r in rows):
@@ -535,27 +538,19 @@ def pooled_std(rows: list[dict], metric: str) -> float | None:
 
 
 def averages_summary(lay, recipes: list[str], seeds: int, decays: list[float], metric: str,
-                     fingerprint: str | None, raw: dict) -> dict:
-    """The study's verdicts for each weight average, over the seeds complete for it and for the raw weights."""
+                     fingerprint: str | None) -> dict:
+    """The study's verdicts for each weight average, over the seeds complete for it."""
     from training.weight_averaging import decay_key
 
-    out = {"raw": {"pooled_std": pooled_std(raw["rows"], metric),
-                   "spread_of_means": _spread(raw["rows"], metric)}}
+    out = {}
     for d in decays:
         key = decay_key(d)
-        runs, missing = {}, []
-        for r in recipes:
-            runs[r] = {}
-            for s in range(seeds):
-                res, why = read_run(RunLayout(lay.run(r, s)).averaged(key).root, metric, fingerprint)
-                if res is None:
-                    missing.append({"recipe": r, "seed": s, "why": why})
-                else:
-                    runs[r][s] = res
+        runs, missing = read_study(lay, recipes, seeds, metric, fingerprint,
+                                   run_of=lambda r, s: RunLayout(lay.run(r, s)).averaged(key).root)
         used, _ = common_seeds(runs)
         rows = recipe_rows(runs, used, metric)
-        out[key] = {"decay": d, "seeds": used, "missing": missing, "pooled_std": pooled_std(rows, metric),
-                    "spread_of_means": _spread(rows, metric),
+        out[key] = {"decay": d, "seeds": used, "missing": [{"recipe": r, "seed": s, "why": w} for r, s, w in missing],
+                    "pooled_std": pooled_std(rows, metric), "spread_of_means": _spread(rows, metric),
                     "means": {r["recipe"]: [r[metric], r[metric + "_std"]] for r in rows},
                     "best": best_gaps(rows, metric), "held_out_best": held_out_best(runs, used),
                     "split_half_tau": split_half_tau(runs, used)}
@@ -568,13 +563,11 @@ def _spread(rows: list[dict], metric: str) -> float | None:
     return float(np.std(m, ddof=1)) if len(m) > 1 else None
 
 
-def averages_lines(summary: dict, metric: str) -> list[str]:
-    raw = summary["raw"]
+def averages_lines(summary: dict) -> list[str]:
+    """The study summary's weight averages, each beside the raw weights' pooled std and spread."""
     lines = [f"weight averages (each scored as its own run; raw weights: pooled per-run std "
-             f"{_fmt(raw['pooled_std'])}, spread of the recipe means {_fmt(raw['spread_of_means'])})"]
-    for key, a in summary.items():
-        if key == "raw":
-            continue
+             f"{_fmt(summary['pooled_std'])}, spread of the recipe means {_fmt(summary['spread_of_means'])})"]
+    for key, a in summary["averages"].items():
         t = a["split_half_tau"]
         gaps = ", ".join(f"vs {ref} {g['in_std']:+.1f} std" for ref, g in a["best"]["gaps"].items()
                          if g["in_std"] is not None)
@@ -639,27 +632,27 @@ def main(argv=None) -> int:
         from training.weight_averaging import ENV, AveragesError, parse_decays
 
         try:
-            decays = parse_decays(args.averages)
+            decays = parse_decays(args.averages, where="--averages")
         except AveragesError as e:
-            ap.error(f"--averages: {e}")
+            ap.error(str(e))
         os.environ[ENV] = ",".join(f"{d:g}" for d in decays)    # the trainers it starts keep them
     if not args.report_only:
         execute_stages(study_stages(lay, args.recipes, scale, args.seeds),
                        jobs=default_jobs() if args.jobs is None else max(1, args.jobs))
     from eval.offline import suite_fingerprint
 
-    study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, suite_fingerprint(lay.pool))
+    fingerprint = suite_fingerprint(lay.pool)
+    study = build_study(lay, names, args.seeds, args.metric, args.scale, compare, fingerprint)
     if decays:
         if not args.report_only:
             score_averages(lay, names, args.seeds, decays)
-        study["summary"]["averages"] = averages_summary(lay, names, args.seeds, decays, args.metric,
-                                                        suite_fingerprint(lay.pool), study)
+        study["summary"]["averages"] = averages_summary(lay, names, args.seeds, decays, args.metric, fingerprint)
     if args.set:
         study["summary"]["recipe_changes"] = {k: getattr(scale, k) for k in (i.partition("=")[0] for i in args.set)}
     print()
     print_study(study)
     if decays:
-        print("\n".join(averages_lines(study["summary"]["averages"], args.metric)))
+        print("\n".join(averages_lines(study["summary"])))
     section = write_study(lay, study)
     best = study["summary"]["best"]["best"]
     order = sorted((r["recipe"] for r in study["rows"]), key=lambda r: (r != "no_filter", r != best))
