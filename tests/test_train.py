@@ -38,13 +38,13 @@ def micro_data(tmp_path_factory) -> Path:
     return make_training_data(tmp_path_factory.mktemp("train") / "data", n_samples=512, shard_size=128)
 
 
-def _killed_and_resumed(data: Path, run: Path, env: dict, first: str = "epoch_latest.pt") -> str:
-    """Train RUN, kill it once checkpoints/FIRST exists, resume it with the same command; its stderr."""
+def _killed_and_resumed(data: Path, run: Path, env: dict) -> str:
+    """Train RUN, kill it once its first checkpoint is in place, resume it with the same command; its stderr."""
     proc = subprocess.Popen(_cmd(data, run), env=env, cwd=ROOT, stdout=subprocess.DEVNULL,
                             stderr=subprocess.DEVNULL, start_new_session=True)
     try:
         deadline = time.time() + 600
-        while not (run / "checkpoints" / first).exists():
+        while not (run / "checkpoints" / "epoch_latest.pt").exists():
             assert proc.poll() is None, "training ended before its first checkpoint"
             assert time.time() < deadline, "no checkpoint after 600 s"
             time.sleep(0.05)
@@ -347,7 +347,7 @@ def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, mic
 
     env = {**_env(), ENV: "0.9,0.98"}
     killed, whole = tmp_path / "killed" / "run", tmp_path / "whole" / "run"   # the plain run's folder name
-    stderr = _killed_and_resumed(micro_data, killed, env, first="epoch_latest.averages")
+    stderr = _killed_and_resumed(micro_data, killed, env)
     assert "checkpoint 1 of 2" in stderr
     res = subprocess.run(_cmd(micro_data, whole), env=env, cwd=ROOT, capture_output=True, text=True, timeout=900)
     assert res.returncode == 0, res.stderr[-3000:]
@@ -355,8 +355,11 @@ def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, mic
     for name in ("epoch_2.pt", "epoch_latest.pt"):
         assert digest(killed, name) == digest(micro_run[0], name) == digest(whole, name), name
     ckpt = killed / "checkpoints" / "epoch_latest.pt"
-    a, b = (torch.load(side_file(r / "checkpoints" / "epoch_latest.pt"), weights_only=True) for r in (killed, whole))
+    a, b = (torch.load(side_file(r / "checkpoints", 2), weights_only=True) for r in (killed, whole))
     assert a["steps"] == b["steps"] == 64 and a["epoch"] == 2 and a["names"] == b["names"]
+    # the last two epochs' averages stay: a kill before OpenCLIP's rename leaves epoch 1's checkpoint
+    assert sorted(p.name for p in (killed / "checkpoints").glob("*.averages")) == ["epoch_1.averages",
+                                                                                   "epoch_2.averages"]
     for d in (0.9, 0.98):
         for x, y in zip(a["shadows"][d], b["shadows"][d]):
             assert torch.equal(x, y)
@@ -365,7 +368,7 @@ def test_weight_averages_are_a_side_output_that_survives_a_resume(micro_run, mic
     name = next(n for n in a["names"] if "visual" in n and n.endswith("weight"))
     # the slower the decay, the further the average lags behind the weights it ends at
     assert 0 < (fast[name] - raw[name]).norm() < (slow[name] - raw[name]).norm()
-    assert not side_file(micro_run[0] / "checkpoints" / "epoch_latest.pt").exists()   # off unless asked
+    assert not list((micro_run[0] / "checkpoints").glob("*.averages"))   # off unless asked
 
 
 def test_checkpoints_are_written_under_a_temporary_name(tmp_path, monkeypatch):

@@ -5,7 +5,8 @@ import pytest
 import torch
 
 from training.weight_averaging import (AveragesError, WeightAverages, averaged_checkpoint, decay_key,
-                                       parse_decays, side_file, write_averaged_checkpoint)
+                                       parse_decays, side_file, write_averaged_checkpoint,
+                                       write_side_file)
 
 
 def _train(avg: WeightAverages | None, steps: int, seed: int = 0):
@@ -49,7 +50,7 @@ def test_state_names_the_parameters_and_a_checkpoint_takes_the_average(tmp_path)
     ckpt = tmp_path / "checkpoints" / "epoch_latest.pt"
     ckpt.parent.mkdir()
     torch.save({"epoch": 1, "name": "x", "state_dict": model.state_dict()}, ckpt)
-    torch.save(state, side_file(ckpt))
+    torch.save(state, side_file(ckpt.parent, 1))
     out = write_averaged_checkpoint(ckpt, 0.9, tmp_path / "averages" / decay_key(0.9) / "checkpoint.pt")
     loaded = torch.load(out, weights_only=False)
     assert loaded["epoch"] == 1 and set(loaded["state_dict"]) == set(model.state_dict())
@@ -59,12 +60,36 @@ def test_state_names_the_parameters_and_a_checkpoint_takes_the_average(tmp_path)
     twin.load_state_dict(loaded["state_dict"])          # loads like any checkpoint
     with pytest.raises(AveragesError, match="no average with decay 0.5"):
         averaged_checkpoint(ckpt, 0.5)
+    side_file(ckpt.parent, 1).rename(side_file(ckpt.parent, 2))
     torch.save({"epoch": 2, "state_dict": model.state_dict()}, ckpt)
-    with pytest.raises(AveragesError, match="averages of epoch 1 beside a checkpoint of epoch 2"):
+    with pytest.raises(AveragesError, match="averages of epoch 1 for a checkpoint of epoch 2"):
         averaged_checkpoint(ckpt, 0.9)
-    side_file(ckpt).unlink()
-    with pytest.raises(AveragesError, match="epoch_latest.averages: missing"):
+    side_file(ckpt.parent, 2).unlink()
+    with pytest.raises(AveragesError, match="epoch_2.averages: missing"):
         averaged_checkpoint(ckpt, 0.9)
+
+
+def test_a_kill_between_the_averages_and_the_checkpoint_leaves_a_matching_pair(tmp_path):
+    """The trainer writes epoch N's averages with tmp.pt, before OpenCLIP renames tmp.pt to
+    epoch_latest.pt: a kill between the two leaves epoch N-1's checkpoint, whose averages are kept;
+    only files no checkpoint can resume any more are removed."""
+    avg = WeightAverages([0.9])
+    ckpts = tmp_path / "checkpoints"
+    ckpts.mkdir()
+    latest = ckpts / "epoch_latest.pt"
+    for epoch in (1, 2, 3):
+        model, _ = _train(avg, 2, seed=epoch)               # the weights move on between checkpoints
+        state = {"epoch": epoch, "name": "x", "state_dict": model.state_dict()}
+        write_side_file(avg, state, ckpts, torch.save)      # then OpenCLIP's tmp.pt -> epoch_latest.pt
+        if epoch < 3:                                       # ... killed before epoch 3's rename
+            torch.save(state, latest)
+    assert sorted(p.name for p in ckpts.glob("*.averages")) == ["epoch_2.averages", "epoch_3.averages"]
+    resumed = averaged_checkpoint(latest, 0.9)
+    saved = torch.load(side_file(ckpts, 2), weights_only=True)
+    assert resumed["epoch"] == 2 and saved["epoch"] == 2
+    name = saved["names"][0]
+    torch.testing.assert_close(resumed["state_dict"][name], saved["shadows"][0.9][0])
+    assert not torch.equal(saved["shadows"][0.9][0], torch.load(side_file(ckpts, 3), weights_only=True)["shadows"][0.9][0])
 
 
 def test_resumed_average_continues_where_it_stopped():
@@ -80,7 +105,7 @@ def test_resumed_average_continues_where_it_stopped():
     for got, want in zip(again.shadows[0.8], whole.shadows[0.8]):
         torch.testing.assert_close(got, want)
     assert again.steps == 4
-    with pytest.raises(AveragesError, match="epoch 1 beside a checkpoint of epoch 2"):
+    with pytest.raises(AveragesError, match="epoch 1 for a checkpoint of epoch 2"):
         WeightAverages([0.8]).resume_from(saved, epoch=2, where="side")
     with pytest.raises(AveragesError, match="decays"):
         WeightAverages([0.9]).resume_from(saved, epoch=1, where="side")

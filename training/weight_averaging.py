@@ -7,11 +7,13 @@ makes the benchmark rank recipes more reliably is measured by ``scripts/bench/ba
 --averages``; until then it is not part of any scale's recipe.
 
 The averages are a side output: the trainer's own weights, optimizer and checkpoints are exactly
-what the recipe trains without them (the same bytes). Beside the checkpoint a run resumes from,
-``checkpoints/epoch_latest.pt``, the trainer writes ``epoch_latest.averages`` (one state dict per
-decay, the optimizer steps taken and the epoch), and a resumed run picks its averages up from there,
-so a killed and resumed run keeps the averages an uninterrupted one does. Switched on in the trainer process by
-``DATACURATE_WEIGHT_AVERAGES=0.9,0.95`` (decays in (0, 1)).
+what the recipe trains without them (the same bytes). With every checkpoint the trainer writes
+``checkpoints/epoch_N.averages`` (one state dict per decay, the optimizer steps taken and the epoch
+N), and a resumed run picks its averages up from the file of its checkpoint's epoch, so a killed and
+resumed run keeps the averages an uninterrupted one does. The file of the epoch before is kept too:
+OpenCLIP writes ``tmp.pt`` and only then renames it to ``epoch_latest.pt``, so a kill between the
+two leaves the older checkpoint in place, and its averages must still be there. Switched on in the
+trainer process by ``DATACURATE_WEIGHT_AVERAGES=0.9,0.95`` (decays in (0, 1)).
 """
 from __future__ import annotations
 
@@ -43,9 +45,22 @@ def parse_decays(text: str | None, where: str = ENV) -> list[float]:
     return sorted(set(decays))
 
 
-def side_file(checkpoint: str | os.PathLike) -> Path:
-    """``checkpoints/epoch_4.pt`` -> ``checkpoints/epoch_4.averages``."""
-    return Path(checkpoint).with_suffix(SUFFIX)
+def side_file(checkpoint_dir: str | os.PathLike, epoch: int | None) -> Path:
+    """The averages of epoch N's weights: ``checkpoints/epoch_N.averages``."""
+    return Path(checkpoint_dir) / f"epoch_{epoch}{SUFFIX}"
+
+
+def write_side_file(avg: "WeightAverages", state: dict, checkpoint_dir: Path, save) -> Path:
+    """Write the averages that go with STATE (a checkpoint's dict) with SAVE (``torch.save``), and
+    remove the files of epochs older than the one before it, which no checkpoint can resume any more."""
+    epoch = state.get("epoch")
+    side = side_file(checkpoint_dir, epoch)
+    save(avg.state(state["state_dict"], epoch), side)
+    for old in Path(checkpoint_dir).glob(f"epoch_*{SUFFIX}"):
+        n = old.name[len("epoch_"):-len(SUFFIX)]
+        if isinstance(epoch, int) and n.isdigit() and int(n) < epoch - 1:
+            old.unlink(missing_ok=True)
+    return side
 
 
 def decay_key(decay: float) -> str:
@@ -109,8 +124,8 @@ class WeightAverages:
 
 def _same_epoch(saved: dict, epoch: int | None, where: str) -> None:
     if saved.get("epoch") != epoch:
-        raise AveragesError(f"{where}: averages of epoch {saved.get('epoch')} beside a checkpoint of epoch "
-                            f"{epoch} (the run was stopped between the two writes); train the run again")
+        raise AveragesError(f"{where}: averages of epoch {saved.get('epoch')} for a checkpoint of epoch "
+                            f"{epoch} (the file was copied or renamed); train the run again")
 
 
 def averaged_checkpoint(checkpoint: str | os.PathLike, decay: float) -> dict:
@@ -118,13 +133,13 @@ def averaged_checkpoint(checkpoint: str | os.PathLike, decay: float) -> dict:
     replaced by its average: what OpenCLIP and ``datacurate eval`` load like any other checkpoint."""
     import torch
 
-    side = side_file(checkpoint)
+    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
+    side = side_file(Path(checkpoint).parent, state.get("epoch"))
     if not side.is_file():
         raise AveragesError(f"{side}: missing; the run was trained without {ENV}")
     saved = torch.load(side, map_location="cpu", weights_only=True)
     if decay not in [float(d) for d in saved["decays"]]:
         raise AveragesError(f"{side}: no average with decay {decay:g} (it has {saved['decays']})")
-    state = torch.load(checkpoint, map_location="cpu", weights_only=False)
     _same_epoch(saved, state.get("epoch"), str(side))
     sd = dict(state["state_dict"])
     for name, t in zip(saved["names"], saved["shadows"][decay]):
@@ -169,12 +184,11 @@ def install(decays: list[float]) -> WeightAverages | None:
 
     def save_with_averages(obj, f, *args, **kwargs):
         save(obj, f, *args, **kwargs)
-        # only beside the latest checkpoint, the one a run resumes from (OpenCLIP writes it as tmp.pt and
-        # renames it to epoch_latest.pt): the final epoch_N.pt is the same weights, and disk is short
+        # once per checkpoint, with the latest one (OpenCLIP writes it as tmp.pt and renames it to
+        # epoch_latest.pt); a final epoch_N.pt holds the same weights
         if (isinstance(f, (str, os.PathLike)) and Path(f).name == "tmp.pt" and isinstance(obj, dict)
                 and "state_dict" in obj and avg.params):
-            target = Path(f).with_name(ocm.LATEST_CHECKPOINT_NAME)
-            save(avg.state(obj["state_dict"], obj.get("epoch")), side_file(target), *args, **kwargs)
+            write_side_file(avg, obj, Path(f).parent, save)
 
     torch.save = save_with_averages
 
@@ -182,7 +196,7 @@ def install(decays: list[float]) -> WeightAverages | None:
 
     def load_with_averages(path, *args, **kwargs):
         state = load(path, *args, **kwargs)
-        side = side_file(path)
+        side = side_file(Path(path).parent, state.get("epoch"))
         if not side.is_file():
             raise AveragesError(f"{side}: missing, so the averages cannot resume with {path}; train the run "
                                 f"again from scratch, or without {ENV}")
