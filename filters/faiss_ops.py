@@ -208,11 +208,26 @@ def fit_kmeans(
     if init not in ("auto", "random", "kmeans++"):
         raise UserError(f"k-means init must be auto, random or kmeans++, not {init!r}")
     sample = _f32(sample)
-    if init == "kmeans++" or (init == "auto" and k <= KMEANS_PP_MAX_K):
-        km.train(sample, init_centroids=kmeans_pp_init(sample, int(k), seed))
-    else:
-        km.train(sample)
+    with _one_blas_thread():
+        if init == "kmeans++" or (init == "auto" and k <= KMEANS_PP_MAX_K):
+            km.train(sample, init_centroids=kmeans_pp_init(sample, int(k), seed))
+        else:
+            km.train(sample)
     return np.ascontiguousarray(km.centroids, dtype=np.float32)
+
+
+def _one_blas_thread():
+    """k-means (its start and faiss's training) on one BLAS thread: OpenBLAS's products on 2 threads
+    gave other centroids than on 1, so a subset depended on the machine's core count (the tiny
+    pool's image-based filter kept 7,665 rows with OPENBLAS_NUM_THREADS=2, 7,926 with 1). One thread
+    is the same answer everywhere; the GPU path is not affected."""
+    from contextlib import nullcontext
+
+    if use_gpu():
+        return nullcontext()
+    from threadpoolctl import threadpool_limits
+
+    return threadpool_limits(limits=1, user_api="blas")
 
 
 def _search_top1(index, x: np.ndarray, batch_size: int) -> tuple[np.ndarray, np.ndarray]:

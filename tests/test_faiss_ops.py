@@ -55,6 +55,27 @@ def test_kmeans_two_pass_on_sample_matches_full():
     assert same_partition(label, assign)
 
 
+def test_kmeans_runs_on_one_blas_thread_whatever_the_caller_allows(monkeypatch):
+    """OpenBLAS's products on 2 threads gave the k-means++ start other centroids than on 1 (the tiny
+    pool's image-based filter kept 7,665 rows with OPENBLAS_NUM_THREADS=2, 7,926 with 1): a subset
+    depended on the machine's cores. The start and faiss's training run on one BLAS thread."""
+    from threadpoolctl import threadpool_info, threadpool_limits
+
+    seen = []
+    start = F.kmeans_pp_init
+
+    def watched(*a, **kw):
+        seen.append(max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas"))
+        return start(*a, **kw)
+
+    monkeypatch.setattr(F, "kmeans_pp_init", watched)
+    x = np.random.default_rng(0).standard_normal((2000, 16)).astype(np.float32)
+    with threadpool_limits(limits=2, user_api="blas"):
+        F.fit_kmeans(x, 10, seed=0, init="kmeans++")
+        assert max(p["num_threads"] for p in threadpool_info() if p["user_api"] == "blas") == 2
+    assert seen == [1]
+
+
 def test_image_based_keeps_clusters_nearest_to_targets():
     centres, label, x = blobs(seed=2)
     cent, assign = F.kmeans(x, 5, seed=0)
