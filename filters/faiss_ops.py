@@ -220,11 +220,7 @@ def _one_blas_thread():
     """k-means (its start and faiss's training) on one BLAS thread: OpenBLAS's products on 2 threads
     gave other centroids than on 1, so a subset depended on the machine's core count (the tiny
     pool's image-based filter kept 7,665 rows with OPENBLAS_NUM_THREADS=2, 7,926 with 1). One thread
-    is the same answer everywhere; the GPU path is not affected."""
-    from contextlib import nullcontext
-
-    if use_gpu():
-        return nullcontext()
+    is the same answer everywhere. Also with a GPU: the k-means++ start is numpy's, on the CPU."""
     from threadpoolctl import threadpool_limits
 
     return threadpool_limits(limits=1, user_api="blas")

@@ -56,10 +56,11 @@ def write_side_file(avg: "WeightAverages", state: dict, checkpoint_dir: Path, sa
     epoch = state.get("epoch")
     side = side_file(checkpoint_dir, epoch)
     save(avg.state(state["state_dict"], epoch), side)
-    for old in Path(checkpoint_dir).glob(f"epoch_*{SUFFIX}"):
-        n = old.name[len("epoch_"):-len(SUFFIX)]
-        if isinstance(epoch, int) and n.isdigit() and int(n) < epoch - 1:
-            old.unlink(missing_ok=True)
+    if isinstance(epoch, int):
+        for old in Path(checkpoint_dir).glob(f"epoch_*{SUFFIX}"):
+            n = old.name[len("epoch_"):-len(SUFFIX)]
+            if n.isdigit() and int(n) < epoch - 1:
+                old.unlink(missing_ok=True)
     return side
 
 
