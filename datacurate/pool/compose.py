@@ -103,12 +103,12 @@ def background(rng: random.Random, w: int, h: int, kind: str | None = None):
     return img, {"bg": "photo", "photo": name}
 
 
-def compose(rng: random.Random, emoji_path: str, w: int, h: int, fill=(0.4, 0.85), bg_kind=None):
-    """Paste the emoji onto a w x h background; returns (RGB image, context)."""
+def compose(rng: random.Random, emoji, w: int, h: int, fill=(0.4, 0.85), bg_kind=None):
+    """Paste the emoji (a file path, or an RGBA image) onto a w x h background; returns (RGB image, context)."""
     from PIL import Image
 
     img, ctx = background(rng, w, h, bg_kind)
-    em = load_rgba(emoji_path)
+    em = load_rgba(emoji) if isinstance(emoji, str) else emoji
     side = max(8, min(int(min(w, h) * rng.uniform(*fill)), 128))
     em = em.resize((side, side), Image.BICUBIC) if side != em.width else em
     x, y = rng.randint(0, w - side), rng.randint(0, h - side)

@@ -297,6 +297,16 @@ def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds:
     return {"splits": len(taus), "mean": float(np.mean(taus)), "min": min(taus), "max": max(taus)}
 
 
+def finished_study_parser(doc: str, seeds: int = 6) -> argparse.ArgumentParser:
+    """The arguments of a script that reads a finished study again (eval_noise.py, task_families.py)."""
+    ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--out", type=Path, required=True, help="the study's run folder (scripts/bench/baselines.py --out)")
+    ap.add_argument("--seeds", type=int, default=seeds)
+    ap.add_argument("--recipes", nargs="+", default=None, help="default: the study's recipes")
+    ap.add_argument("--json", type=Path, default=None)
+    return ap
+
+
 def load_study(folder: Path) -> dict | None:
     """A run folder's baselines.json as {"rows", "summary"} (an older list of rows is accepted)."""
     try:

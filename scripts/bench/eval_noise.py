@@ -23,7 +23,6 @@ eval images. ``--json FILE`` writes the numbers.
 """
 from __future__ import annotations
 
-import argparse
 import json
 import sys
 from pathlib import Path
@@ -96,13 +95,9 @@ def main(argv=None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
-    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
-    ap.add_argument("--out", type=Path, required=True, help="the study's run folder (scripts/bench/baselines.py --out)")
-    ap.add_argument("--seeds", type=int, default=6)
-    ap.add_argument("--recipes", nargs="+", default=None, help="default: the study's recipes")
-    ap.add_argument("--json", type=Path, default=None)
-    args = ap.parse_args(argv)
-    from baselines import STUDY  # noqa: E402  (scripts/bench is on the path when run as a script)
+    from baselines import STUDY, finished_study_parser  # noqa: E402  (scripts/bench is on the path as a script)
+
+    args = finished_study_parser(__doc__).parse_args(argv)
     from eval.tasks import resolve_suite
 
     lay = BenchLayout(args.out)
