@@ -92,8 +92,8 @@ FORWARD_GFLOPS = {"ViT-B-32": 14.78, "ViT-B-16": 41.09, "ViT-L-14": 175.33}
 CPU_GFLOPS_PER_CORE = 50.0   # an optimistic fp32 rate per core: the estimate is a lower bound
 # A CPU training runs its math on one thread, whatever the machine. The thread count changes the
 # order of the sums (tiny, seed 1: weights up to 5e-5 apart between 1 and 2 threads), so a fixed
-# count keeps "same seed, same data, same checkpoint bytes" true whatever the core count (across CPU
-# models the scores still agree to about 5e-6: docs/training.md). It costs a lone
+# count keeps "same seed, same data, same checkpoint bytes" true whatever the core count (across
+# machines the scores still agree to about 5e-6: docs/training.md). It costs a lone
 # run on an idle 2-core machine 12 % (train_speed.py 2026-12-03: 249 against 285 samples/s on
 # torch's default; an earlier A/B had one thread ahead, 86 s against 92 s); more cores are used by
 # training several runs side by side (`datacurate run --jobs`), which is how studies run.
