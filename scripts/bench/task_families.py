@@ -96,7 +96,9 @@ def build_candidates(pool: Path, root: Path) -> list[dict]:
 
     import pyarrow.parquet as pq
 
-    parquet = pool / "holdout" / "eval.parquet"
+    from datacurate.layout import PoolLayout
+
+    parquet = PoolLayout.at(pool).holdout_parquet("eval")
     rows = _read_holdout(parquet)
     for r, source in zip(rows, pq.read_table(parquet, columns=["source"]).column("source").to_pylist()):
         r["source"] = source                     # the art style, for the cross-style task
