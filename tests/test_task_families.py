@@ -61,18 +61,17 @@ def _study(extra, recipes: int = 8, seeds: int = 6, noise: float = 0.01, seed: i
 
 
 def test_a_task_at_chance_dilutes_noise_and_signal_alike_and_an_independent_one_sharpens_the_ranking():
-    n_suite = lambda runs: {r: dict.fromkeys(by, 4) for r, by in runs.items()}  # noqa: E731
     chance = _study(lambda r, rng: 0.5)
     seeds = list(range(6))
-    base = task_families.instrument(task_families.with_task(chance, None, n_suite(chance)), seeds)
-    with_chance = task_families.instrument(task_families.with_task(chance, "x", n_suite(chance)), seeds)
+    base = task_families.instrument(task_families.with_task(chance, None), seeds)
+    with_chance = task_families.instrument(task_families.with_task(chance, "x"), seeds)
     assert with_chance["pooled_std"] == pytest.approx(base["pooled_std"] * 4 / 5)
     assert with_chance["spread"] == pytest.approx(base["spread"] * 4 / 5)
     assert with_chance["ratio"] == pytest.approx(base["ratio"])
     # the same signal measured again with noise of its own: the mean of the two is sharper
     indep = _study(lambda r, rng: 0.6 + 0.01 * r + rng.normal(0, 0.01))
-    base = task_families.instrument(task_families.with_task(indep, None, n_suite(indep)), seeds)
-    more = task_families.instrument(task_families.with_task(indep, "x", n_suite(indep)), seeds)
+    base = task_families.instrument(task_families.with_task(indep, None), seeds)
+    more = task_families.instrument(task_families.with_task(indep, "x"), seeds)
     assert more["ratio"] > base["ratio"] * 1.05
     assert -1 <= more["tau"] <= 1 and more["tau_all_splits"] is not None
 

@@ -91,12 +91,11 @@ DRAW = {"emoji_concept_scene": scene, "emoji_concept_sketch": sketch, "emoji_con
 
 def build_candidates(pool: Path, root: Path) -> list[dict]:
     """Write the candidate tasks under ROOT (once); return the held-out rows."""
-    from eval.offline import OFFLINE_TASKS, _read_holdout, _write_task
-    from eval.tasks import CLASSIFICATION
-
     import pyarrow.parquet as pq
 
     from datacurate.layout import PoolLayout
+    from eval.offline import OFFLINE_TASKS, _read_holdout, _write_task
+    from eval.tasks import CLASSIFICATION
 
     parquet = PoolLayout.at(pool).holdout_parquet("eval")
     rows = _read_holdout(parquet)
@@ -140,6 +139,7 @@ def cross_style(run: Path, rows: list[dict]) -> float:
 
 def score_run(run: Path, root: Path, rows: list[dict]) -> dict[str, float]:
     """{candidate key: score} for one run (the runner's cache skips what is already scored)."""
+    from datacurate.atomic import write_json_atomic
     from eval.runner import evaluate_run
 
     got = evaluate_run(run, suite=",".join(CANDIDATES), data_root=root, device="cpu", log=lambda *a, **k: None)
@@ -150,17 +150,18 @@ def score_run(run: Path, root: Path, rows: list[dict]) -> dict[str, float]:
         out[CROSS_STYLE] = float(json.loads(side.read_text())["score"])
     except (OSError, ValueError, KeyError):
         out[CROSS_STYLE] = cross_style(run, rows)
-        side.write_text(json.dumps({"score": out[CROSS_STYLE], "task": NAMES[CROSS_STYLE]}) + "\n")
+        write_json_atomic(side, {"score": out[CROSS_STYLE], "task": NAMES[CROSS_STYLE]})
     return out
 
 
-def with_task(runs: dict, key: str | None, n_suite: dict) -> dict:
-    """The study's runs with ``value`` = the Average over the suite's tasks plus ``key`` (None: as is)."""
+def with_task(runs: dict, key: str | None) -> dict:
+    """The study's runs with ``value`` = the Average over the run's suite tasks plus ``key`` (None: as is)."""
     out = {}
     for r, by in runs.items():
         out[r] = {}
         for s, x in by.items():
-            v = x["value"] if key is None else (x["value"] * n_suite[r][s] + x["extra"][key]) / (n_suite[r][s] + 1)
+            n = len(x["tasks"])
+            v = x["value"] if key is None else (x["value"] * n + x["extra"][key]) / (n + 1)
             out[r][s] = {"value": v, "tasks": {}}
     return out
 
@@ -190,16 +191,13 @@ def main(argv=None) -> int:
     for r, s, why in missing:
         print(f"left out: {r} seed {s} ({why})")
     seeds, _ = common_seeds(runs)
-    n_suite = {}
     for r, by in runs.items():
-        n_suite[r] = {}
         for s in seeds:
             by[s]["extra"] = score_run(lay.run(r, s), root, rows)
-            n_suite[r][s] = len(by[s]["tasks"])
             print(f"{r} seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in by[s]["extra"].items()), flush=True)
         for s in [s for s in by if s not in seeds]:
             del by[s]
-    base = instrument(with_task(runs, None, n_suite), seeds)
+    base = instrument(with_task(runs, None), seeds)
     avg = np.array([[runs[r][s]["value"] for s in seeds] for r in runs])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "suite": base, "candidates": {}}
     print(f"\n{len(runs)} recipes x seeds {seeds}; suite Average: per-run std {base['pooled_std']:.4f}, "
@@ -211,7 +209,7 @@ def main(argv=None) -> int:
         x = np.array([[runs[r][s]["extra"][key] for s in seeds] for r in runs])
         dev_x, dev_a = (x - x.mean(1, keepdims=True)).ravel(), (avg - avg.mean(1, keepdims=True)).ravel()
         corr = float(np.corrcoef(dev_x, dev_a)[0, 1]) if dev_x.std() > 0 else float("nan")
-        ins = instrument(with_task(runs, key, n_suite), seeds)
+        ins = instrument(with_task(runs, key), seeds)
         own = {"mean": float(x.mean()), "std": float(math.sqrt(x.var(1, ddof=1).mean())),
                "spread": float(x.mean(1).std(ddof=1)), "corr_with_average": corr}
         result["candidates"][key] = {"task": own, "average_with_it": ins}
@@ -219,7 +217,9 @@ def main(argv=None) -> int:
               f"{'':9s}{ins['pooled_std']:7.4f} {ins['spread']:7.4f} {ins['ratio']:5.2f} {_f(ins['tau']):>6s} "
               f"{_f(ins['tau_all_splits']):>6s}")
     if args.json:
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        from datacurate.atomic import write_json_atomic
+
+        write_json_atomic(args.json, result, indent=1)
     return 0
 
 
