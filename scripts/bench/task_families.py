@@ -39,7 +39,8 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from datacurate.layout import BenchLayout, RunLayout  # noqa: E402  (after the path insert)
+from datacurate.atomic import write_json_atomic  # noqa: E402  (after the path insert)
+from datacurate.layout import BenchLayout, PoolLayout, RunLayout  # noqa: E402
 
 CANDIDATES = ("emoji_concept_scene", "emoji_concept_sketch", "emoji_concept_grey")
 CROSS_STYLE = "emoji_cross_style"
@@ -93,7 +94,6 @@ def build_candidates(pool: Path, root: Path) -> list[dict]:
     """Write the candidate tasks under ROOT (once); return the held-out rows."""
     import pyarrow.parquet as pq
 
-    from datacurate.layout import PoolLayout
     from eval.offline import OFFLINE_TASKS, _read_holdout, _write_task
     from eval.tasks import CLASSIFICATION
 
@@ -139,7 +139,6 @@ def cross_style(run: Path, rows: list[dict]) -> float:
 
 def score_run(run: Path, root: Path, rows: list[dict]) -> dict[str, float]:
     """{candidate key: score} for one run (the runner's cache skips what is already scored)."""
-    from datacurate.atomic import write_json_atomic
     from eval.runner import evaluate_run
 
     got = evaluate_run(run, suite=",".join(CANDIDATES), data_root=root, device="cpu", log=lambda *a, **k: None)
@@ -217,8 +216,6 @@ def main(argv=None) -> int:
               f"{'':9s}{ins['pooled_std']:7.4f} {ins['spread']:7.4f} {ins['ratio']:5.2f} {_f(ins['tau']):>6s} "
               f"{_f(ins['tau_all_splits']):>6s}")
     if args.json:
-        from datacurate.atomic import write_json_atomic
-
         write_json_atomic(args.json, result, indent=1)
     return 0
 
