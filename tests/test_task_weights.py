@@ -1,0 +1,65 @@
+"""scripts/bench/task_weights.py: aggregates of a study's task scores, and the group task read from
+its side file when the run's suite left it out."""
+from __future__ import annotations
+
+import json
+import sys
+from pathlib import Path
+
+import numpy as np
+import pytest
+
+sys.path.insert(0, str(Path(__file__).resolve().parents[1] / "scripts" / "bench"))
+
+import task_weights as W  # noqa: E402
+
+
+def _study(noisy: str, recipes: int = 8, seeds: int = 6, seed: int = 0) -> dict:
+    """Every task carries the same recipe signal; ``noisy`` adds a large per-run noise of its own."""
+    rng = np.random.default_rng(seed)
+    runs = {}
+    for r in range(recipes):
+        runs[f"r{r}"] = {}
+        for s in range(seeds):
+            shared = rng.normal(0, 0.002)
+            tasks = {t: 0.6 + 0.01 * r + shared + rng.normal(0, 0.03 if t == noisy else 0.001) for t in W.TASKS}
+            runs[f"r{r}"][s] = {"value": 0.0, "tasks": {}, "tasks4": tasks}
+    return runs
+
+
+def test_weigh_is_the_weighted_mean_of_the_named_tasks():
+    runs = _study(W.GROUP)
+    got = W.weigh(runs, {W.RETRIEVAL: 3, W.CONCEPT: 1})["r2"][4]["value"]
+    t = runs["r2"][4]["tasks4"]
+    assert got == pytest.approx((3 * t[W.RETRIEVAL] + t[W.CONCEPT]) / 4)
+
+
+def test_leaving_out_a_noisy_task_shows_as_less_noise_and_a_surer_ranking():
+    runs, seeds = _study(W.GROUP), list(range(6))
+    four = W.measure(W.weigh(runs, W.AGGREGATES["all four, equal (the suite's Average)"]), seeds)
+    three = W.measure(W.weigh(runs, W.AGGREGATES["without the group task"]), seeds)
+    assert three["pooled_std"] < 0.5 * four["pooled_std"]
+    assert three["ratio"] > 2 * four["ratio"]
+    assert three["tau_all_splits"] > four["tau_all_splits"]
+    # the noisy task is not always the group task: the same rule would not favour dropping it
+    other = _study(W.RETRIEVAL)
+    assert W.measure(W.weigh(other, W.AGGREGATES["without the group task"]), seeds)["ratio"] < \
+        W.measure(W.weigh(other, {W.CONCEPT: 1, W.GROUP: 1, W.SUBGROUP: 1}), seeds)["ratio"]
+
+
+def test_task_scores_reads_the_group_task_from_its_side_file(tmp_path):
+    from datacurate.layout import RunLayout
+    from eval.results import scores_path
+
+    run = tmp_path / "run"
+    run.mkdir()
+    (run / "eval_results.jsonl").write_text("")
+    three = {W.RETRIEVAL: 0.61, W.CONCEPT: 0.57, W.SUBGROUP: 0.64}
+    RunLayout(run).scores.write_text(json.dumps({"suite": "offline", "tasks": three}))
+    side = scores_path(run, W.GROUP_SUITE)
+    assert side != RunLayout(run).scores
+    side.write_text(json.dumps({"suite": W.GROUP_SUITE, "tasks": {W.GROUP: 0.55}}))
+    assert W.task_scores(run, tmp_path / "no-pool") == {**three, W.GROUP: 0.55}
+    four = {**three, W.GROUP: 0.58}                                   # a run scored on the four-task suite
+    RunLayout(run).scores.write_text(json.dumps({"suite": "offline", "tasks": four}))
+    assert W.task_scores(run, tmp_path / "no-pool") == four
