@@ -1,8 +1,7 @@
-"""scripts/bench/task_weights.py: aggregates of a study's task scores, and the group task read from
-its side file when the run's suite left it out."""
+"""scripts/bench/task_weights.py: aggregates of a study's task scores, and a run scored without one of
+the four tasks refused by name."""
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -23,14 +22,14 @@ def _study(noisy: str, recipes: int = 8, seeds: int = 6, seed: int = 0) -> dict:
         for s in range(seeds):
             shared = rng.normal(0, 0.002)
             tasks = {t: 0.6 + 0.01 * r + shared + rng.normal(0, 0.03 if t == noisy else 0.001) for t in W.TASKS}
-            runs[f"r{r}"][s] = {"value": 0.0, "tasks": {}, "tasks4": tasks}
+            runs[f"r{r}"][s] = {"value": 0.0, "tasks": tasks}
     return runs
 
 
 def test_weigh_is_the_weighted_mean_of_the_named_tasks():
     runs = _study(W.GROUP)
     got = W.weigh(runs, {W.RETRIEVAL: 3, W.CONCEPT: 1})["r2"][4]["value"]
-    t = runs["r2"][4]["tasks4"]
+    t = runs["r2"][4]["tasks"]
     assert got == pytest.approx((3 * t[W.RETRIEVAL] + t[W.CONCEPT]) / 4)
 
 
@@ -47,19 +46,22 @@ def test_leaving_out_a_noisy_task_shows_as_less_noise_and_a_surer_ranking():
         W.measure(W.weigh(other, {W.CONCEPT: 1, W.GROUP: 1, W.SUBGROUP: 1}), seeds)["ratio"]
 
 
-def test_task_scores_reads_the_group_task_from_its_side_file(tmp_path):
+def test_a_run_scored_without_one_of_the_four_tasks_is_refused_naming_its_scores_file(tmp_path):
     from datacurate.layout import RunLayout
-    from eval.results import scores_path
 
-    run = tmp_path / "run"
-    run.mkdir()
-    (run / "eval_results.jsonl").write_text("")
     three = {W.RETRIEVAL: 0.61, W.CONCEPT: 0.57, W.SUBGROUP: 0.64}
-    RunLayout(run).scores.write_text(json.dumps({"suite": "offline", "tasks": three}))
-    side = scores_path(run, W.GROUP_SUITE)
-    assert side != RunLayout(run).scores
-    side.write_text(json.dumps({"suite": W.GROUP_SUITE, "tasks": {W.GROUP: 0.55}}))
-    assert W.task_scores(run, tmp_path / "no-pool") == {**three, W.GROUP: 0.55}
-    four = {**three, W.GROUP: 0.58}                                   # a run scored on the four-task suite
-    RunLayout(run).scores.write_text(json.dumps({"suite": "offline", "tasks": four}))
-    assert W.task_scores(run, tmp_path / "no-pool") == four
+    W.require_tasks(tmp_path / "run", {**three, W.GROUP: 0.58})
+    with pytest.raises(SystemExit) as e:
+        W.require_tasks(tmp_path / "run", three)
+    msg = str(e.value)
+    assert msg.startswith("task_weights.py: error: ") and f"{RunLayout(tmp_path / 'run').scores}:tasks" in msg
+    assert "no Emoji group" in msg and "--redo" in msg
+
+
+def test_a_study_with_no_complete_seed_is_one_error_line(tmp_path):
+    with pytest.raises(SystemExit) as e:
+        W.main(["--out", str(tmp_path / "study"), "--seeds", "2"])
+    msg = str(e.value)
+    assert msg.startswith(f"task_weights.py: error: {tmp_path / 'study'}: no seed has a scored run for every recipe")
+    assert "26 of 26 missing" in msg and "baselines.py --out" in msg
+    assert not (tmp_path / "study").exists()                      # nothing written

@@ -297,6 +297,22 @@ def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds:
     return {"splits": len(taus), "mean": float(np.mean(taus)), "min": min(taus), "max": max(taus)}
 
 
+def read_finished_study(lay, recipes: list[str], seeds: int, prog: str,
+                        metric: str = "Average") -> tuple[dict, list[int]]:
+    """(runs at the seeds complete for every recipe, those seeds): a finished study as the scripts that
+    read it again take it (task_families.py, task_weights.py), every run left out named on the way; with
+    no seed complete for every recipe, ``prog: error: ...`` and exit."""
+    runs, missing = read_study(lay, recipes, seeds, metric)
+    for r, s, why in missing:
+        print(f"left out: {r} seed {s} ({why})")
+    used, _ = common_seeds(runs)
+    if not used:
+        raise SystemExit(f"{prog}: error: {lay.out}: no seed has a scored run for every recipe ({len(missing)} "
+                         f"of {len(recipes) * seeds} missing); finish the study first "
+                         f"(scripts/bench/baselines.py --out {lay.out})")
+    return {r: {s: by[s] for s in used} for r, by in runs.items()}, used
+
+
 def finished_study_parser(doc: str, seeds: int = 6) -> argparse.ArgumentParser:
     """The arguments of a script that reads a finished study again (eval_noise.py, task_families.py)."""
     ap = argparse.ArgumentParser(description=doc, formatter_class=argparse.RawDescriptionHelpFormatter)

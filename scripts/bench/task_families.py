@@ -179,23 +179,18 @@ def main(argv=None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
-    from baselines import STUDY, common_seeds, finished_study_parser, read_study  # noqa: E402  (on the path)
+    from baselines import STUDY, finished_study_parser, read_finished_study  # noqa: E402  (on the path)
 
     args = finished_study_parser(__doc__, seeds=6).parse_args(argv)
 
     lay = BenchLayout(args.out)
+    runs, seeds = read_finished_study(lay, args.recipes or STUDY, args.seeds, "task_families.py")
     root = lay.out / "candidate_tasks"
     rows = build_candidates(lay.pool, root)
-    runs, missing = read_study(lay, args.recipes or STUDY, args.seeds, "Average")
-    for r, s, why in missing:
-        print(f"left out: {r} seed {s} ({why})")
-    seeds, _ = common_seeds(runs)
     for r, by in runs.items():
         for s in seeds:
             by[s]["extra"] = score_run(lay.run(r, s), root, rows)
             print(f"{r} seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in by[s]["extra"].items()), flush=True)
-        for s in [s for s in by if s not in seeds]:
-            del by[s]
     base = instrument(with_task(runs, None), seeds)
     avg = np.array([[runs[r][s]["value"] for s in seeds] for r in runs])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "suite": base, "candidates": {}}

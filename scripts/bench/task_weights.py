@@ -2,22 +2,21 @@
 
 The suite's Average weighs its tasks equally, as upstream's does. A task whose seed-to-seed
 noise is large against the spread it puts between recipes adds more noise than signal to that
-mean. This script reads every run's per-task scores (scores.json; for a run scored on a suite
-without the group task, that task from RUN/scores.emoji_group.json, scored there first if
-missing) and gives, for each aggregate: the per-run std pooled over the recipes, the spread of
-the recipe means, their ratio, the split-half Kendall tau (seeds 0-2 vs 3-5, and the mean over
-every halving) and the best recipe's lead over no filter and random 30 %, as baselines.py does.
+mean. This script reads every run's per-task scores (scores.json) and gives, for each aggregate:
+the per-run std pooled over the recipes, the spread of the recipe means, their ratio, the
+split-half Kendall tau (seeds 0-2 vs 3-5, and the mean over every halving) and the best recipe's
+lead over no filter and random 30 %, as baselines.py does.
 
 The aggregates were fixed before the tiny study's per-seed task scores were looked at
 (2026-12-05): the four tasks equally (the suite), the three without the group task (9 coarse
-classes: the lowest spread-to-noise of the four tasks in every committed study), and weights by inverse per-run variance taken from the other studies
+classes: the lowest spread-to-noise of the four tasks in every committed study), and weights by
+inverse per-run variance, the tasks' pooled variances averaged over the other studies
 (docs/studies/{tiny-lr2e-3,tiny-lr5e-4,tiny-b256,micro,base}); each task alone is shown too.
 
     .venv/bin/python scripts/bench/task_weights.py --out runs/tiny --seeds 6
 """
 from __future__ import annotations
 
-import json
 import sys
 from pathlib import Path
 
@@ -36,27 +35,19 @@ AGGREGATES = {
     "inverse per-run variance of the other studies": {RETRIEVAL: .379, CONCEPT: .287, GROUP: .092, SUBGROUP: .242},
     **{f"{t} alone": {t: 1} for t in TASKS},
 }
-GROUP_SUITE = "emoji_group"
 
 
-def task_scores(run: Path, pool: Path) -> dict[str, float]:
-    """The run's four task scores: the suite's from scores.json, the group task's from its side file."""
-    from eval.results import scores_path
-
-    tasks = dict(json.loads(RunLayout(run).scores.read_text()).get("tasks") or {})
-    if GROUP not in tasks:
-        side = scores_path(run, GROUP_SUITE)
-        if not side.is_file():
-            from eval.runner import evaluate_run
-
-            evaluate_run(run, suite=GROUP_SUITE, pool=pool, device="cpu", log=lambda m: None)
-        tasks[GROUP] = json.loads(side.read_text())["tasks"][GROUP]
-    return {t: float(tasks[t]) for t in TASKS}
+def require_tasks(run: Path, tasks: dict[str, float]) -> None:
+    """Every aggregate reads the four tasks: a run scored without one of them stops the script."""
+    absent = [t for t in TASKS if t not in tasks]
+    if absent:
+        raise SystemExit(f"task_weights.py: error: {RunLayout(run).scores}:tasks: no {', '.join(absent)}; "
+                         "score the run on the offline suite again (`datacurate eval --run RUN --redo`)")
 
 
 def weigh(runs: dict, weights: dict[str, float]) -> dict:
     z = sum(weights.values())
-    return {r: {s: {"value": sum(w * v["tasks4"][t] for t, w in weights.items()) / z, "tasks": {}}
+    return {r: {s: {"value": sum(w * v["tasks"][t] for t, w in weights.items()) / z, "tasks": {}}
                 for s, v in by.items()} for r, by in runs.items()}
 
 
@@ -66,7 +57,7 @@ def measure(runs: dict, seeds: list[int]) -> dict:
 
     out = instrument(runs, seeds)
     rows = recipe_rows(runs, seeds, "Average")
-    out["best"] = {k: v for k, v in best_gaps(rows, "Average").items()}
+    out["best"] = best_gaps(rows, "Average")
     out["held_out"] = held_out_best(runs, seeds)
     return out
 
@@ -75,29 +66,24 @@ def main(argv=None) -> int:
     from datacurate.env import apply_offline_env
 
     apply_offline_env()
-    from baselines import STUDY, common_seeds, finished_study_parser, read_study
+    from baselines import STUDY, finished_study_parser, read_finished_study
 
     args = finished_study_parser(__doc__, seeds=6).parse_args(argv)
     lay = BenchLayout(args.out)
-    runs, missing = read_study(lay, args.recipes or STUDY, args.seeds, "Average")
-    for r, s, why in missing:
-        print(f"left out: {r} seed {s} ({why})")
-    seeds, _ = common_seeds(runs)
+    runs, seeds = read_finished_study(lay, args.recipes or STUDY, args.seeds, "task_weights.py")
     for r, by in runs.items():
-        for s in [s for s in by if s not in seeds]:
-            del by[s]
         for s in seeds:
-            by[s]["tasks4"] = task_scores(lay.run(r, s), lay.pool)
+            require_tasks(lay.run(r, s), by[s]["tasks"])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"{len(runs)} recipes x seeds {seeds}")
-    print(f"{'aggregate':48s} {'std':>7s} {'spread':>7s} {'ratio':>5s} {'tau':>6s} {'all':>6s}  best vs no filter / random "
-          "(held out), larger-stds")
+    print(f"{'aggregate':48s} {'std':>7s} {'spread':>7s} {'ratio':>5s} {'tau':>6s} {'all':>6s}  "
+          "best vs no filter / random (held out), larger-stds")
     for name, weights in AGGREGATES.items():
         m = measure(weigh(runs, weights), seeds)
         result["aggregates"][name] = {"weights": weights, **m}
         g, h = m["best"]["gaps"], m["held_out"]["gaps"]
-        lead = " / ".join(f"{_f(g[k]['in_std'], 1)} ({_f(h.get(k, {}).get('in_std'), 1)})" for k in ("no_filter", "random_30")
-                          if k in g)
+        lead = " / ".join(f"{_f(g[k]['in_std'], '.1f')} ({_f(h.get(k, {}).get('in_std'), '.1f')})"
+                          for k in ("no_filter", "random_30") if k in g)
         print(f"{name:48s} {m['pooled_std']:.4f} {m['spread']:.4f} {m['ratio']:5.2f} {_f(m['tau'])} "
               f"{_f(m['tau_all_splits'])}  {m['best']['best']}: {lead}")
     if args.json:
@@ -106,8 +92,8 @@ def main(argv=None) -> int:
     return 0
 
 
-def _f(x, digits: int = 3) -> str:
-    return "-" if x is None else f"{x:+.{digits}f}" if digits == 3 else f"{x:.{digits}f}"
+def _f(x, fmt: str = "+.3f") -> str:
+    return "-" if x is None else format(x, fmt)
 
 
 if __name__ == "__main__":
