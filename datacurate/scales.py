@@ -40,6 +40,10 @@ class Scale:
     # --dataset-resampled draws whole shards with replacement, so the shard is the grain of the
     # data-order noise; the CPU scales keep over 1,000 shards per pool (upstream small: 1,280).
     train_shard_size: int = 10_000
+    # the data order of a training: upstream's "resampled_shards" at every scale; "sample_times"
+    # (training/sample_order.py, the same moments for a sample in every subset) is a study option,
+    # tried at tiny on 2026-12-05 and not taken (docs/training.md)
+    data_order: str = "resampled_shards"
     # the offline pool (ours only): concepts kept by the builder (None: all), filtering-network length
     pool_concepts: Optional[int] = None
     filter_net_steps: int = 0

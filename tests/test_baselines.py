@@ -59,7 +59,9 @@ def test_recipe_variant_changes_only_training_fields(bl, tmp_path):
     assert (v.learning_rate, v.batch_size, v.pool_size, v.warmup) == (5e-4, 256, tiny.pool_size, tiny.warmup)
     assert type(v.batch_size) is int and recipe_for(v) != recipe_for(tiny)   # a run of tiny is not one of v
     assert bl.recipe_variant("tiny", []) == tiny
-    for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"]):
+    shared = bl.recipe_variant("tiny", ["data_order=sample_times"])
+    assert shared.data_order == "sample_times" and recipe_for(shared).as_dict()["data_order"] == "sample_times"
+    for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"], ["data_order=shuffled"]):
         with pytest.raises(SystemExit, match="--set"):
             bl.recipe_variant("tiny", bad)
     src = tmp_path / "src"

@@ -5,7 +5,9 @@ registered inside the training process itself (and in every torchrun worker), so
 launcher runs this module instead of ``open_clip_train.main``. The arguments go to
 ``open_clip_train.main.main`` as they are; one thing is made deterministic (see
 ``seed_sample_shuffle``) so that the same seed on the same data trains the same model, and
-checkpoints are written atomically (``atomic_checkpoints``).
+checkpoints are written atomically (``atomic_checkpoints``). A study's
+``--datacurate-data-order sample_times`` (``training/sample_order.py``) is taken off the
+arguments first and swaps the shard draw for the shared data order.
 """
 from __future__ import annotations
 
@@ -98,14 +100,19 @@ def main(argv: list[str] | None = None) -> int:
     from datacurate.clip import register_model_configs
 
     register_model_configs()
+    from training.sample_order import install as install_sample_times, take_flag
+
+    order, argv = take_flag(sys.argv[1:] if argv is None else argv)
     seed_sample_shuffle()
+    if order == "sample_times":
+        install_sample_times()
     atomic_checkpoints()
     from training.weight_averaging import install_from_env
 
     install_from_env()      # a side output for instrument studies; off unless its variable is set
     from open_clip_train.main import main as open_clip_main
 
-    rc = open_clip_main(list(sys.argv[1:] if argv is None else argv))
+    rc = open_clip_main(argv)
     return 1 if rc == -1 else 0
 
 

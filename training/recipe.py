@@ -48,13 +48,20 @@ class Recipe:
     precision: str           # on GPU; on CPU OpenCLIP trains in fp32 (amp is ~16x slower there)
     lr_scheduler: str = "cosine"   # OpenCLIP default, not overridden upstream
     optimizer: str = "adamw"       # OpenCLIP default, not overridden upstream
+    data_order: str = "resampled_shards"   # upstream's; training/sample_order.py has the other
+
 
     @property
     def samples_per_checkpoint(self) -> int:
         return self.samples_seen // self.num_checkpoints
 
     def as_dict(self) -> dict:
-        return asdict(self)
+        """The fields; ``data_order`` only when it is not upstream's, so the records of runs
+        trained before the field existed still describe the same recipe."""
+        d = asdict(self)
+        if d["data_order"] == "resampled_shards":
+            del d["data_order"]
+        return d
 
 
 def recipe_for(scale: "Scale | str") -> Recipe:
@@ -65,7 +72,8 @@ def recipe_for(scale: "Scale | str") -> Recipe:
         raise RecipeError(str(e)) from None
     return Recipe(scale=s.name, model=s.model, samples_seen=s.samples_seen, batch_size=s.batch_size,
                   learning_rate=s.learning_rate, warmup=s.warmup, weight_decay=s.weight_decay,
-                  beta2=s.beta2, num_checkpoints=s.num_checkpoints, precision=s.precision)
+                  beta2=s.beta2, num_checkpoints=s.num_checkpoints, precision=s.precision,
+                  data_order=s.data_order)
 
 
 # Command-line flags that would change the recipe -> the recipe field they touch.
@@ -143,4 +151,6 @@ def open_clip_argv(recipe: Recipe, train_data: str, logs: str, name: str, *, dev
         argv += ["--beta2", str(recipe.beta2)]
     if on_gpu:
         argv.append("--grad-checkpointing")
+    if recipe.data_order != "resampled_shards":
+        argv += ["--datacurate-data-order", recipe.data_order]   # training/open_clip_entry.py takes it off
     return argv

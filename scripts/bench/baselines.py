@@ -46,6 +46,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from datacurate.layout import BenchLayout, RunLayout  # noqa: E402  (after the path insert)
+from training.sample_order import ORDERS  # noqa: E402
 
 STUDY = ["no_filter", "random_30", "basic_offline", "text_based_offline", "image_based", "image_based_and_clip",
          "clip_score_top10", "clip_score_top20", "clip_score_top30", "clip_score_top40", "clip_score_top50",
@@ -57,7 +58,7 @@ SWEEP = re.compile(r"^clip_score_top(\d+)$")
 
 # --------------------------------------------------------------------------- stages
 
-TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay")
+TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay", "data_order")
 
 
 def recipe_variant(scale: str, settings: list[str]):
@@ -73,6 +74,11 @@ def recipe_variant(scale: str, settings: list[str]):
         if not eq or key not in TRAINING_FIELDS:
             raise SystemExit(f"baselines.py: error: --set {item!r}: give FIELD=VALUE, FIELD one of "
                              f"{', '.join(TRAINING_FIELDS)}; the pool's own fields would make another pool")
+        if key == "data_order":
+            if value not in ORDERS:
+                raise SystemExit(f"baselines.py: error: --set {item!r}: give one of {', '.join(ORDERS)}")
+            changes[key] = value
+            continue
         try:
             changes[key] = type(getattr(as_scale(scale), key) or 0.0)(float(value))
         except ValueError:
