@@ -18,8 +18,9 @@ memory: for the CPU scales only.
 
 A study option (``scripts/bench/baselines.py --set data_order=sample_times``), not a recipe's:
 tried on the 6-seed tiny study of 2026-12-05 it left the ranking no steadier (split-half tau
-+0.718 against +0.744; docs/training.md): trainings on random parts of a subset co-vary, but the
-top recipes, which differ by what a filter chose, do not, and broad subsets scatter more.
++0.718 against +0.744; docs/training.md): trainings on random parts of a large subset co-vary,
+but on the small subsets seen several times, where the top recipes are, 1% fewer samples already
+moves a training by most of a seed's spread.
 """
 from __future__ import annotations
 
