@@ -91,7 +91,9 @@ def _ustar_files(data: bytes):
     return out if off == end else None
 
 
-def _tar_files(tar_path: Path):
+def tar_files(tar_path: Path) -> list[tuple[str, bytes]]:
+    """(name, bytes) of every regular file in a tar, in archive order: the fast ustar walk, else ``tarfile``
+    (which raises ``tarfile.TarError`` for an unreadable one)."""
     files = _ustar_files(tar_path.read_bytes())
     if files is not None:
         return files
@@ -106,7 +108,7 @@ def read_tar_images(tar_path: Path, keys: list[str], shard: str) -> dict[str, by
     wanted = set(keys)
     found: dict[str, bytes] = {}
     try:
-        for name, blob in _tar_files(tar_path):
+        for name, blob in tar_files(tar_path):
             key, _, ext = os.path.basename(name).partition(".")
             if ext.lower() in IMAGE_EXTS and key in wanted and key not in found:
                 found[key] = blob

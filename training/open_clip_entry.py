@@ -7,7 +7,7 @@ launcher runs this module instead of ``open_clip_train.main``. The arguments go 
 ``seed_sample_shuffle``) so that the same seed on the same data trains the same model, and
 checkpoints are written atomically (``atomic_checkpoints``). A study's
 ``--datacurate-data-order sample_times`` (``training/sample_order.py``) is taken off the
-arguments first and swaps the shard draw for the shared data order.
+arguments first and swaps the shard draw and the seeded shuffle for the shared data order.
 """
 from __future__ import annotations
 
@@ -103,9 +103,10 @@ def main(argv: list[str] | None = None) -> int:
     from training.sample_order import install as install_sample_times, take_flag
 
     order, argv = take_flag(sys.argv[1:] if argv is None else argv)
-    seed_sample_shuffle()
     if order == "sample_times":
         install_sample_times()
+    else:
+        seed_sample_shuffle()
     atomic_checkpoints()
     from training.weight_averaging import install_from_env
 

@@ -28,6 +28,8 @@ from dataclasses import asdict, dataclass
 from datacurate.errors import UserError
 from datacurate.scales import Scale, as_scale
 
+from .sample_order import FLAG as DATA_ORDER_FLAG, UPSTREAM
+
 
 class RecipeError(UserError):
     """A request that would change the fixed recipe, or cannot keep it."""
@@ -48,8 +50,7 @@ class Recipe:
     precision: str           # on GPU; on CPU OpenCLIP trains in fp32 (amp is ~16x slower there)
     lr_scheduler: str = "cosine"   # OpenCLIP default, not overridden upstream
     optimizer: str = "adamw"       # OpenCLIP default, not overridden upstream
-    data_order: str = "resampled_shards"   # upstream's; training/sample_order.py has the other
-
+    data_order: str = UPSTREAM     # training/sample_order.py: upstream's shard draw, or a study's order
 
     @property
     def samples_per_checkpoint(self) -> int:
@@ -59,7 +60,7 @@ class Recipe:
         """The fields; ``data_order`` only when it is not upstream's, so the records of runs
         trained before the field existed still describe the same recipe."""
         d = asdict(self)
-        if d["data_order"] == "resampled_shards":
+        if d["data_order"] == UPSTREAM:
             del d["data_order"]
         return d
 
@@ -151,6 +152,6 @@ def open_clip_argv(recipe: Recipe, train_data: str, logs: str, name: str, *, dev
         argv += ["--beta2", str(recipe.beta2)]
     if on_gpu:
         argv.append("--grad-checkpointing")
-    if recipe.data_order != "resampled_shards":
-        argv += ["--datacurate-data-order", recipe.data_order]   # training/open_clip_entry.py takes it off
+    if recipe.data_order != UPSTREAM:
+        argv += [DATA_ORDER_FLAG, recipe.data_order]   # training/open_clip_entry.py takes it off
     return argv

@@ -25,12 +25,16 @@ moves a training by most of a seed's spread.
 from __future__ import annotations
 
 import hashlib
+import json
 import os
 import tarfile
+from pathlib import Path
 
 from datacurate.errors import UserError
+from datacurate.images import tar_files
 
-ORDERS = ("resampled_shards", "sample_times")
+UPSTREAM = "resampled_shards"         # OpenCLIP's --dataset-resampled shard draw, as upstream trains
+ORDERS = (UPSTREAM, "sample_times")
 FLAG = "--datacurate-data-order"      # carried to the trainer process, stripped before OpenCLIP sees it
 
 
@@ -64,19 +68,14 @@ def crop_seed(seed: int, uid: str, copy: int) -> int:
 def read_shards(urls: list[str]) -> list[dict]:
     """Every sample of the training shards, in shard order: ``{"__key__", "__url__", ext: bytes}``
     plus ``"uid"`` (from ``KEY.json``, else the key)."""
-    import json
-
     samples: list[dict] = []
     for url in urls:
         path = url[len("file:"):] if url.startswith("file:") else url
         by_key: dict[str, dict] = {}
         try:
-            with tarfile.open(path, "r") as tf:
-                for m in tf:
-                    if not m.isfile():
-                        continue
-                    key, _, ext = os.path.basename(m.name).partition(".")
-                    by_key.setdefault(key, {"__key__": key, "__url__": url})[ext.lower()] = tf.extractfile(m).read()
+            for name, blob in tar_files(Path(path)):
+                key, _, ext = os.path.basename(name).partition(".")
+                by_key.setdefault(key, {"__key__": key, "__url__": url})[ext.lower()] = blob
         except (OSError, tarfile.TarError) as e:
             raise SampleOrderError(f"{path}: cannot read the training shard ({e}); reshard the subset again") from None
         for key, sample in by_key.items():
@@ -142,7 +141,10 @@ class SampleTimeSource:
 
 
 def install() -> None:
-    """Make OpenCLIP's webdataset training pipeline read in the ``sample_times`` order."""
+    """Make OpenCLIP's webdataset training pipeline read in the ``sample_times`` order.
+
+    In place of ``open_clip_entry.seed_sample_shuffle``, not beside it: the shuffle that one seeds is
+    the stage replaced here (with the shard draw before it), and the crops get seeds per copy."""
     import open_clip_train.data as ocd
     from webdataset.filters import _shuffle
 
@@ -155,8 +157,7 @@ def install() -> None:
         if not is_train:
             return info
         pipeline = info.dataloader.pipeline[0].dataset.pipeline   # WebLoader -> DataLoader -> DataPipeline
-        ends = [i for i, stage in enumerate(pipeline)
-                if getattr(stage, "f", None) is _shuffle or type(stage).__name__ == "EpochSeededShuffle"]
+        ends = [i for i, stage in enumerate(pipeline) if getattr(stage, "f", None) is _shuffle]
         if not ends:
             raise SampleOrderError("OpenCLIP's training pipeline has no sample shuffle stage to replace; "
                                    "this open_clip_train version is not supported by the sample_times order")
@@ -175,7 +176,7 @@ def take_flag(argv: list[str]) -> tuple[str, list[str]]:
     """``(order, argv without FLAG)``; the order is upstream's when the flag is absent."""
     argv = list(argv)
     if FLAG not in argv:
-        return ORDERS[0], argv
+        return UPSTREAM, argv
     i = argv.index(FLAG)
     if i + 1 >= len(argv) or argv[i + 1] not in ORDERS:
         raise SampleOrderError(f"{FLAG}: give one of {', '.join(ORDERS)}")
