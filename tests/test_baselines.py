@@ -296,3 +296,14 @@ def test_weight_averages_are_read_from_their_own_run_folders(bl, tmp_path):
     lines = bl.averages_lines(study["summary"])
     assert f"pooled per-run std {study['summary']['pooled_std']:.4f}" in lines[0]
     assert lines[1].startswith("  ema0.9: 2 seeds") and "1 runs not scored" in lines[1]
+
+
+def test_split_half_tau_by_median_ignores_one_outlying_run(bl):
+    """One run far under its recipe (c, seed 0) reverses b and c by the mean of seeds {0,1,2};
+    by the median both halves rank a < b < c."""
+    import numpy as np
+
+    runs = _runs({"a": [1, 1, 1, 1, 1, 1], "b": [2, 2, 2, 2, 2, 2], "c": [-9, 3, 3, 3, 3, 3]})
+    assert bl.split_half_tau(runs, list(range(6)))["tau"] < 1
+    t = bl.split_half_tau(runs, list(range(6)), center=np.median)
+    assert t["tau"] == pytest.approx(1.0) and t["all_splits"]["mean"] == pytest.approx(1.0)

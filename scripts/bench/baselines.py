@@ -254,11 +254,12 @@ def held_out_best(runs: dict[str, dict[int, dict]], seeds: list[int], refs=REFS)
     return out
 
 
-def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
+def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int], center=np.mean) -> dict:
     """Kendall tau between the recipe ranking by mean over the first half of the seeds and the second.
 
     With S seeds: the first S//2 against the last S//2 (an odd S's middle seed goes to neither).
-    A tau near 1 says the ranking is a property of the recipes, not of the seeds."""
+    A tau near 1 says the ranking is a property of the recipes, not of the seeds. ``center``: what
+    ranks a recipe within a half (the mean; scripts/bench/rank_statistic.py tries the median)."""
     from scipy import stats
 
     seeds = sorted(seeds)
@@ -269,16 +270,17 @@ def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int]) -> dict:
         return {**out, "message": f"split-half tau needs at least 2 complete seeds, have {len(seeds)}"}
     if len(recipes) < 3:
         return {**out, "message": f"split-half tau needs at least 3 recipes, have {len(recipes)}"}
-    a = [float(np.mean([runs[r][s]["value"] for s in out["first"]])) for r in recipes]
-    b = [float(np.mean([runs[r][s]["value"] for s in out["second"]])) for r in recipes]
+    a = [float(center([runs[r][s]["value"] for s in out["first"]])) for r in recipes]
+    b = [float(center([runs[r][s]["value"] for s in out["second"]])) for r in recipes]
     res = stats.kendalltau(a, b)
-    out["all_splits"] = _all_splits_tau(runs, recipes, seeds)
+    out["all_splits"] = _all_splits_tau(runs, recipes, seeds, center)
     if not math.isfinite(res.statistic):
         return {**out, "message": "split-half tau undefined (one half ranks every recipe equal)"}
     return {**out, "tau": float(res.statistic), "p": float(res.pvalue), "message": ""}
 
 
-def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: list[int]) -> dict:
+def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: list[int],
+                    center=np.mean) -> dict:
     """The split-half tau over every way to draw two disjoint halves of ``len(seeds) // 2`` seeds
     (each pair of halves once): the issue's one split is a single draw of it (the 6-seed tiny study:
     0.744 on seeds 0-2 vs 3-5, 0.59-0.90 over the 10 splits). With an odd number of seeds every seed
@@ -288,7 +290,7 @@ def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds:
     from scipy import stats
 
     h = len(seeds) // 2
-    mean = lambda r, ss: float(np.mean([runs[r][s]["value"] for s in ss]))  # noqa: E731
+    mean = lambda r, ss: float(center([runs[r][s]["value"] for s in ss]))  # noqa: E731
     taus = []
     for first in itertools.combinations(seeds, h):
         rest = [s for s in seeds if s not in first]
@@ -327,6 +329,19 @@ def finished_study_parser(doc: str, seeds: int = 6) -> argparse.ArgumentParser:
     ap.add_argument("--recipes", nargs="+", default=None, help="default: the study's recipes")
     ap.add_argument("--json", type=Path, default=None)
     return ap
+
+
+def open_finished_study(doc: str, prog: str, argv=None, seeds: int = 6):
+    """(args, study layout, runs, seeds used) for a script that reads a finished study again: the
+    offline environment set, its arguments parsed (finished_study_parser), the runs read
+    (read_finished_study)."""
+    from datacurate.env import apply_offline_env
+
+    apply_offline_env()
+    args = finished_study_parser(doc, seeds=seeds).parse_args(argv)
+    lay = BenchLayout(args.out)
+    runs, used = read_finished_study(lay, args.recipes or STUDY, args.seeds, prog)
+    return args, lay, runs, used
 
 
 def load_study(folder: Path) -> dict | None:

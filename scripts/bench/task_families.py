@@ -40,7 +40,7 @@ ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
 from datacurate.atomic import write_json_atomic  # noqa: E402  (after the path insert)
-from datacurate.layout import BenchLayout, PoolLayout, RunLayout  # noqa: E402
+from datacurate.layout import PoolLayout, RunLayout  # noqa: E402
 
 CANDIDATES = ("emoji_concept_scene", "emoji_concept_sketch", "emoji_concept_grey")
 CROSS_STYLE = "emoji_cross_style"
@@ -176,15 +176,9 @@ def instrument(runs: dict, seeds: list[int]) -> dict:
 
 
 def main(argv=None) -> int:
-    from datacurate.env import apply_offline_env
+    from baselines import open_finished_study
 
-    apply_offline_env()
-    from baselines import STUDY, finished_study_parser, read_finished_study  # noqa: E402  (on the path)
-
-    args = finished_study_parser(__doc__, seeds=6).parse_args(argv)
-
-    lay = BenchLayout(args.out)
-    runs, seeds = read_finished_study(lay, args.recipes or STUDY, args.seeds, "task_families.py")
+    args, lay, runs, seeds = open_finished_study(__doc__, "task_families.py", argv)
     root = lay.out / "candidate_tasks"
     rows = build_candidates(lay.pool, root)
     for r, by in runs.items():

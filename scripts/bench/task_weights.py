@@ -25,7 +25,7 @@ sys.path.insert(0, str(ROOT))
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 
 from datacurate.atomic import write_json_atomic  # noqa: E402  (after the path insert)
-from datacurate.layout import BenchLayout, RunLayout  # noqa: E402
+from datacurate.layout import RunLayout  # noqa: E402
 
 RETRIEVAL, CONCEPT, GROUP, SUBGROUP = "Emoji caption retrieval", "Emoji concept", "Emoji group", "Emoji subgroup"
 TASKS = (RETRIEVAL, CONCEPT, GROUP, SUBGROUP)
@@ -62,30 +62,34 @@ def measure(runs: dict, seeds: list[int]) -> dict:
     return out
 
 
+def print_header(width: int) -> None:
+    print(f"{'aggregate':{width}s} {'std':>7s} {'spread':>7s} {'ratio':>5s} {'tau':>6s} {'all':>6s}  "
+          "best vs no filter / random (held out), larger-stds")
+
+
+def print_row(name: str, m: dict, width: int) -> None:
+    """One aggregate's line: what ``measure`` found."""
+    g, h = m["best"]["gaps"], m["held_out"]["gaps"]
+    lead = " / ".join(f"{_f(g[k]['in_std'], '.1f')} ({_f(h.get(k, {}).get('in_std'), '.1f')})"
+                      for k in ("no_filter", "random_30") if k in g)
+    print(f"{name:{width}s} {m['pooled_std']:.4f} {m['spread']:.4f} {m['ratio']:5.2f} {_f(m['tau'])} "
+          f"{_f(m['tau_all_splits'])}  {m['best']['best']}: {lead}")
+
+
 def main(argv=None) -> int:
-    from datacurate.env import apply_offline_env
+    from baselines import open_finished_study
 
-    apply_offline_env()
-    from baselines import STUDY, finished_study_parser, read_finished_study
-
-    args = finished_study_parser(__doc__, seeds=6).parse_args(argv)
-    lay = BenchLayout(args.out)
-    runs, seeds = read_finished_study(lay, args.recipes or STUDY, args.seeds, "task_weights.py")
+    args, lay, runs, seeds = open_finished_study(__doc__, "task_weights.py", argv)
     for r, by in runs.items():
         for s in seeds:
             require_tasks(lay.run(r, s), by[s]["tasks"])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"{len(runs)} recipes x seeds {seeds}")
-    print(f"{'aggregate':48s} {'std':>7s} {'spread':>7s} {'ratio':>5s} {'tau':>6s} {'all':>6s}  "
-          "best vs no filter / random (held out), larger-stds")
+    print_header(48)
     for name, weights in AGGREGATES.items():
         m = measure(weigh(runs, weights), seeds)
         result["aggregates"][name] = {"weights": weights, **m}
-        g, h = m["best"]["gaps"], m["held_out"]["gaps"]
-        lead = " / ".join(f"{_f(g[k]['in_std'], '.1f')} ({_f(h.get(k, {}).get('in_std'), '.1f')})"
-                          for k in ("no_filter", "random_30") if k in g)
-        print(f"{name:48s} {m['pooled_std']:.4f} {m['spread']:.4f} {m['ratio']:5.2f} {_f(m['tau'])} "
-              f"{_f(m['tau_all_splits'])}  {m['best']['best']}: {lead}")
+        print_row(name, m, 48)
     if args.json:
         write_json_atomic(args.json, result)
         print(f"numbers: {args.json}")
