@@ -39,3 +39,17 @@ def test_a_study_without_per_seed_scores_is_one_error_line(tmp_path):
         R.study_runs(folder)
     with pytest.raises(SystemExit, match=r"missing or not JSON"):
         R.study_runs(tmp_path / "nothing")
+
+
+def test_smaller_halves_draw_every_disjoint_pair_and_count_those_at_the_goal(tmp_path, capsys):
+    # d ranks first on seeds 0-1 and last on seeds 2-3: one seed against one agrees (tau 1) when both
+    # seeds lie on the same side (0 vs 1, 2 vs 3) and not otherwise (4 of the 6 pairs: tau 0)
+    study = _write(tmp_path / "s", {"a": [0, 0, 0, 0], "b": [1, 1, 1, 1], "c": [2, 2, 2, 2], "d": [3, 3, -3, -3]})
+    runs, seeds = R.study_runs(study)
+    c = R.compare(runs, seeds, half=1)
+    assert c["mean"]["tau"] is None
+    assert c["mean"]["all"] == pytest.approx(2 / 6) and c["mean"]["at_goal"] == pytest.approx(2 / 6)
+    with pytest.raises(SystemExit, match=r"--half 3: .* has 4 complete seeds; give 1 to 2"):
+        R.main([str(study), "--half", "3"])
+    assert R.main([str(study), "--half", "1"]) == 0
+    assert "33%" in capsys.readouterr().out

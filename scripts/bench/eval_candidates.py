@@ -40,9 +40,10 @@ from datacurate.layout import PoolLayout  # noqa: E402
 SUITE = {"group": "Emoji group", "subgroup": "Emoji subgroup", "name": "Emoji caption retrieval",
          "concept": "Emoji concept"}
 TASKS = ("group", "subgroup", "name", "concept")
-# candidate task sets: key prefix -> (held-out splits whose images are scored, concept classes)
-SETS = {"et": (("eval", "trusted"), "own"), "tr": (("trusted",), "own")}
-ALL_NAMES = {"all": ("eval",), "etall": ("eval", "trusted")}   # concept among every taxonomy name
+# key prefix -> the held-out splits whose images are scored: all four tasks, each concept its own class
+SETS = {"et": ("eval", "trusted"), "tr": ("trusted",)}
+# key prefix -> the same, for the concept task alone with every name of the taxonomy as an answer
+ALL_NAMES = {"all": ("eval",), "etall": ("eval", "trusted")}
 
 
 def _key(prefix: str, task: str) -> str:
@@ -90,7 +91,7 @@ def build_candidates(pool: Path, root: Path) -> list[str]:
                     "eval_candidates.py", None, subclasses)
         print(f"built {root / key} ({len(items)} images, {len(labels)} classes)", flush=True)
 
-    for prefix, (splits, _) in SETS.items():
+    for prefix, splits in SETS.items():
         items = [(p, r) for s in splits for p, r in zip(pngs[s], rows[s])]
         for task in TASKS:
             write(_key(prefix, task), task, items)
