@@ -307,3 +307,17 @@ def test_split_half_tau_by_median_ignores_one_outlying_run(bl):
     assert bl.split_half_tau(runs, list(range(6)))["tau"] < 1
     t = bl.split_half_tau(runs, list(range(6)), center=np.median)
     assert t["tau"] == pytest.approx(1.0) and t["all_splits"]["mean"] == pytest.approx(1.0)
+
+
+def test_the_verdict_gives_the_share_of_halvings_at_the_tau_goal(bl):
+    """d swaps from top to bottom between seeds {0,1} and {2,3}: 1 of the 3 halvings has tau 0, 2 have tau 1."""
+    runs = _runs({"a": [0, 0, 0, 0], "b": [1, 1, 1, 1], "c": [2, 2, 2, 2], "d": [3, 3, -3, -3]})
+    t = bl.split_half_tau(runs, [0, 1, 2, 3])
+    assert t["all_splits"]["at_goal"] == pytest.approx(2 / 3)
+    summary = {"seeds": [0, 1, 2, 3], "seeds_requested": 4, "best": {"gaps": {}}, "held_out_best": {},
+               "split_half_tau": t, "cross_scale": []}
+    text = "\n".join(bl.verdict_lines(summary, "Average"))
+    assert "over all 3 ways to draw two halves of 2 from the seeds: mean +0.667" in text
+    assert "67% at 0.8 or above" in text
+    del t["all_splits"]["at_goal"]              # a study written before the share was kept
+    assert "at 0.8" not in "\n".join(bl.verdict_lines(summary, "Average"))

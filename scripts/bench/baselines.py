@@ -455,7 +455,8 @@ def verdict_lines(summary: dict, metric: str) -> list[str]:
     al = t.get("all_splits") or {}
     if al.get("splits", 0) > 1:
         lines.append(f"  over all {al['splits']} ways to draw two halves of {len(t['first'])} from the seeds: mean {al['mean']:+.3f} "
-                     f"(min {al['min']:+.3f}, max {al['max']:+.3f})")
+                     f"(min {al['min']:+.3f}, max {al['max']:+.3f}"
+                     + (f"; {al['at_goal']:.0%} at {TAU_GOAL} or above)" if al.get("at_goal") is not None else ")"))
     for c in summary["cross_scale"]:
         lines.append(f"cross-scale Spearman rho vs {c['other']} (scale {c['scale']}, {c['common']} common recipes): "
                      + (f"{c['rho']:+.3f} (p = {c['p']:.3g})" if c["rho"] is not None else c["message"]))
