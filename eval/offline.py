@@ -90,8 +90,9 @@ def _fingerprint(parquet: Path) -> str:
     return h.hexdigest()
 
 
-def _members(parquet: Path, column: str) -> dict | None:
-    """{group or subgroup label: sorted names of its non-eval emoji}, from the pool's taxonomy."""
+def _members(parquet: Path, column: str, splits: tuple[str, ...] | None = None) -> dict | None:
+    """{group or subgroup label: sorted names of its non-eval emoji}, from the pool's taxonomy
+    (``splits``: only the emoji of these splits; a study that scores other held-out items)."""
     import pyarrow.parquet as pq
 
     path = parquet.with_name(TAXONOMY)
@@ -103,7 +104,7 @@ def _members(parquet: Path, column: str) -> dict | None:
             raise UserError(f"{path}: column {c!r} missing; expected name, group, subgroup, split")
     out: dict = {}
     for name, label, split in zip(t["name"], t[column], t["split"]):
-        if split != "eval" and name:
+        if name and (split in splits if splits else split != "eval"):
             out.setdefault(str(label), set()).add(str(name))
     return {k: sorted(v) for k, v in out.items()}
 
@@ -233,35 +234,40 @@ def _build(root: Path, parquet: Path, fp: str, todo: list[str]) -> None:
     pngs = [_white_png(r["image"], f"{parquet}: row {i} (item_id {r['item_id']!r})") for i, r in enumerate(rows)]
     for key in todo:
         spec = OFFLINE_TASKS[key]
-        if spec["type"] == RETRIEVAL:
-            samples = []
-            for png, r in zip(pngs, rows):
-                caps = list(dict.fromkeys([str(r["text"]).strip(), str(r["name"]).strip()]))
-                samples.append((png, caps))
-            _write_task(root / key, key, spec, samples, None, fp)
-        else:
-            col = spec["column"]
-            labels = sorted({str(r[col]) for r in rows})
-            index = {lab: i for i, lab in enumerate(labels)}
-            readable = {"group": readable_group, "subgroup": readable_subgroup}.get(col, str)
-            names = [readable(lab) for lab in labels]
-            if len(set(names)) != len(names):     # two slugs read the same: keep the slugs
-                names = labels
-            samples = [(png, index[str(r[col])]) for png, r in zip(pngs, rows)]
-            subclasses = None
-            if col in ("group", "subgroup"):
-                members = _members(parquet, col)
-                if members is None:
-                    print(f"warning: {parquet.with_name(TAXONOMY)} missing: {key} scores class names alone",
-                          file=sys.stderr)
-                elif members:
-                    subclasses = [members.get(lab, []) for lab in labels]
-            if len(labels) < 2:      # nothing to tell apart: the task is written without data
-                samples = []
-                reason = f"{parquet}: only one {col} ({labels[0]!r}) among the held-out items"
-            else:
-                reason = None
-            _write_task(root / key, key, spec, samples, names, fp, reason, subclasses)
+        members = None
+        if spec.get("column") in ("group", "subgroup"):
+            members = _members(parquet, spec["column"])
+            if members is None:
+                print(f"warning: {parquet.with_name(TAXONOMY)} missing: {key} scores class names alone",
+                      file=sys.stderr)
+        write_rows_task(root / key, key, spec, rows, pngs, fp, parquet, members)
+
+
+def write_rows_task(dst: Path, key: str, spec: dict, rows: list[dict], pngs: list[bytes], fingerprint: str,
+                    source: Path, members: dict | None = None, labels: list[str] | None = None) -> None:
+    """One offline task from held-out rows (read from ``source``) and their PNGs: retrieval over each
+    item's caption and name, or classification by ``spec["column"]`` over ``labels`` (default: the
+    labels the rows hold), a class scored by its ``members`` too where given (CHiLS)."""
+    if spec["type"] == RETRIEVAL:
+        samples = [(png, list(dict.fromkeys([str(r["text"]).strip(), str(r["name"]).strip()])))
+                   for png, r in zip(pngs, rows)]
+        _write_task(dst, key, spec, samples, None, fingerprint)
+        return
+    col = spec["column"]
+    labels = labels or sorted({str(r[col]) for r in rows})
+    index = {lab: i for i, lab in enumerate(labels)}
+    readable = {"group": readable_group, "subgroup": readable_subgroup}.get(col, str)
+    names = [readable(lab) for lab in labels]
+    if len(set(names)) != len(names):     # two slugs read the same: keep the slugs
+        names = labels
+    samples = [(png, index[str(r[col])]) for png, r in zip(pngs, rows)]
+    subclasses = [members.get(lab, []) for lab in labels] if members else None
+    if len(labels) < 2:      # nothing to tell apart: the task is written without data
+        samples = []
+        reason = f"{source}: only one {col} ({labels[0]!r}) among the held-out items"
+    else:
+        reason = None
+    _write_task(dst, key, spec, samples, names, fingerprint, reason, subclasses)
 
 
 def ensure_offline_evalsets(pool: str | os.PathLike) -> Path:

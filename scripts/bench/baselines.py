@@ -274,13 +274,13 @@ def split_half_tau(runs: dict[str, dict[int, dict]], seeds: list[int], center=np
     a = [float(center([runs[r][s]["value"] for s in out["first"]])) for r in recipes]
     b = [float(center([runs[r][s]["value"] for s in out["second"]])) for r in recipes]
     res = stats.kendalltau(a, b)
-    out["all_splits"] = _all_splits_tau(runs, recipes, seeds, center)
+    out["all_splits"] = all_splits_tau(runs, recipes, seeds, center)
     if not math.isfinite(res.statistic):
         return {**out, "message": "split-half tau undefined (one half ranks every recipe equal)"}
     return {**out, "tau": float(res.statistic), "p": float(res.pvalue), "message": ""}
 
 
-def _all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: list[int],
+def all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: list[int],
                     center=np.mean, half: int | None = None) -> dict:
     """The split-half tau over every way to draw two disjoint halves of ``len(seeds) // 2`` seeds
     (each pair of halves once): the issue's one split is a single draw of it (the 6-seed tiny study:
@@ -618,22 +618,23 @@ def _spread(rows: list[dict], metric: str) -> float | None:
 def averages_lines(summary: dict) -> list[str]:
     """The study summary's weight averages, each beside the raw weights' pooled std and spread."""
     lines = [f"weight averages (each scored as its own run; raw weights: pooled per-run std "
-             f"{_fmt(summary['pooled_std'])}, spread of the recipe means {_fmt(summary['spread_of_means'])})"]
+             f"{or_dash(summary['pooled_std'])}, spread of the recipe means {or_dash(summary['spread_of_means'])})"]
     for key, a in summary["averages"].items():
         t = a["split_half_tau"]
         gaps = ", ".join(f"vs {ref} {g['in_std']:+.1f} std" for ref, g in a["best"]["gaps"].items()
                          if g["in_std"] is not None)
         al = t.get("all_splits") or {}
-        lines.append(f"  {key}: {len(a['seeds'])} seeds, pooled std {_fmt(a['pooled_std'])}, spread "
-                     f"{_fmt(a['spread_of_means'])}, best {a['best']['best']} ({gaps or 'no std'}), split-half tau "
+        lines.append(f"  {key}: {len(a['seeds'])} seeds, pooled std {or_dash(a['pooled_std'])}, spread "
+                     f"{or_dash(a['spread_of_means'])}, best {a['best']['best']} ({gaps or 'no std'}), split-half tau "
                      + (f"{t['tau']:+.3f}" if t["tau"] is not None else t["message"])
                      + (f" (mean over {al['splits']} splits {al['mean']:+.3f})" if al.get("splits") else "")
                      + (f"; {len(a['missing'])} runs not scored" if a["missing"] else ""))
     return lines
 
 
-def _fmt(x) -> str:
-    return "-" if x is None else f"{x:.4f}"
+def or_dash(x, fmt: str = ".4f") -> str:
+    """``x`` formatted, or "-" where there is no number (the tables of every study script)."""
+    return "-" if x is None else format(x, fmt)
 
 
 # --------------------------------------------------------------------------- main

@@ -54,50 +54,35 @@ def build_candidates(pool: Path, root: Path) -> list[str]:
     """Write every candidate task under ROOT (once); return their keys."""
     import pyarrow.parquet as pq
 
-    from eval.offline import (OFFLINE_TASKS, TAXONOMY, _read_holdout, _white_png, _write_task, readable_group,
-                              readable_subgroup)
+    from eval.offline import OFFLINE_TASKS, TAXONOMY, _members, _read_holdout, _white_png, write_rows_task
 
     lay = PoolLayout.at(pool)
-    rows = {split: _read_holdout(lay.holdout_parquet(split)) for split in ("eval", "trusted")}
-    pngs = {split: [_white_png(r["image"], f"{lay.holdout_parquet(split)}: row {i}") for i, r in enumerate(rs)]
+    paths = {split: lay.holdout_parquet(split) for split in ("eval", "trusted")}
+    rows = {split: _read_holdout(path) for split, path in paths.items()}
+    pngs = {split: [_white_png(r["image"], f"{paths[split]}: row {i}") for i, r in enumerate(rs)]
             for split, rs in rows.items()}
-    tax = pq.read_table(lay.holdout_parquet("eval").with_name(TAXONOMY)).to_pydict()
-    every_name = sorted({str(n) for n in tax["name"] if n})
-    members = {col: {} for col in ("group", "subgroup")}
-    for name, g, sg, split in zip(tax["name"], tax["group"], tax["subgroup"], tax["split"]):
-        if split == "pool" and name:                     # never a held-out concept's own name
-            members["group"].setdefault(str(g), set()).add(str(name))
-            members["subgroup"].setdefault(str(sg), set()).add(str(name))
+    every_name = sorted({str(n) for n in pq.read_table(paths["eval"].with_name(TAXONOMY), columns=["name"])
+                         .column("name").to_pylist() if n})
+    # CHiLS members from the pool's concepts only: a held-out concept's own name would give its answer away
+    members = {col: _members(paths["eval"], col, splits=("pool",)) for col in ("group", "subgroup")}
     keys = []
 
-    def write(key: str, task: str, items: list[tuple[bytes, dict]], classnames: list[str] | None = None):
+    def write(key: str, task: str, splits: tuple[str, ...], labels: list[str] | None = None):
         keys.append(key)
         if (root / key / "task.yaml").is_file():
             return
         spec = dict(OFFLINE_TASKS[{"name": "emoji_name"}.get(task, f"emoji_{task}")])
         spec["name"] = f"{SUITE[task]} [{key}]"
-        if task == "name":
-            samples = [(png, list(dict.fromkeys([str(r["text"]).strip(), str(r["name"]).strip()])))
-                       for png, r in items]
-            _write_task(root / key, key, spec, samples, None, "eval_candidates.py")
-            return
-        col = spec["column"]
-        labels = classnames or sorted({str(r[col]) for _, r in items})
-        index = {lab: i for i, lab in enumerate(labels)}
-        readable = {"group": readable_group, "subgroup": readable_subgroup}.get(col, str)
-        names = [readable(lab) for lab in labels]
-        subclasses = [sorted(members[col].get(lab, ())) for lab in labels] if col in members else None
-        _write_task(root / key, key, spec, [(png, index[str(r[col])]) for png, r in items], names,
-                    "eval_candidates.py", None, subclasses)
-        print(f"built {root / key} ({len(items)} images, {len(labels)} classes)", flush=True)
+        write_rows_task(root / key, key, spec, [r for s in splits for r in rows[s]],
+                        [p for s in splits for p in pngs[s]], "eval_candidates.py", paths[splits[-1]],
+                        members.get(spec.get("column")), labels)
+        print(f"built {root / key}", flush=True)
 
     for prefix, splits in SETS.items():
-        items = [(p, r) for s in splits for p, r in zip(pngs[s], rows[s])]
         for task in TASKS:
-            write(_key(prefix, task), task, items)
+            write(_key(prefix, task), task, splits)
     for prefix, splits in ALL_NAMES.items():
-        write(_key(prefix, "concept"), "concept", [(p, r) for s in splits for p, r in zip(pngs[s], rows[s])],
-              every_name)
+        write(_key(prefix, "concept"), "concept", splits, every_name)
     return keys
 
 
@@ -141,7 +126,7 @@ def main(argv=None) -> int:
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"\n{len(runs)} recipes x seeds {seeds}")
     print_header(28)
-    for name in next(iter(next(iter(per_run.values())).values())):
+    for name in per_run[next(iter(runs))][seeds[0]]:        # the aggregates' names, in order
         m = measure({r: {s: {"value": v[name], "tasks": {}} for s, v in by.items()} for r, by in per_run.items()},
                     seeds)
         result["aggregates"][name] = {**m, "runs": {r: {str(s): v[name] for s, v in by.items()}

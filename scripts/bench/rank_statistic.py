@@ -53,14 +53,16 @@ def study_runs(folder: Path) -> tuple[dict, list[int]]:
 def compare(runs: dict, seeds: list[int], half: int | None = None) -> dict:
     """{center: {"tau": the first half against the second, "all": mean over all halvings, "at_goal":
     their share at TAU_GOAL or above}} for each center; ``half``: seeds per half (default: half the study)."""
-    from baselines import _all_splits_tau, split_half_tau
+    from baselines import all_splits_tau, split_half_tau
 
     out = {}
-    recipes = sorted(runs)
     for name, center in CENTERS.items():
-        t = split_half_tau(runs, seeds, center) if half is None else {}
-        every = _all_splits_tau(runs, recipes, seeds, center, half) if half else t.get("all_splits") or {}
-        out[name] = {"tau": t.get("tau"), "all": every.get("mean"), "at_goal": every.get("at_goal")}
+        if half is None:
+            t = split_half_tau(runs, seeds, center)
+            tau, every = t.get("tau"), t.get("all_splits") or {}
+        else:                            # no one split of the study to name: only the draws
+            tau, every = None, all_splits_tau(runs, sorted(runs), seeds, center, half)
+        out[name] = {"tau": tau, "all": every.get("mean"), "at_goal": every.get("at_goal")}
     return out
 
 
@@ -72,8 +74,10 @@ def main(argv=None) -> int:
     args = ap.parse_args(argv)
     print(f"{'study':34s} {'seeds':>5s}  {'mean: tau':>9s} {'all':>6s} {'>=0.8':>5s}  "
           f"{'median: tau':>11s} {'all':>6s} {'>=0.8':>5s}")
-    f = lambda x: "-" if x is None else f"{x:+.3f}"  # noqa: E731
-    share = lambda x: "-" if x is None else f"{x:.0%}"  # noqa: E731
+    from baselines import or_dash
+
+    f = lambda x: or_dash(x, "+.3f")  # noqa: E731
+    share = lambda x: or_dash(x, ".0%")  # noqa: E731
     for folder in args.studies:
         runs, seeds = study_runs(folder)
         if args.half is not None and not 1 <= args.half <= len(seeds) // 2:

@@ -176,7 +176,9 @@ def instrument(runs: dict, seeds: list[int]) -> dict:
 
 
 def main(argv=None) -> int:
-    from baselines import open_finished_study
+    from baselines import open_finished_study, or_dash
+
+    _f = lambda x: or_dash(x, "+.3f")  # noqa: E731
 
     args, lay, runs, seeds = open_finished_study(__doc__, "task_families.py", argv)
     root = lay.out / "candidate_tasks"
@@ -207,10 +209,6 @@ def main(argv=None) -> int:
     if args.json:
         write_json_atomic(args.json, result, indent=1)
     return 0
-
-
-def _f(x) -> str:
-    return "-" if x is None else f"{x:+.3f}"
 
 
 if __name__ == "__main__":

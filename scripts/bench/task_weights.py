@@ -69,11 +69,13 @@ def print_header(width: int) -> None:
 
 def print_row(name: str, m: dict, width: int) -> None:
     """One aggregate's line: what ``measure`` found."""
+    from baselines import or_dash
+
     g, h = m["best"]["gaps"], m["held_out"]["gaps"]
-    lead = " / ".join(f"{_f(g[k]['in_std'], '.1f')} ({_f(h.get(k, {}).get('in_std'), '.1f')})"
+    lead = " / ".join(f"{or_dash(g[k]['in_std'], '.1f')} ({or_dash(h.get(k, {}).get('in_std'), '.1f')})"
                       for k in ("no_filter", "random_30") if k in g)
-    print(f"{name:{width}s} {m['pooled_std']:.4f} {m['spread']:.4f} {m['ratio']:5.2f} {_f(m['tau'])} "
-          f"{_f(m['tau_all_splits'])}  {m['best']['best']}: {lead}")
+    print(f"{name:{width}s} {m['pooled_std']:.4f} {m['spread']:.4f} {m['ratio']:5.2f} {or_dash(m['tau'], '+.3f')} "
+          f"{or_dash(m['tau_all_splits'], '+.3f')}  {m['best']['best']}: {lead}")
 
 
 def main(argv=None) -> int:
@@ -94,10 +96,6 @@ def main(argv=None) -> int:
         write_json_atomic(args.json, result)
         print(f"numbers: {args.json}")
     return 0
-
-
-def _f(x, fmt: str = "+.3f") -> str:
-    return "-" if x is None else format(x, fmt)
 
 
 if __name__ == "__main__":
