@@ -61,7 +61,9 @@ def test_recipe_variant_changes_only_training_fields(bl, tmp_path):
     assert bl.recipe_variant("tiny", []) == tiny
     shared = bl.recipe_variant("tiny", ["data_order=sample_times"])
     assert shared.data_order == "sample_times" and recipe_for(shared).as_dict()["data_order"] == "sample_times"
-    for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"], ["data_order=shuffled"]):
+    deeper = bl.recipe_variant("tiny", ["model=TinyCLIP-ViT-64-l4"])
+    assert deeper.model == "TinyCLIP-ViT-64-l4" and recipe_for(deeper).model != recipe_for(tiny).model
+    for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"], ["data_order=shuffled"], ["model=ViT-X"]):
         with pytest.raises(SystemExit, match="--set"):
             bl.recipe_variant("tiny", bad)
     src = tmp_path / "src"

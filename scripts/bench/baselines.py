@@ -59,7 +59,7 @@ SWEEP = re.compile(r"^clip_score_top(\d+)$")
 
 # --------------------------------------------------------------------------- stages
 
-TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay", "data_order")
+TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay", "data_order", "model")
 
 
 def recipe_variant(scale: str, settings: list[str]):
@@ -78,6 +78,14 @@ def recipe_variant(scale: str, settings: list[str]):
         if key == "data_order":
             if value not in ORDERS:
                 raise SystemExit(f"baselines.py: error: --set {item!r}: give one of {', '.join(ORDERS)}")
+            changes[key] = value
+            continue
+        if key == "model":
+            from datacurate.clip import register_model_configs
+
+            if value not in register_model_configs():
+                raise SystemExit(f"baselines.py: error: --set {item!r}: no such config in training/model_configs; "
+                                 f"give one of {', '.join(register_model_configs())}")
             changes[key] = value
             continue
         try:
