@@ -29,7 +29,7 @@ def test_the_noise_leaves_out_what_a_seed_does_to_every_recipe(tmp_path):
 
     truth = np.linspace(0.5, 0.62, 13)
     runs, seeds = study_runs(_study(tmp_path / "s", truth, noise=0.01, seeds=60, seed_effect=0.05))
-    recipes, means, noise = P.signal_and_noise(runs, seeds)
+    _, means, noise = P.signal_and_noise(runs, seeds)
     assert noise == pytest.approx(0.01, rel=0.1)          # the 0.05 seed shift would dominate a plain std
     assert list(np.argsort(means)) == list(range(13))
     assert np.std(means, ddof=1) == pytest.approx(np.std(truth, ddof=1), rel=0.05)
@@ -74,13 +74,13 @@ def test_projection_matches_every_real_split_of_a_study(tmp_path):
     assert P.projected_tau(means, 0.0, 1).mean() == pytest.approx(1.0)
 
 
-def test_factor_needed_grows_as_the_signal_shrinks(tmp_path):
+def test_factor_needed_grows_as_the_signal_shrinks():
     truth = np.linspace(0.0, 0.03, 13)
-    strong = P.factor_needed(truth, 0.002, 3, 0.8, None)
-    weak = P.factor_needed(truth, 0.008, 3, 0.8, None)
-    most = P.factor_needed(truth, 0.008, 3, 0.8, 0.9)
+    strong = P.factor_needed(truth, 0.002, 3, None)
+    weak = P.factor_needed(truth, 0.008, 3, None)
+    most = P.factor_needed(truth, 0.008, 3, 0.9)
     assert strong == 1.0 and weak is not None and weak > 1.0 and most > weak
-    assert P.factor_needed(truth, 1.0, 3, 0.8, None) is None           # beyond the grid
+    assert P.factor_needed(truth, 1.0, 3, None) is None           # beyond the grid
 
 
 def test_cli_prints_a_row_per_study_and_refuses_a_study_too_small(tmp_path, capsys):
@@ -91,3 +91,5 @@ def test_cli_prints_a_row_per_study_and_refuses_a_study_too_small(tmp_path, caps
     tiny = _study(tmp_path / "t", [0.5, 0.6], noise=0.01, seeds=4)
     with pytest.raises(SystemExit, match=r"t/baselines.json: needs at least 3 recipes"):
         P.main([str(tiny)])
+    with pytest.raises(SystemExit, match=r"^tau_projection.py: error: .*nothing/baselines.json: missing or not JSON"):
+        P.main([str(tmp_path / "nothing")])

@@ -62,6 +62,17 @@ SWEEP = re.compile(r"^clip_score_top(\d+)$")
 TRAINING_FIELDS = ("batch_size", "learning_rate", "warmup", "beta2", "weight_decay", "data_order", "model")
 
 
+def named_choices(key: str) -> tuple[str, tuple[str, ...]] | None:
+    """(what it is, the values it may take) for a training field set by name; None for a number."""
+    if key == "data_order":
+        return "data order (training/sample_order.py)", tuple(ORDERS)
+    if key == "model":
+        from datacurate.clip import register_model_configs
+
+        return "config in training/model_configs", tuple(register_model_configs())
+    return None
+
+
 def recipe_variant(scale: str, settings: list[str]):
     """The scale with some of its training recipe changed (``learning_rate=5e-4``): a study of the
     instrument itself. The pool, the filtering network and the subsets do not depend on these."""
@@ -75,17 +86,11 @@ def recipe_variant(scale: str, settings: list[str]):
         if not eq or key not in TRAINING_FIELDS:
             raise SystemExit(f"baselines.py: error: --set {item!r}: give FIELD=VALUE, FIELD one of "
                              f"{', '.join(TRAINING_FIELDS)}; the pool's own fields would make another pool")
-        if key == "data_order":
-            if value not in ORDERS:
-                raise SystemExit(f"baselines.py: error: --set {item!r}: give one of {', '.join(ORDERS)}")
-            changes[key] = value
-            continue
-        if key == "model":
-            from datacurate.clip import register_model_configs
-
-            if value not in register_model_configs():
-                raise SystemExit(f"baselines.py: error: --set {item!r}: no such config in training/model_configs; "
-                                 f"give one of {', '.join(register_model_configs())}")
+        named = named_choices(key)
+        if named is not None:
+            what, choices = named
+            if value not in choices:
+                raise SystemExit(f"baselines.py: error: --set {item!r}: no such {what}; give one of {', '.join(choices)}")
             changes[key] = value
             continue
         try:
@@ -314,7 +319,12 @@ def all_splits_tau(runs: dict[str, dict[int, dict]], recipes: list[str], seeds: 
     if not taus:
         return {"splits": 0, "mean": None, "min": None, "max": None, "at_goal": None}
     return {"splits": len(taus), "mean": float(np.mean(taus)), "min": min(taus), "max": max(taus),
-            "at_goal": sum(t >= TAU_GOAL - 1e-12 for t in taus) / len(taus)}
+            "at_goal": share_at_goal(taus)}
+
+
+def share_at_goal(taus) -> float:
+    """The share of these split-half taus at TAU_GOAL or above (rounding below it still counts)."""
+    return float(np.mean(np.asarray(taus, dtype=float) >= TAU_GOAL - 1e-12))
 
 
 def read_finished_study(lay, recipes: list[str], seeds: int, prog: str,

@@ -31,19 +31,19 @@ sys.path.insert(0, str(Path(__file__).resolve().parent))
 CENTERS = {"mean": np.mean, "median": np.median}
 
 
-def study_runs(folder: Path) -> tuple[dict, list[int]]:
+def study_runs(folder: Path, prog: str = "rank_statistic.py") -> tuple[dict, list[int]]:
     """({recipe: {seed: {"value": score}}}, seeds every recipe has) from FOLDER/baselines.json."""
     from baselines import common_seeds, load_study
 
     data = load_study(folder)
     if data is None:
-        raise SystemExit(f"rank_statistic.py: error: {folder}/baselines.json: missing or not JSON; "
+        raise SystemExit(f"{prog}: error: {folder}/baselines.json: missing or not JSON; "
                          "give a study folder (scripts/bench/baselines.py --out)")
     runs = {}
     for row in data["rows"]:
         seeds = row.get("seeds")
         if not isinstance(seeds, dict):
-            raise SystemExit(f"rank_statistic.py: error: {folder}/baselines.json:rows:{row.get('recipe')}:seeds: "
+            raise SystemExit(f"{prog}: error: {folder}/baselines.json:rows:{row.get('recipe')}:seeds: "
                              "no per-seed scores; tabulate the study again (baselines.py --report-only)")
         runs[row["recipe"]] = {int(s): {"value": float(v)} for s, v in seeds.items() if v is not None}
     used, _ = common_seeds(runs)
