@@ -135,8 +135,8 @@ def _write_info(net: Path, info: dict) -> None:
     write_json_atomic(NetLayout(Path(net)).info, info)
 
 
-def _scores_with_truth(pool: Path, column: str):
-    """(defect labels, scores) for every pool sample that has the score column."""
+def scores_with_truth(pool: Path, column: str):
+    """(defect labels, scores) of every pool row, in metadata order; an error names a row the ground truth lacks."""
     import pyarrow.parquet as pq
 
     gt_path = as_pool(pool).ground_truth
@@ -152,7 +152,21 @@ def _scores_with_truth(pool: Path, column: str):
         uids += t.column("uid").to_pylist()
         scores += t.column(column).to_pylist()
     labels = gt.reindex(uids).to_numpy()
+    lost = next((u for u, d in zip(uids, labels) if not isinstance(d, str)), None)
+    if lost is not None:
+        raise UserError(f"{gt_path}: no row for uid {lost} of the pool's metadata; give the pool it was built with")
     return labels, np.asarray(scores, dtype=np.float64)
+
+
+def caption_auc(labels, scores, defect: str = "swapped_caption") -> float | None:
+    """ROC AUC of ``scores``: rows with the true caption (defect none) against rows with ``defect``; None if either is absent."""
+    from sklearn.metrics import roc_auc_score
+
+    labels, scores = np.asarray(labels), np.asarray(scores)
+    clean, bad = labels == "none", labels == defect
+    if not clean.any() or not bad.any():
+        return None
+    return float(roc_auc_score(np.r_[np.ones(clean.sum()), np.zeros(bad.sum())], np.r_[scores[clean], scores[bad]]))
 
 
 def evaluate_auc(pool, arch: str = FILTER_NET_NAME) -> dict:
@@ -160,21 +174,18 @@ def evaluate_auc(pool, arch: str = FILTER_NET_NAME) -> dict:
 
     Also reports the AUC against the other caption defects present (boilerplate, foreign language).
     """
-    from sklearn.metrics import roc_auc_score
-
     column = f"clip_{arch}_similarity_score"
-    labels, scores = _scores_with_truth(Path(pool), column)
+    labels, scores = scores_with_truth(Path(pool), column)
     clean = labels == "none"
     result: dict = {"score_column": column, "n_none": int(clean.sum()),
                     "mean_score_none": round(float(scores[clean].mean()), 4) if clean.any() else None}
     for defect in ("swapped_caption", "boilerplate", "foreign_language"):
         bad = labels == defect
-        if not bad.any() or not clean.any():
+        auc = caption_auc(labels, scores, defect)
+        if auc is None:
             continue
-        y = np.r_[np.ones(clean.sum()), np.zeros(bad.sum())]
-        s = np.r_[scores[clean], scores[bad]]
         key = "auc" if defect == "swapped_caption" else f"auc_{defect}"
-        result[key] = round(float(roc_auc_score(y, s)), 4)
+        result[key] = round(auc, 4)
         result[f"n_{defect}"] = int(bad.sum())
         result[f"mean_score_{defect}"] = round(float(scores[bad].mean()), 4)
     if "auc" not in result:
