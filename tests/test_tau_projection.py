@@ -93,3 +93,25 @@ def test_cli_prints_a_row_per_study_and_refuses_a_study_too_small(tmp_path, caps
         P.main([str(tiny)])
     with pytest.raises(SystemExit, match=r"^tau_projection.py: error: .*nothing/baselines.json: missing or not JSON"):
         P.main([str(tmp_path / "nothing")])
+
+
+def test_plot_draws_every_study_against_the_goal(tmp_path, capsys, monkeypatch):
+    from datacurate.report import plots
+
+    drawn = {}
+    real = plots.tau_projections
+
+    def spy(studies, goal, path):
+        drawn.update(studies=studies, goal=goal)
+        return real(studies, goal, path)
+
+    monkeypatch.setattr(plots, "tau_projections", spy)
+    a = _study(tmp_path / "sharp", np.linspace(0.5, 0.7, 8), noise=0.005, seeds=6)
+    b = _study(tmp_path / "blunt", np.linspace(0.5, 0.52, 8), noise=0.02, seeds=6, rng_seed=1)
+    png = tmp_path / "fig" / "tau.png"
+    assert P.main([str(a), str(b), "--plot", str(png)]) == 0
+    assert png.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n" and f"plot: {png}" in capsys.readouterr().out
+    assert [name for name, _ in drawn["studies"]] == ["sharp", "blunt"] and drawn["goal"] == 0.8
+    (sharp3, sharp_share), (blunt3, _) = drawn["studies"][0][1][3], drawn["studies"][1][1][3]
+    assert sharp3 > 0.9 > 0.5 > blunt3 and sharp_share > 0.9
+    assert drawn["studies"][1][1][6][0] > blunt3          # more seeds a side agree better

@@ -205,6 +205,29 @@ def fraction_sweep(points: list[tuple[float, float, float | None]], bands: dict[
     return _save(fig, path)
 
 
+def tau_projections(studies: list[tuple[str, dict[int, tuple[float, float]]]], goal: float, path: Path) -> Path:
+    """Each study's projected split-half tau for halves of 3 and of 6 seeds against the goal line, with the
+    share of 3-against-3 draws at the goal: which lever gets near it, and what more seeds would do."""
+    plt = _plt()
+    fig, ax = plt.subplots(figsize=(7.5, 0.42 * max(4, len(studies)) + 1.2))
+    y = np.arange(len(studies))[::-1]
+    for yi, (name, halves) in zip(y, studies):
+        if 6 in halves:
+            ax.plot([halves[3][0], halves[6][0]], [yi, yi], color="0.75", linewidth=1, zorder=1)
+            ax.scatter(halves[6][0], yi, marker="s", color="0.55", zorder=2, label="6 seeds a side" if yi == y[0] else None)
+        ax.scatter(halves[3][0], yi, color="#4c72b0", zorder=3, label="3 seeds a side (the issue's split)" if yi == y[0] else None)
+        ax.annotate(f"{halves[3][1]:.0%}", (halves[3][0], yi), textcoords="offset points", xytext=(0, 6),
+                    ha="center", fontsize=7, color="#4c72b0")
+    ax.axvline(goal, color="#c44e52", linestyle="--", linewidth=1, label=f"goal {goal:g}")
+    ax.set_yticks(y)
+    ax.set_yticklabels([name for name, _ in studies], fontsize=8)
+    ax.set_xlabel("projected split-half Kendall tau (mean over draws; the % is the share of 3 v 3 draws at the goal)")
+    ax.set_title("What each study's signal and noise give: projected split-half tau")
+    ax.grid(axis="x", alpha=0.3)
+    ax.legend(fontsize=8, loc="lower right")
+    return _save(fig, path)
+
+
 def image_grid(examples: list[tuple[bytes, str]], title: str, path: Path, cols: int = 6) -> Path:
     """A grid of images with their captions underneath (kept or rejected examples)."""
     from PIL import Image

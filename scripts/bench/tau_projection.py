@@ -19,6 +19,8 @@ which signal over noise must grow (a larger spread or a smaller per-run std, in 
 
     .venv/bin/python scripts/bench/tau_projection.py docs/studies/tiny-12seeds docs/studies/base \\
         docs/studies/micro
+    .venv/bin/python scripts/bench/tau_projection.py docs/studies/{tiny,tiny-12seeds,base,micro} \\
+        docs/studies/tiny-{l4,fq,lr2e-3,lr5e-4,sample-times,b256,batch64} --plot docs/studies/tau_projection.png
 """
 from __future__ import annotations
 
@@ -100,19 +102,27 @@ def project(folder: Path, halves=(1, 2, 3, 6)) -> dict:
 def main(argv=None) -> int:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("studies", nargs="+", type=Path, help="study folders holding baselines.json")
+    ap.add_argument("--plot", type=Path, default=None, metavar="PNG",
+                    help="also draw each study's projected 3 v 3 and 6 v 6 tau against the goal")
     args = ap.parse_args(argv)
-    from baselines import or_dash
+    from baselines import TAU_GOAL, or_dash
 
     halves = (1, 2, 3, 6)
     print(f"{'study':30s} {'seeds':>5s} {'noise':>7s} {'spread':>7s} {'ratio':>5s}  "
           + "  ".join(f"{f'{h} v {h}':>12s}" for h in halves)
           + "  x for 3 v 3: mean / 50% / 90% at 0.8")
+    drawn = []
     for folder in args.studies:
         p = project(folder, halves)
+        drawn.append((folder.name, {h: (v["mean"], v["at_goal"]) for h, v in p["halves"].items()}))
         cells = "  ".join(f"{p['halves'][h]['mean']:+.3f} {p['halves'][h]['at_goal']:4.0%}" for h in halves)
         need = " / ".join(or_dash(p["factor"][k], ".2f") for k in ("mean", "half", "most"))
         print(f"{str(folder):30s} {p['seeds']:5d} {p['noise']:7.4f} {p['spread']:7.4f} {or_dash(p['ratio'], '.2f'):>5s}  "
               f"{cells}  {need}")
+    if args.plot is not None:
+        from datacurate.report.plots import tau_projections
+
+        print(f"plot: {tau_projections(drawn, TAU_GOAL, args.plot)}")
     return 0
 
 
