@@ -20,6 +20,7 @@ DEFECTS = ["none"] * 120 + ["swapped_caption"] * 60 + ["boilerplate"] * 20 + ["e
 def _study(root: Path) -> Path:
     """A finished study as far as the script reads one: two metadata shards with a weak score and the
     ground truth, fnet/ and embed.json, two recipes' subsets and runs."""
+    from datacurate.layout import NetLayout
     from datacurate.uids import make_uid
     from filters import run_recipe
 
@@ -36,8 +37,10 @@ def _study(root: Path) -> Path:
         (meta / f"{i:05d}.npz").write_bytes(b"embeddings")
     (root / "pool" / "shards").mkdir()
     pq.write_table(pa.table({"uid": uids, "defect": list(defects)}), root / "pool" / "ground_truth.parquet")
+    net = NetLayout(root / "fnet")
     (root / "fnet").mkdir()
-    (root / "fnet" / "info.json").write_text("{}")
+    net.info.write_text("{}")
+    net.checkpoint.write_bytes(b"weights")
     (root / "embed.json").write_text("{}")
     for r in ("no_filter", "clip_score_top30"):
         run_recipe(root / "pool", r, root / "subsets" / f"{r}.npy", progress=False)
@@ -81,6 +84,9 @@ def test_bad_requests_say_what_to_do(tmp_path):
     src = _study(tmp_path / "src")
     with pytest.raises(SystemExit, match="between the network's own"):
         S.main(["--source", str(src), "--out", str(tmp_path / "a"), "--auc", "0.5"])
+    (tmp_path / "plain").mkdir()
+    with pytest.raises(SystemExit, match="plain: not a finished study folder"):
+        S.main(["--source", str(tmp_path / "plain"), "--out", str(tmp_path / "a"), "--k", "1"])
     (tmp_path / "b").mkdir()
     with pytest.raises(SystemExit, match="exists; give a new --out"):
         S.main(["--source", str(src), "--out", str(tmp_path / "b"), "--k", "1"])

@@ -32,7 +32,7 @@ import numpy as np
 ROOT = Path(__file__).resolve().parents[2]
 sys.path.insert(0, str(ROOT))
 
-from datacurate.layout import BenchLayout, PoolLayout, as_pool  # noqa: E402  (after the path insert)
+from datacurate.layout import BenchLayout, NetLayout, PoolLayout, as_pool  # noqa: E402  (after the path insert)
 
 SCORE = "clip_fnet_similarity_score"
 NOT_ITS_OWN = ("swapped_caption", "boilerplate", "foreign_language")   # the caption defects the score should see
@@ -152,7 +152,7 @@ def main(argv=None) -> int:
     source, out = BenchLayout(args.source), BenchLayout(args.out)
     if out.out.exists():
         raise fail(f"{out.out}: exists; give a new --out")
-    if not source.embed_summary.is_file() or not (source.fnet / "info.json").is_file():
+    if not source.embed_summary.is_file() or not NetLayout(source.fnet).is_trained():
         raise fail(f"{source.out}: not a finished study folder (no embed.json or fnet/); give one --share could use")
     files, scores, defects = read_scores(source.pool)
     k = args.k if args.k is not None else solve_k(scores, defects, args.auc)
