@@ -85,3 +85,22 @@ def test_recipe_score_is_the_sample_std_over_seeds_else_the_bootstrap_se():
     assert verdict(Score(0.5, 0.01, 1), Score(0.48, 0.03, 3)) == "within noise"   # 0.02 < 0.03
     assert verdict(Score(0.5, 0.01, 1), Score(0.46, 0.03, 3)) == "win"
     assert verdict(Score(0.46, 0.01, 1), Score(0.5, 0.03, 3)) == "loss"
+
+
+def test_a_caption_in_a_script_the_font_lacks_draws_without_a_warning_per_glyph(tmp_path):
+    """The pool's foreign captions (Thai, ...) used to print one matplotlib warning per missing glyph in
+    `make demo`'s output; the image is still written, the boxes drawn, and nothing is printed."""
+    import io
+    import warnings
+
+    from PIL import Image
+
+    from datacurate.report.plots import image_grid
+
+    buf = io.BytesIO()
+    Image.new("RGB", (16, 16), (200, 30, 30)).save(buf, format="PNG")
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")
+        out = image_grid([(buf.getvalue(), "อีโมจิ หน้ายิ้ม"), (buf.getvalue(), "a red square")], "examples",
+                         tmp_path / "grid.png")
+    assert out.read_bytes()[:4] == b"\x89PNG"

@@ -6,6 +6,7 @@ can be rebuilt from the files a run leaves without re-running anything.
 from __future__ import annotations
 
 import io
+import warnings
 from pathlib import Path
 
 import numpy as np
@@ -26,7 +27,10 @@ def _save(fig, path: Path) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     try:
-        with atomic_path(path) as tmp:
+        with atomic_path(path) as tmp, warnings.catch_warnings():
+            # captions in scripts the bundled font lacks (the pool's foreign-language ones) are drawn as
+            # boxes; matplotlib's warning per missing glyph would bury the run's own output
+            warnings.filterwarnings("ignore", message=r"Glyph \d+ .* missing from font", category=UserWarning)
             fig.savefig(tmp, format="png", dpi=110, bbox_inches="tight")
     finally:
         _plt().close(fig)
