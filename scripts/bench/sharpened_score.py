@@ -117,23 +117,24 @@ def link_unchanged(source: BenchLayout, out: BenchLayout, recipes: list[str]) ->
 
     linked = []
     for r in recipes:
-        record = source.subset(r).with_suffix(".json")
-        if not record.is_file():
+        path = source.subset(r).with_suffix(".json")
+        if not path.is_file():
             continue
+        record = json.loads(path.read_text())
         out.subsets.mkdir(parents=True, exist_ok=True)
-        mine = run_recipe(out.pool, r, out.subset(r), seed=json.loads(record.read_text()).get("seed", 0),
-                          progress=False)
-        if mine["subset_fingerprint"] != json.loads(record.read_text())["subset_fingerprint"]:
+        mine = run_recipe(out.pool, r, out.subset(r), seed=record.get("seed", 0), progress=False)
+        if mine["subset_fingerprint"] != record["subset_fingerprint"]:
             continue
         out.training_data.mkdir(parents=True, exist_ok=True)
         if source.data(r).exists() and not out.data(r).exists():
             out.data(r).symlink_to(source.data(r).resolve())
-        runs = sorted(source.run(r).parent.glob(f"{r}")) + sorted(source.run(r).parent.glob(f"{r}-seed*"))
-        for run in runs:
-            dst = out.out / "runs" / run.name
+        seed = 0
+        while source.run(r, seed).exists():            # a study's seeds are 0..S-1 (BenchLayout names them)
+            dst = out.run(r, seed)
             dst.parent.mkdir(parents=True, exist_ok=True)
             if not dst.exists():
-                dst.symlink_to(run.resolve())
+                dst.symlink_to(source.run(r, seed).resolve())
+            seed += 1
         linked.append(r)
     return linked
 
