@@ -63,6 +63,8 @@ def test_recipe_variant_changes_only_training_fields(bl, tmp_path):
     assert shared.data_order == "sample_times" and recipe_for(shared).as_dict()["data_order"] == "sample_times"
     deeper = bl.recipe_variant("tiny", ["model=TinyCLIP-ViT-64-l4"])
     assert deeper.model == "TinyCLIP-ViT-64-l4" and recipe_for(deeper).model != recipe_for(tiny).model
+    conv = bl.recipe_variant("tiny", ["model=TinyCLIP-RN-64"])
+    assert conv.model == "TinyCLIP-RN-64" and recipe_for(conv).model != recipe_for(tiny).model
     for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"], ["data_order=shuffled"], ["model=ViT-X"]):
         with pytest.raises(SystemExit, match="--set"):
             bl.recipe_variant("tiny", bad)
@@ -323,3 +325,23 @@ def test_the_verdict_gives_the_share_of_halvings_at_the_tau_goal(bl):
     assert "67% at 0.8 or above" in text
     del t["all_splits"]["at_goal"]              # a study written before the share was kept
     assert "at 0.8" not in "\n".join(bl.verdict_lines(summary, "Average"))
+
+
+def test_convolutional_variant_differs_from_the_recipe_only_in_its_image_tower():
+    """TinyCLIP-RN-64 (the study of docs/studies/tiny-rn) swaps the ViT for OpenCLIP's ModifiedResNet:
+    same image size, text tower and embedding width, so the study compares image towers alone."""
+    import json
+
+    import open_clip
+    import torch
+
+    from datacurate.clip import MODEL_CONFIG_DIR, register_model_configs
+
+    register_model_configs()
+    vit, rn = (json.loads((MODEL_CONFIG_DIR / f"{n}.json").read_text()) for n in ("TinyCLIP-ViT-64", "TinyCLIP-RN-64"))
+    assert rn["text_cfg"] == vit["text_cfg"] and rn["embed_dim"] == vit["embed_dim"]
+    model = open_clip.create_model("TinyCLIP-RN-64").eval()
+    assert type(model.visual).__name__ == "ModifiedResNet" and model.visual.image_size == 64
+    with torch.no_grad():
+        emb = model.encode_image(torch.zeros(2, 3, 64, 64))
+    assert emb.shape == (2, vit["embed_dim"])
