@@ -332,15 +332,13 @@ def test_convolutional_variant_differs_from_the_recipe_only_in_its_image_tower()
     same image size, text tower and embedding width, so the study compares image towers alone."""
     import json
 
-    import open_clip
     import torch
 
-    from datacurate.clip import MODEL_CONFIG_DIR, register_model_configs
+    from datacurate.clip import MODEL_CONFIG_DIR, load_clip
 
-    register_model_configs()
     vit, rn = (json.loads((MODEL_CONFIG_DIR / f"{n}.json").read_text()) for n in ("TinyCLIP-ViT-64", "TinyCLIP-RN-64"))
     assert rn["text_cfg"] == vit["text_cfg"] and rn["embed_dim"] == vit["embed_dim"]
-    model = open_clip.create_model("TinyCLIP-RN-64").eval()
+    model, _, _ = load_clip("TinyCLIP-RN-64")          # the one loader eval and embedding use
     assert type(model.visual).__name__ == "ModifiedResNet" and model.visual.image_size == 64
     with torch.no_grad():
         emb = model.encode_image(torch.zeros(2, 3, 64, 64))

@@ -59,8 +59,8 @@ def read_scores(pool: Path) -> tuple[list[Path], np.ndarray, np.ndarray]:
     return files, scores, defects
 
 
-def auc(scores: np.ndarray, defects: np.ndarray) -> float:
-    """ROC AUC of the score, matched captions against swapped ones (`datacurate filter-net auc`'s)."""
+def auc(scores: np.ndarray, defects: np.ndarray) -> float | None:
+    """ROC AUC of the score, matched captions against swapped ones (`datacurate filter-net auc`'s); None if either is absent."""
     from training.filter_net import caption_auc
 
     return caption_auc(defects, scores)
