@@ -51,9 +51,12 @@ def _run(args) -> int:
         print(registry_table(all_listed(data_root=root, pool=args.pool), data_root=root))
         if args.pool is None:   # the suite the CPU scales and `datacurate run` use lives in a pool
             from .offline import OFFLINE_TASKS
+            from .tasks import OFFLINE_TASK_KEYS
 
-            names = ", ".join(t["name"] for t in OFFLINE_TASKS.values())
+            names = ", ".join(OFFLINE_TASKS[k]["name"] for k in OFFLINE_TASK_KEYS)
+            extra = ", ".join(v["name"] for k, v in OFFLINE_TASKS.items() if k not in OFFLINE_TASK_KEYS)
             print(f"\noffline suite (the CPU scales' main suite, what `datacurate run` scores): {names}; "
+                  f"built beside it, scored only by name: {extra}; "
                   "its tasks are built from a pool's held-out items: add --pool POOL to list them with their data")
         return 0
     if not args.run:

@@ -9,7 +9,9 @@ img2dataset does with the pool's images, so evaluation sees what training saw.
 Tasks (``OFFLINE_TASKS``): the emoji's group and subgroup by zero-shot classification
 (class names as the captions write them: "food-drink" -> "food & drink"), the emoji itself
 among all held-out emoji by its CLDR name, and retrieval between each image and its real
-captions (the English caption and the emoji's name).
+captions (the English caption and the emoji's name). All four are built; the suite
+(``eval.tasks.OFFLINE_TASK_KEYS``) scores and averages the last three, the group task is
+scored only when named.
 
 Group and subgroup classes also score by their member emoji's names (CHiLS, Novack et al.
 2023; ``subclasses.json``), taken from ``POOL/holdout/taxonomy.parquet`` without the ``eval``
@@ -33,7 +35,7 @@ from datacurate.errors import UserError
 from datacurate.images import to_rgb
 from datacurate.layout import PoolLayout
 
-from .tasks import CLASSIFICATION, RETRIEVAL
+from .tasks import CLASSIFICATION, OFFLINE_TASK_KEYS, RETRIEVAL
 
 BUILDER_VERSION = 5
 UNAVAILABLE = "unavailable.txt"   # a task folder without data says why in this file
@@ -190,17 +192,20 @@ class _Nothing:
 
 
 def suite_fingerprint(pool: str | os.PathLike) -> str | None:
-    """What the offline tasks are built from (eval.parquet, taxonomy, builder version), or, for a
-    pool copied without its holdout/, the built tasks' own record; None when neither exists.
-    A run's scores.json keeps the one it was scored on, so a changed suite is scored again."""
+    """What the offline suite is: the data its tasks are built from (eval.parquet, taxonomy, builder
+    version; for a pool copied without its holdout/, the built tasks' own record) and the tasks it
+    averages (``OFFLINE_TASK_KEYS``); None when the data is not there. A run's scores.json keeps the
+    one it was scored on, so a changed suite is scored again (unchanged tasks come from the cache)."""
     lay = PoolLayout.at(pool)
     parquet = lay.holdout_parquet("eval")
     if parquet.is_file():
-        return _fingerprint(parquet)
-    try:
-        return json.loads((lay.evalsets / next(iter(OFFLINE_TASKS)) / "source.json").read_text())["fingerprint"]
-    except (OSError, ValueError, KeyError):
-        return None
+        data = _fingerprint(parquet)
+    else:
+        try:
+            data = json.loads((lay.evalsets / next(iter(OFFLINE_TASKS)) / "source.json").read_text())["fingerprint"]
+        except (OSError, ValueError, KeyError):
+            return None
+    return f"{data}/{','.join(OFFLINE_TASK_KEYS)}"
 
 
 def _is_current(dst: Path, fingerprint: str) -> bool:

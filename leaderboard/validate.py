@@ -93,7 +93,9 @@ def parse_results(text: str, suite: Suite, source: str = "eval_results.jsonl") -
         if key not in suite.tasks:
             if key in suite.unscored and value is None:
                 continue
-            raise SubmissionError(f"{source}: line {i}: task {key!r} is not in suite {suite.name!r}")
+            raise SubmissionError(f"{source}: line {i}: task {key!r} is not in suite {suite.name!r}; scored on "
+                                  "another suite or an older version of it: score the run again "
+                                  "(datacurate eval --run RUN) and resubmit")
         if key in by_key:
             raise SubmissionError(f"{source}: line {i}: task {key!r} appears twice")
         if row.get("dataset") not in (None, suite.tasks[key]):

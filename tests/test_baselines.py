@@ -61,8 +61,8 @@ def test_recipe_variant_changes_only_training_fields(bl, tmp_path):
     assert bl.recipe_variant("tiny", []) == tiny
     shared = bl.recipe_variant("tiny", ["data_order=sample_times"])
     assert shared.data_order == "sample_times" and recipe_for(shared).as_dict()["data_order"] == "sample_times"
-    deeper = bl.recipe_variant("tiny", ["model=TinyCLIP-ViT-64-l4"])
-    assert deeper.model == "TinyCLIP-ViT-64-l4" and recipe_for(deeper).model != recipe_for(tiny).model
+    shallower = bl.recipe_variant("tiny", ["model=TinyCLIP-ViT-64"])      # tiny's model until 2026-12-05
+    assert shallower.model == "TinyCLIP-ViT-64" and recipe_for(shallower).model != recipe_for(tiny).model
     conv = bl.recipe_variant("tiny", ["model=TinyCLIP-RN-64"])
     assert conv.model == "TinyCLIP-RN-64" and recipe_for(conv).model != recipe_for(tiny).model
     for bad in (["pool_size=10"], ["learning_rate"], ["warmup=many"], ["data_order=shuffled"], ["model=ViT-X"]):
@@ -328,8 +328,9 @@ def test_the_verdict_gives_the_share_of_halvings_at_the_tau_goal(bl):
 
 
 def test_convolutional_variant_differs_from_the_recipe_only_in_its_image_tower():
-    """TinyCLIP-RN-64 (the study of docs/studies/tiny-rn) swaps the ViT for OpenCLIP's ModifiedResNet:
-    same image size, text tower and embedding width, so the study compares image towers alone."""
+    """TinyCLIP-RN-64 (the study of docs/studies/tiny-rn) swaps the ViT of tiny's recipe as it was then
+    (TinyCLIP-ViT-64, 3 layers) for OpenCLIP's ModifiedResNet: same image size, text tower and embedding
+    width, so the study compares image towers alone."""
     import json
 
     import torch

@@ -177,7 +177,9 @@ def test_cli_scales_runs():
     out = subprocess.run([sys.executable, "-m", "datacurate", "scales", "--json"], capture_output=True, text=True, check=True)
     import json
 
-    assert json.loads(out.stdout)["tiny"]["model"] == "TinyCLIP-ViT-64"
+    got = json.loads(out.stdout)
+    assert (got["micro"]["model"], got["tiny"]["model"], got["base"]["model"]) == \
+        ("TinyCLIP-ViT-64", "TinyCLIP-ViT-64-l4", "TinyCLIP-ViT-64")
 
 
 @pytest.mark.parametrize("bad", ["0x" + "a" * 30, "+" + "a" * 31, "a" * 15 + "_" + "a" * 16, "A" * 32, "a" * 31,

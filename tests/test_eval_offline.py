@@ -5,6 +5,7 @@ import json
 import os
 import subprocess
 import sys
+from unittest import mock
 from pathlib import Path
 
 import pytest
@@ -140,7 +141,7 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     r = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), cwd=ROOT)
     assert r.returncode == 0, r.stderr
     lines = [json.loads(x) for x in (run / "eval_results.jsonl").read_text().splitlines()]
-    assert [x["key"] for x in lines] == ["emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name"]
+    assert [x["key"] for x in lines] == ["emoji_subgroup", "emoji_concept", "emoji_name"]   # not emoji_group
     for x in lines:
         assert set(x) == {"key", "dataset", "metrics"}
         assert 0.0 <= x["metrics"]["main_metric"] <= 1.0
@@ -153,8 +154,8 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     assert scores["suite"] == "offline" and scores["complete"]
     assert set(scores["aggregates"]) == {"Classification", "Retrieval", "Average"}
     # every offline task scores by the rank percentile of the right answer: chance 0.5 whatever the classes
-    assert scores["chance"] == {"Emoji group": 0.5, "Emoji subgroup": 0.5, "Emoji concept": 0.5,
-                                "Emoji caption retrieval": 0.5}
+    assert scores["chance"] == {"Emoji subgroup": 0.5, "Emoji concept": 0.5, "Emoji caption retrieval": 0.5}
+    assert scores["aggregates"]["Average"] == pytest.approx(sum(scores["tasks"].values()) / 3)
     assert all(x["metrics"]["main_metric"] == x["metrics"]["mean_rank_percentile"] for x in lines)
     assert "chance" in r.stdout and "Emoji subgroup" in r.stdout
     # the leaderboard recomputes the same aggregates from the results file
@@ -165,8 +166,14 @@ def test_cli_offline_suite_end_to_end_random_tiny_model(tmp_path):
     # second run: nothing evaluated again
     r2 = _cli("--run", str(run), "--suite", "offline", "--pool", str(pool), "--json", cwd=ROOT)
     assert r2.returncode == 0, r2.stderr
-    assert "4 already done for this checkpoint, 0 to evaluate" in r2.stderr
+    assert "3 already done for this checkpoint, 0 to evaluate" in r2.stderr
     assert json.loads(r2.stdout)["tasks"] == scores["tasks"]
+    # the group task is built beside the suite and scored when named, in its own scores file
+    main_before = (run / "scores.json").read_bytes()
+    r3 = _cli("--run", str(run), "--suite", "emoji_group", "--pool", str(pool), cwd=ROOT)
+    assert r3.returncode == 0, r3.stderr
+    assert json.loads((run / "scores.emoji_group.json").read_text())["tasks"].keys() == {"Emoji group"}
+    assert (run / "scores.json").read_bytes() == main_before
 
 
 def test_cli_list_and_errors(tmp_path):
@@ -184,6 +191,7 @@ def test_cli_list_and_errors(tmp_path):
     r = _cli("--list", "--data-root", str(tmp_path / "data"), cwd=ROOT)   # without --pool: say the suite exists
     assert r.returncode == 0 and "emoji_group" not in r.stdout
     assert "offline suite (the CPU scales' main suite" in r.stdout and "Emoji caption retrieval" in r.stdout
+    assert "scored only by name: Emoji group" in r.stdout
     assert "add --pool POOL" in r.stdout
     r = _cli("--run", str(tmp_path / "norun"), cwd=ROOT)
     assert r.returncode == 2 and "norun" in r.stderr
@@ -234,6 +242,10 @@ def test_a_run_scored_on_an_older_suite_is_scored_again(tmp_path):
     pq.write_table(pa.table({"name": ["dot"], "group": ["round-shapes"], "subgroup": ["shape-circle"],
                              "split": ["pool"]}), pool / "holdout" / "taxonomy.parquet")
     assert not _scored_on_current_suite(run, pool)                       # the taxonomy changed
+    (run / "scores.json").write_text(json.dumps({"offline_fingerprint": suite_fingerprint(pool)}))
+    with mock.patch("eval.offline.OFFLINE_TASK_KEYS", ("emoji_group", "emoji_subgroup")):
+        assert not _scored_on_current_suite(run, pool)                   # the suite averages other tasks
+    assert _scored_on_current_suite(run, pool)
     (run / "scores.json").write_text(json.dumps({"suite": "offline"}))   # scored before fingerprints
     assert not _scored_on_current_suite(run, pool)
 
@@ -269,7 +281,7 @@ def test_another_suite_is_scored_beside_the_offline_scores_never_over_them(tmp_p
     assert read_scores(run, "offline") == offline and read_scores(run, "toy_cls") == mine
     assert _scored_on_current_suite(run, pool)                   # `datacurate run` finds its eval done
     keys = list(read_results(run / "eval_results.jsonl"))
-    assert keys == ["emoji_group", "emoji_subgroup", "emoji_concept", "emoji_name", "toy_cls"]
+    assert keys == ["emoji_subgroup", "emoji_concept", "emoji_name", "toy_cls"]
     again = evaluate_run(run, suite="offline", pool=pool, model=lm, log=quiet)
     assert again["tasks"] == offline["tasks"] and "toy_cls" in read_results(run / "eval_results.jsonl")
     # the leaderboard bundle carries the offline suite's lines and scores, and passes its checks

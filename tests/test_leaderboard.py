@@ -290,3 +290,10 @@ def test_offline_results_scored_by_an_older_suite_are_refused():
     older = lines("acc1").replace(', "mean_rank_percentile": 0.6', "")
     with pytest.raises(SubmissionError, match=r"\(None\): scored by an older offline suite"):
         parse_results(older, off)
+    # the four-task suite of before 2026-12-05: its group-task line is named and the way out given
+    group = json.dumps({"key": "emoji_group", "dataset": "Emoji group",
+                        "metrics": {"mean_rank_percentile": 0.6, "main_metric": 0.6}})
+    assert list(off.tasks) == ["emoji_subgroup", "emoji_concept", "emoji_name"]
+    with pytest.raises(SubmissionError, match=r"line 1: task 'emoji_group' is not in suite 'offline'; .*score the run "
+                                              r"again"):
+        parse_results(group + "\n" + lines("mean_rank_percentile"), off)

@@ -38,7 +38,7 @@ def board(tmp_path_factory):
     # the honest run's bundle with one task's score moved by 0.02, aggregates recomputed so it validates
     tweaked = tmp / "tweaked"
     shutil.copytree(runs["a"], tweaked)
-    _move_one_score(tweaked, pool, "emoji_group", 0.02)
+    _move_one_score(tweaked, pool, "emoji_subgroup", 0.02)
     runs["tweaked"] = tweaked
     db = tmp / "lb.sqlite"
     tokens = {"t1": new_token(db, "team-1"), "t2": new_token(db, "team-2")}
@@ -105,14 +105,14 @@ def test_honest_entry_verified_and_liar_failed_with_the_differing_tasks(board, c
     assert rows["liar"]["verification"] == "failed verification"
     assert rows["tweaked"]["verification"] == "failed verification"
     moved = httpx.get(board["url"] + f"/api/submissions/{tweaked}").json()["verification_detail"]
-    assert [k for k, t in moved["tasks"].items() if t["differs"]] == ["Emoji group"]
-    assert moved["tasks"]["Emoji group"]["submitted"] - moved["tasks"]["Emoji group"]["recomputed"] == \
+    assert [k for k, t in moved["tasks"].items() if t["differs"]] == ["Emoji subgroup"]
+    assert moved["tasks"]["Emoji subgroup"]["submitted"] - moved["tasks"]["Emoji subgroup"]["recomputed"] == \
         pytest.approx(0.02)
     detail = httpx.get(board["url"] + f"/api/submissions/{liar}").json()["verification_detail"]
     differing = [k for k, t in detail["tasks"].items() if t["differs"]]
-    assert differing and detail["message"].startswith(f"{len(differing)} of 4 task(s) differ")
+    assert differing and detail["message"].startswith(f"{len(differing)} of 3 task(s) differ")
     ok = httpx.get(board["url"] + f"/api/submissions/{honest}").json()["verification_detail"]
-    assert not any(t["differs"] for t in ok["tasks"].values()) and len(ok["tasks"]) == 4
+    assert not any(t["differs"] for t in ok["tasks"].values()) and len(ok["tasks"]) == 3
     # the verified-only views
     assert list(_rows(board, verified="true")) == ["honest"]
     page = httpx.get(board["url"] + "/leaderboard/micro/byod", params={"verified": "true"}).text

@@ -35,14 +35,14 @@ def test_weigh_is_the_weighted_mean_of_the_named_tasks():
 
 def test_leaving_out_a_noisy_task_shows_as_less_noise_and_a_surer_ranking():
     runs, seeds = _study(W.GROUP), list(range(6))
-    four = W.measure(W.weigh(runs, W.AGGREGATES["all four, equal (the suite's Average)"]), seeds)
-    three = W.measure(W.weigh(runs, W.AGGREGATES["without the group task"]), seeds)
+    four = W.measure(W.weigh(runs, W.AGGREGATES["all four, equal (the suite's Average until 2026-12-05)"]), seeds)
+    three = W.measure(W.weigh(runs, W.AGGREGATES["without the group task (the suite's since)"]), seeds)
     assert three["pooled_std"] < 0.5 * four["pooled_std"]
     assert three["ratio"] > 2 * four["ratio"]
     assert three["tau_all_splits"] > four["tau_all_splits"]
     # the noisy task is not always the group task: the same rule would not favour dropping it
     other = _study(W.RETRIEVAL)
-    assert W.measure(W.weigh(other, W.AGGREGATES["without the group task"]), seeds)["ratio"] < \
+    assert W.measure(W.weigh(other, W.AGGREGATES["without the group task (the suite's since)"]), seeds)["ratio"] < \
         W.measure(W.weigh(other, {W.CONCEPT: 1, W.GROUP: 1, W.SUBGROUP: 1}), seeds)["ratio"]
 
 
@@ -55,7 +55,19 @@ def test_a_run_scored_without_one_of_the_four_tasks_is_refused_naming_its_scores
         W.require_tasks(tmp_path / "run", three)
     msg = str(e.value)
     assert msg.startswith("task_weights.py: error: ") and f"{RunLayout(tmp_path / 'run').scores}:tasks" in msg
-    assert "no Emoji group" in msg and "--redo" in msg
+    assert "no Emoji group" in msg and "--suite emoji_group" in msg
+
+
+def test_the_group_task_is_read_from_its_own_scores_file_when_the_suite_left_it(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    three = {W.RETRIEVAL: 0.61, W.CONCEPT: 0.57, W.SUBGROUP: 0.64}
+    assert W.with_group_task(run, three) == three                              # not scored on it: left for require_tasks
+    (run / "scores.emoji_group.json").write_text(json.dumps({"suite": "emoji_group", "tasks": {W.GROUP: 0.58}}))
+    assert W.with_group_task(run, three) == {**three, W.GROUP: 0.58}
+    assert W.with_group_task(run, {**three, W.GROUP: 0.5})[W.GROUP] == 0.5     # scores.json's own wins
 
 
 def test_a_study_with_no_complete_seed_is_one_error_line(tmp_path):

@@ -96,7 +96,8 @@ def score_run(run: Path, root: Path, keys: list[str]) -> dict[str, float]:
 
 
 def aggregates(tasks: dict[str, float], extra: dict[str, float]) -> dict[str, float]:
-    """Every candidate Average of one run: four tasks, equal weights, as the suite's."""
+    """Every candidate Average of one run: four tasks, equal weights, as the suite's were when the
+    candidates were fixed (the group task has left the suite since: task_weights.with_group_task)."""
     suite = {t: tasks[SUITE[t]] for t in TASKS}
     et = {t: extra[_key("et", t)] for t in TASKS}
     mean = lambda d: sum(d.values()) / len(d)
@@ -109,7 +110,7 @@ def aggregates(tasks: dict[str, float], extra: dict[str, float]) -> dict[str, fl
 
 def main(argv=None) -> int:
     from baselines import open_finished_study
-    from task_weights import measure, print_header, print_row
+    from task_weights import measure, print_header, print_row, require_tasks, with_group_task
 
     args, lay, runs, seeds = open_finished_study(__doc__, "eval_candidates.py", argv)
     root = lay.out / "candidate_suites"
@@ -117,11 +118,14 @@ def main(argv=None) -> int:
     per_run = {}
     for s in seeds:
         for r, by in runs.items():
-            extra = score_run(lay.run(r, s), root, keys)
-            per_run.setdefault(r, {})[s] = aggregates(by[s]["tasks"], extra)
-            if abs(per_run[r][s]["the suite"] - by[s]["value"]) > 1e-9:
+            scored = by[s]["tasks"]
+            if abs(sum(scored.values()) / len(scored) - by[s]["value"]) > 1e-9:
                 raise SystemExit(f"eval_candidates.py: error: {lay.run(r, s)}: its tasks' mean "
-                                 f"{per_run[r][s]['the suite']:.6f} is not its Average {by[s]['value']:.6f}")
+                                 f"{sum(scored.values()) / len(scored):.6f} is not its Average {by[s]['value']:.6f}")
+            four = with_group_task(lay.run(r, s), scored)
+            require_tasks(lay.run(r, s), four)
+            extra = score_run(lay.run(r, s), root, keys)
+            per_run.setdefault(r, {})[s] = aggregates(four, extra)
             print(f"{r} seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in per_run[r][s].items()), flush=True)
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"\n{len(runs)} recipes x seeds {seeds}")

@@ -2,7 +2,8 @@
 
 The suite's Average weighs its tasks equally, as upstream's does. A task whose seed-to-seed
 noise is large against the spread it puts between recipes adds more noise than signal to that
-mean. This script reads every run's per-task scores (scores.json) and gives, for each aggregate:
+mean. This script reads every run's per-task scores (scores.json; the group task, which the suite
+has left since this study, from scores.emoji_group.json where scores.json lacks it) and gives, for each aggregate:
 the per-run std pooled over the recipes, the spread of the recipe means, their ratio, the
 split-half Kendall tau (seeds 0-2 vs 3-5, and the mean over every halving) and the best recipe's
 lead over no filter and random 30 %, as baselines.py does.
@@ -29,12 +30,24 @@ from datacurate.layout import RunLayout  # noqa: E402
 
 RETRIEVAL, CONCEPT, GROUP, SUBGROUP = "Emoji caption retrieval", "Emoji concept", "Emoji group", "Emoji subgroup"
 TASKS = (RETRIEVAL, CONCEPT, GROUP, SUBGROUP)
+GROUP_KEY = "emoji_group"      # built beside the offline suite, scored only by name since 2026-12-05
 AGGREGATES = {
-    "all four, equal (the suite's Average)": {RETRIEVAL: 1, CONCEPT: 1, GROUP: 1, SUBGROUP: 1},
-    "without the group task": {RETRIEVAL: 1, CONCEPT: 1, SUBGROUP: 1},
+    "all four, equal (the suite's Average until 2026-12-05)": {RETRIEVAL: 1, CONCEPT: 1, GROUP: 1, SUBGROUP: 1},
+    "without the group task (the suite's since)": {RETRIEVAL: 1, CONCEPT: 1, SUBGROUP: 1},
     "inverse per-run variance of the other studies": {RETRIEVAL: .379, CONCEPT: .287, GROUP: .092, SUBGROUP: .242},
     **{f"{t} alone": {t: 1} for t in TASKS},
 }
+
+
+def with_group_task(run: Path, tasks: dict[str, float]) -> dict[str, float]:
+    """The run's task scores with the group task's: from scores.json for a run scored when the suite held
+    it, else from the file of its own suite (`datacurate eval --run RUN --suite emoji_group`)."""
+    from eval.results import read_scores
+
+    if GROUP in tasks:
+        return tasks
+    value = (read_scores(run, GROUP_KEY).get("tasks") or {}).get(GROUP)
+    return {**tasks, GROUP: float(value)} if isinstance(value, (int, float)) else tasks
 
 
 def require_tasks(run: Path, tasks: dict[str, float]) -> None:
@@ -42,7 +55,8 @@ def require_tasks(run: Path, tasks: dict[str, float]) -> None:
     absent = [t for t in TASKS if t not in tasks]
     if absent:
         raise SystemExit(f"task_weights.py: error: {RunLayout(run).scores}:tasks: no {', '.join(absent)}; "
-                         "score the run on the offline suite again (`datacurate eval --run RUN --redo`)")
+                         f"score the run on the offline suite and on {GROUP_KEY} (`datacurate eval --run RUN "
+                         f"--pool POOL --suite offline`, then `--suite {GROUP_KEY}`)")
 
 
 def weigh(runs: dict, weights: dict[str, float]) -> dict:
@@ -84,14 +98,15 @@ def main(argv=None) -> int:
     args, lay, runs, seeds = open_finished_study(__doc__, "task_weights.py", argv)
     for r, by in runs.items():
         for s in seeds:
+            by[s]["tasks"] = with_group_task(lay.run(r, s), by[s]["tasks"])
             require_tasks(lay.run(r, s), by[s]["tasks"])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"{len(runs)} recipes x seeds {seeds}")
-    print_header(48)
+    print_header(56)
     for name, weights in AGGREGATES.items():
         m = measure(weigh(runs, weights), seeds)
         result["aggregates"][name] = {"weights": weights, **m}
-        print_row(name, m, 48)
+        print_row(name, m, 56)
     if args.json:
         write_json_atomic(args.json, result)
         print(f"numbers: {args.json}")

@@ -20,7 +20,7 @@ which signal over noise must grow (a larger spread or a smaller per-run std, in 
     .venv/bin/python scripts/bench/tau_projection.py docs/studies/tiny-12seeds docs/studies/base \\
         docs/studies/micro
     .venv/bin/python scripts/bench/tau_projection.py docs/studies/{tiny,tiny-12seeds,base,micro} \\
-        docs/studies/tiny-{l4,rn,fq,lr2e-3,lr5e-4,sample-times,b256,batch64} --plot docs/studies/tau_projection.png
+        docs/studies/tiny-{l4-12seeds,l4,rn,fq,lr2e-3,lr5e-4,sample-times,b256,batch64} --plot docs/studies/tau_projection.png
 """
 from __future__ import annotations
 
