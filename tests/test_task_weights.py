@@ -77,3 +77,16 @@ def test_a_study_with_no_complete_seed_is_one_error_line(tmp_path):
     assert msg.startswith(f"task_weights.py: error: {tmp_path / 'study'}: no seed has a scored run for every recipe")
     assert "26 of 26 missing" in msg and "baselines.py --out" in msg
     assert not (tmp_path / "study").exists()                      # nothing written
+
+
+def test_four_task_scores_reads_the_group_file_or_stops_in_the_callers_name(tmp_path):
+    import json
+
+    run = tmp_path / "run"
+    run.mkdir()
+    three = {W.RETRIEVAL: 0.61, W.CONCEPT: 0.57, W.SUBGROUP: 0.64}
+    with pytest.raises(SystemExit) as e:
+        W.four_task_scores(run, three, "eval_candidates.py")
+    assert str(e.value).startswith("eval_candidates.py: error: ") and "no Emoji group" in str(e.value)
+    (run / "scores.emoji_group.json").write_text(json.dumps({"suite": "emoji_group", "tasks": {W.GROUP: 0.58}}))
+    assert W.four_task_scores(run, three) == {**three, W.GROUP: 0.58}

@@ -110,7 +110,7 @@ def aggregates(tasks: dict[str, float], extra: dict[str, float]) -> dict[str, fl
 
 def main(argv=None) -> int:
     from baselines import open_finished_study
-    from task_weights import measure, print_header, print_row, require_tasks, with_group_task
+    from task_weights import four_task_scores, measure, print_header, print_row
 
     args, lay, runs, seeds = open_finished_study(__doc__, "eval_candidates.py", argv)
     root = lay.out / "candidate_suites"
@@ -119,11 +119,11 @@ def main(argv=None) -> int:
     for s in seeds:
         for r, by in runs.items():
             scored = by[s]["tasks"]
-            if abs(sum(scored.values()) / len(scored) - by[s]["value"]) > 1e-9:
+            mean = sum(scored.values()) / len(scored)
+            if abs(mean - by[s]["value"]) > 1e-9:
                 raise SystemExit(f"eval_candidates.py: error: {lay.run(r, s)}: its tasks' mean "
-                                 f"{sum(scored.values()) / len(scored):.6f} is not its Average {by[s]['value']:.6f}")
-            four = with_group_task(lay.run(r, s), scored)
-            require_tasks(lay.run(r, s), four)
+                                 f"{mean:.6f} is not its Average {by[s]['value']:.6f}")
+            four = four_task_scores(lay.run(r, s), scored, "eval_candidates.py")
             extra = score_run(lay.run(r, s), root, keys)
             per_run.setdefault(r, {})[s] = aggregates(four, extra)
             print(f"{r} seed {s}: " + ", ".join(f"{k} {v:.4f}" for k, v in per_run[r][s].items()), flush=True)

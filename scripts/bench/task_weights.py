@@ -50,13 +50,20 @@ def with_group_task(run: Path, tasks: dict[str, float]) -> dict[str, float]:
     return {**tasks, GROUP: float(value)} if isinstance(value, (int, float)) else tasks
 
 
-def require_tasks(run: Path, tasks: dict[str, float]) -> None:
+def require_tasks(run: Path, tasks: dict[str, float], prog: str = "task_weights.py") -> None:
     """Every aggregate reads the four tasks: a run scored without one of them stops the script."""
     absent = [t for t in TASKS if t not in tasks]
     if absent:
-        raise SystemExit(f"task_weights.py: error: {RunLayout(run).scores}:tasks: no {', '.join(absent)}; "
+        raise SystemExit(f"{prog}: error: {RunLayout(run).scores}:tasks: no {', '.join(absent)}; "
                          f"score the run on the offline suite and on {GROUP_KEY} (`datacurate eval --run RUN "
                          f"--pool POOL --suite offline`, then `--suite {GROUP_KEY}`)")
+
+
+def four_task_scores(run: Path, tasks: dict[str, float], prog: str = "task_weights.py") -> dict[str, float]:
+    """The run's four task scores (:func:`with_group_task`), or one error line naming what is missing."""
+    tasks = with_group_task(run, tasks)
+    require_tasks(run, tasks, prog)
+    return tasks
 
 
 def weigh(runs: dict, weights: dict[str, float]) -> dict:
@@ -98,8 +105,7 @@ def main(argv=None) -> int:
     args, lay, runs, seeds = open_finished_study(__doc__, "task_weights.py", argv)
     for r, by in runs.items():
         for s in seeds:
-            by[s]["tasks"] = with_group_task(lay.run(r, s), by[s]["tasks"])
-            require_tasks(lay.run(r, s), by[s]["tasks"])
+            by[s]["tasks"] = four_task_scores(lay.run(r, s), by[s]["tasks"])
     result = {"study": str(args.out), "seeds": seeds, "recipes": len(runs), "aggregates": {}}
     print(f"{len(runs)} recipes x seeds {seeds}")
     print_header(56)
